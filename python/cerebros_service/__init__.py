@@ -1,0 +1,55 @@
+"""cerebros_service: the Python service driven by the cerebros-bridge Rust host.
+
+Op rules (the same for this module and for any user module the bridge is pointed at):
+
+* every op is a **module-level function** of the service module, plain or ``async def``
+  (an ``async def`` op is awaited by the caller);
+* an op takes **one dict** (the payload) and returns **one dict** (the result), made of
+  JSON-like values: ``None``, ``bool``, ``int``, finite ``float``, ``str``, lists and dicts
+  with string keys;
+* names starting with ``_`` (private names and dunders) are **never ops**, nor are classes,
+  modules or other non-function attributes.
+
+Consequently every public function of this module is an op: helpers are imported or defined
+under ``_`` names. The module stays cheap to import; heavy packages (numpy, scikit-learn,
+MLflow) are imported only inside the ops that need them.
+"""
+
+import platform as _platform
+import sys as _sys
+from importlib import metadata as _metadata
+
+from ._dispatch import OpError as _OpError  # noqa: F401  (re-exported for Python callers)
+from ._dispatch import resolve_op as _resolve_op  # noqa: F401
+
+__version__ = "0.1.0"
+SERVICE_VERSION = __version__
+
+# distribution name on the package index -> key in the ``health`` report
+_REPORTED_PACKAGES = {"numpy": "numpy", "scikit-learn": "sklearn", "mlflow": "mlflow"}
+
+
+def _package_version(distribution: str) -> str | None:
+    try:
+        return _metadata.version(distribution)
+    except _metadata.PackageNotFoundError:
+        return None
+
+
+def health(payload: dict) -> dict:
+    """Report the interpreter and package versions; imports none of the heavy packages."""
+    return {
+        "status": "ok",
+        "service": "cerebros_service",
+        "service_version": SERVICE_VERSION,
+        "python_version": _platform.python_version(),
+        "implementation": _platform.python_implementation(),
+        "executable": _sys.executable,
+        "prefix": _sys.prefix,
+        "packages": {key: _package_version(dist) for dist, key in _REPORTED_PACKAGES.items()},
+    }
+
+
+def echo(payload: dict) -> dict:
+    """Return the payload itself (a shallow copy), for cheap and exact round trips."""
+    return dict(payload)

@@ -1,0 +1,346 @@
+//! The in-process worker pool: a fixed number of dedicated OS threads, each attached to
+//! the embedded interpreter for its whole life (one `PyThreadState` per thread, never
+//! re-created per call), fed from one bounded queue.
+//!
+//! * **Queue.** [`Pool::submit`] never blocks: a full queue is an `overloaded` error.
+//! * **GIL fairness.** A worker keeps the GIL while jobs are queued and releases it only
+//!   to wait for work. A brief release/re-acquire between jobs would count as a GIL
+//!   switch and let a busy worker starve a thread waiting for the GIL for seconds;
+//!   holding it lets CPython's forced switch (every switch interval) hand it over.
+//! * **Latency.** One idle worker spins briefly for the next job before parking, and
+//!   callers spin briefly for their reply (see [`crate::reply`]), so a short call does
+//!   not pay two futex wake-ups.
+//! * **Timeouts.** A caller stops waiting at its deadline and asks the [`supervisor`] to
+//!   cancel: an exception is raised in the interpreter thread running *that* job; if
+//!   the job is still running after the cancel grace, its worker is retired and a fresh
+//!   one takes its slot, so the pool keeps its size.
+
+mod supervisor;
+mod worker;
+
+use crate::error::{BridgeError, ErrorClass, Result};
+use crate::interpreter;
+use crate::reply::ReplySlot;
+use crossbeam_channel::{Receiver, Sender, TrySendError};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use serde::Serialize;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+pub use supervisor::SupervisorMsg;
+use worker::WorkerState;
+
+/// How long a caller spins for its reply before parking or yielding to its runtime.
+pub const CALLER_SPIN: Duration = Duration::from_micros(40);
+/// How long an idle worker spins for the next job before parking.
+pub const WORKER_SPIN: Duration = Duration::from_micros(100);
+
+/// What a [`Pool`] needs to start.
+#[derive(Debug, Clone)]
+pub struct PoolOptions {
+    /// Number of worker threads.
+    pub size: usize,
+    /// Jobs that may wait in the queue before `submit` answers `overloaded`.
+    pub queue_capacity: usize,
+    /// How long a cancelled job may keep running before its worker is retired.
+    pub cancel_grace: Duration,
+    /// The service module whose functions are the ops.
+    pub module: String,
+    /// Put on `sys.path` before importing `module`.
+    pub repo_path: PathBuf,
+    /// The interpreter whose venv the embedded interpreter uses (see
+    /// [`interpreter::find_python`]).
+    pub python_executable: Option<PathBuf>,
+}
+
+/// A snapshot of the pool's health.
+#[derive(Debug, Clone, Serialize, PartialEq, Eq)]
+pub struct PoolStats {
+    /// Configured number of workers.
+    pub workers: usize,
+    /// Workers running and able to take jobs (equals `workers` unless one is starting).
+    pub workers_alive: usize,
+    /// Workers retired because a cancelled call did not stop within the grace.
+    pub workers_retired: u64,
+    /// Retired workers whose thread is still stuck in the call that cost them their slot.
+    pub workers_stuck: u64,
+    /// Workers that died (panicked) and were replaced.
+    pub workers_replaced: u64,
+    /// Jobs waiting in the queue.
+    pub queued: usize,
+    /// Jobs taken by the pool.
+    pub submitted: u64,
+}
+
+enum Message {
+    Call(Job),
+    /// Fault injection: makes the worker that takes it panic outside any job.
+    Panic,
+}
+
+struct Job {
+    id: u64,
+    op: String,
+    payload: Value,
+    deadline: Instant,
+    reply: Arc<ReplySlot<Result<Value>>>,
+}
+
+struct Shared {
+    options: PoolOptions,
+    module: Py<PyModule>,
+    jobs: Receiver<Message>,
+    /// Closed (dropped) at shutdown to wake parked workers.
+    shutdown_signal: Mutex<Option<Sender<()>>>,
+    shutdown_wait: Receiver<()>,
+    shutting_down: AtomicBool,
+    /// Set while one idle worker spins for the next job (only one spins at a time).
+    spinner: AtomicBool,
+    slots: Mutex<Vec<Arc<WorkerState>>>,
+    supervisor: Sender<SupervisorMsg>,
+    next_job: AtomicU64,
+    submitted: AtomicU64,
+    retired: AtomicU64,
+    stuck: AtomicU64,
+    replaced: AtomicU64,
+}
+
+/// A pool of interpreter threads running the ops of one service module.
+///
+/// ```no_run
+/// use cerebros_bridge::pool::{Pool, PoolOptions};
+/// use std::time::Duration;
+/// let pool = Pool::start(PoolOptions {
+///     size: 2,
+///     queue_capacity: 1024,
+///     cancel_grace: Duration::from_millis(250),
+///     module: "cerebros_service".into(),
+///     repo_path: "python".into(),
+///     python_executable: None,
+/// })?;
+/// let reply = pool
+///     .submit("echo", serde_json::json!({"x": 1}), Duration::from_secs(5))?
+///     .wait_blocking()?;
+/// assert_eq!(reply["x"], 1);
+/// # Ok::<(), cerebros_bridge::error::BridgeError>(())
+/// ```
+pub struct Pool {
+    shared: Arc<Shared>,
+    jobs: Sender<Message>,
+}
+
+impl Pool {
+    /// Starts the interpreter (once per process), imports the service module and
+    /// starts `options.size` workers.
+    pub fn start(options: PoolOptions) -> Result<Pool> {
+        if options.size == 0 {
+            return Err(BridgeError::new(
+                ErrorClass::Config,
+                "invoke.pool_size = 0: expected at least 1 worker",
+            ));
+        }
+        interpreter::ensure_started(options.python_executable.as_deref())?;
+        let module = Python::attach(|py| {
+            interpreter::import_service(py, &options.repo_path, &options.module)
+        })?;
+        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(options.queue_capacity.max(1));
+        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(0);
+        let (supervisor_tx, supervisor_rx) = crossbeam_channel::unbounded();
+        let shared = Arc::new(Shared {
+            module,
+            jobs: jobs_rx,
+            shutdown_signal: Mutex::new(Some(shutdown_tx)),
+            shutdown_wait: shutdown_rx,
+            shutting_down: AtomicBool::new(false),
+            spinner: AtomicBool::new(false),
+            slots: Mutex::new(Vec::with_capacity(options.size)),
+            supervisor: supervisor_tx,
+            next_job: AtomicU64::new(1),
+            submitted: AtomicU64::new(0),
+            retired: AtomicU64::new(0),
+            stuck: AtomicU64::new(0),
+            replaced: AtomicU64::new(0),
+            options,
+        });
+        for slot in 0..shared.options.size {
+            let state = worker::spawn(&shared, slot, 0)?;
+            shared.slots.lock().push(state);
+        }
+        supervisor::spawn(shared.clone(), supervisor_rx)?;
+        Ok(Pool {
+            shared,
+            jobs: jobs_tx,
+        })
+    }
+
+    /// Queues a call of `op` with `payload`; the caller must give up at `timeout`.
+    /// Never blocks: a full queue is `overloaded`, a pool shutting down `cancelled`.
+    pub fn submit(&self, op: &str, payload: Value, timeout: Duration) -> Result<PendingCall> {
+        if self.shared.shutting_down.load(Ordering::Acquire) {
+            return Err(BridgeError::new(
+                ErrorClass::Cancelled,
+                "the worker pool is shut down",
+            ));
+        }
+        let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
+        let reply = ReplySlot::new();
+        let deadline = Instant::now() + timeout;
+        let was_idle = self.jobs.is_empty();
+        let job = Job {
+            id,
+            op: op.to_owned(),
+            payload,
+            deadline,
+            reply: reply.clone(),
+        };
+        match self.jobs.try_send(Message::Call(job)) {
+            Ok(()) => {}
+            Err(TrySendError::Full(_)) => {
+                return Err(BridgeError::new(
+                    ErrorClass::Overloaded,
+                    format!(
+                        "the request queue is full ({} calls waiting); retry later or raise invoke.queue_capacity",
+                        self.shared.options.queue_capacity
+                    ),
+                ))
+            }
+            Err(TrySendError::Disconnected(_)) => {
+                return Err(BridgeError::new(
+                    ErrorClass::Cancelled,
+                    "the worker pool is shut down",
+                ))
+            }
+        }
+        self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        Ok(PendingCall {
+            id,
+            reply,
+            deadline,
+            timeout,
+            spin: was_idle,
+            supervisor: self.shared.supervisor.clone(),
+        })
+    }
+
+    /// The pool's health.
+    pub fn stats(&self) -> PoolStats {
+        let slots = self.shared.slots.lock();
+        PoolStats {
+            workers: self.shared.options.size,
+            workers_alive: slots.iter().filter(|w| w.is_serving()).count(),
+            workers_retired: self.shared.retired.load(Ordering::Relaxed),
+            workers_stuck: self.shared.stuck.load(Ordering::Relaxed),
+            workers_replaced: self.shared.replaced.load(Ordering::Relaxed),
+            queued: self.jobs.len(),
+            submitted: self.shared.submitted.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Stops taking calls, lets running calls finish for up to `grace`, answers queued
+    /// calls with `cancelled`, then cancels what still runs. Never waits on a worker
+    /// stuck in the interpreter beyond `grace`. Returns the number of workers that had
+    /// not stopped by then.
+    pub fn shutdown(&self, grace: Duration) -> usize {
+        if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
+            return 0;
+        }
+        self.shared.shutdown_signal.lock().take();
+        let deadline = Instant::now() + grace;
+        let workers: Vec<Arc<WorkerState>> = self.shared.slots.lock().clone();
+        while Instant::now() < deadline && workers.iter().any(|w| !w.has_exited()) {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let left: Vec<_> = workers.iter().filter(|w| !w.has_exited()).collect();
+        for worker in &left {
+            if let Some(job) = worker.current_job() {
+                let _ = self.shared.supervisor.send(SupervisorMsg::Cancel { job_id: job });
+            }
+        }
+        let _ = self.shared.supervisor.send(SupervisorMsg::Stop);
+        left.len()
+    }
+
+    /// Fault injection for tests: the next worker to take this message panics outside
+    /// any call. The pool must log it and replace the worker.
+    #[doc(hidden)]
+    pub fn inject_worker_panic(&self) -> Result<()> {
+        self.jobs.try_send(Message::Panic).map_err(|_| {
+            BridgeError::new(ErrorClass::Overloaded, "queue full; cannot inject a panic")
+        })
+    }
+
+    /// The Python thread ids (`threading.get_ident()`) of the current workers.
+    pub fn worker_thread_idents(&self) -> Vec<u64> {
+        self.shared
+            .slots
+            .lock()
+            .iter()
+            .map(|w| w.python_ident())
+            .collect()
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        let grace = self.shared.options.cancel_grace;
+        self.shutdown(grace);
+    }
+}
+
+/// A call that has been queued; wait for it with [`PendingCall::wait_blocking`] or
+/// [`PendingCall::wait`]. Dropping it abandons the call (a queued job is then skipped).
+pub struct PendingCall {
+    id: u64,
+    reply: Arc<ReplySlot<Result<Value>>>,
+    deadline: Instant,
+    timeout: Duration,
+    spin: bool,
+    supervisor: Sender<SupervisorMsg>,
+}
+
+impl PendingCall {
+    /// Blocks the current thread until the reply arrives or the deadline passes.
+    pub fn wait_blocking(self) -> Result<Value> {
+        if let Some(reply) = self.reply.spin_take(CALLER_SPIN) {
+            return reply;
+        }
+        match self.reply.wait_until(self.deadline) {
+            Some(reply) => reply,
+            None => self.time_out(),
+        }
+    }
+
+    /// Waits asynchronously until the reply arrives or the deadline passes. When the
+    /// job went into an empty queue the task first spins briefly on its runtime thread:
+    /// a short call answers before a task wake-up (one futex, ~25 µs) could.
+    pub async fn wait(self) -> Result<Value> {
+        if self.spin {
+            if let Some(reply) = self.reply.spin_take(CALLER_SPIN) {
+                return reply;
+            }
+        }
+        let deadline = tokio::time::Instant::from_std(self.deadline);
+        match tokio::time::timeout_at(deadline, self.reply.wait()).await {
+            Ok(reply) => reply,
+            Err(_) => self.time_out(),
+        }
+    }
+
+    /// The deadline passed: use a reply that raced in, else ask the supervisor to
+    /// cancel the job and answer `timeout`.
+    fn time_out(&self) -> Result<Value> {
+        if let Some(reply) = self.reply.spin_take(Duration::ZERO) {
+            return reply;
+        }
+        let _ = self.supervisor.send(SupervisorMsg::Cancel { job_id: self.id });
+        Err(BridgeError::new(
+            ErrorClass::Timeout,
+            format!("no reply within {} ms", self.timeout.as_millis()),
+        )
+        .with_detail("timeout_ms", self.timeout.as_millis() as u64))
+    }
+}

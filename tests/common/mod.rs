@@ -1,0 +1,54 @@
+//! Helpers shared by the integration tests.
+#![allow(dead_code)]
+
+use cerebros_bridge::pool::{Pool, PoolOptions};
+use parking_lot::{Mutex, MutexGuard};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Options for a pool over the fault-injection service in `tests/fixtures`.
+pub fn fault_options(size: usize) -> PoolOptions {
+    PoolOptions {
+        size,
+        queue_capacity: 1024,
+        cancel_grace: Duration::from_millis(250),
+        module: "fault_service".into(),
+        repo_path: root().join("tests/fixtures"),
+        python_executable: None,
+    }
+}
+
+/// A started pool over the fault-injection service.
+pub fn fault_pool(size: usize) -> Pool {
+    Pool::start(fault_options(size)).expect("the fault pool starts")
+}
+
+/// Timing-sensitive tests take this lock so they do not share the two cores.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock()
+}
+
+/// Number of OS threads in this process.
+pub fn thread_count() -> usize {
+    std::fs::read_dir("/proc/self/task")
+        .map(|dir| dir.count())
+        .unwrap_or(0)
+}
+
+/// Polls `condition` every millisecond for up to `limit`.
+pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
+    let start = std::time::Instant::now();
+    while start.elapsed() < limit {
+        if condition() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(1));
+    }
+    condition()
+}

@@ -1,0 +1,534 @@
+"""Unit tests of the Python service, its op rules, its CLI and the fault-injection fixture."""
+
+import asyncio
+import ctypes
+import importlib.metadata
+import io
+import json
+import os
+import platform
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import cerebros_service
+import fault_service
+from cerebros_service import __main__ as cli
+from cerebros_service._dispatch import OpError, call_op, encode_result, resolve_op
+
+PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
+
+# -- strategies -----------------------------------------------------------------------------
+
+json_scalars = (
+    st.none()
+    | st.booleans()
+    | st.integers()
+    | st.floats(allow_nan=False, allow_infinity=False)
+    | st.text()
+)
+json_values = st.recursive(
+    json_scalars,
+    lambda children: (
+        st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5)
+    ),
+    max_leaves=25,
+)
+json_payloads = st.dictionaries(st.text(), json_values, max_size=8)
+
+
+# -- health and echo ------------------------------------------------------------------------
+
+
+def test_versions():
+    assert cerebros_service.__version__ == "0.1.0"
+    assert cerebros_service.SERVICE_VERSION == cerebros_service.__version__
+
+
+def test_health_report():
+    report = cerebros_service.health({})
+    assert report["status"] == "ok"
+    assert report["service"] == "cerebros_service"
+    assert report["service_version"] == cerebros_service.SERVICE_VERSION
+    assert report["python_version"] == platform.python_version()
+    assert report["implementation"] == platform.python_implementation()
+    assert report["executable"] == sys.executable
+    assert report["prefix"] == sys.prefix
+    assert set(report["packages"]) == {"numpy", "sklearn", "mlflow"}
+    assert report["packages"]["numpy"] == importlib.metadata.version("numpy")
+    assert report["packages"]["sklearn"] == importlib.metadata.version("scikit-learn")
+    json.loads(encode_result("health", report))
+
+
+def test_health_reports_missing_package_as_none(monkeypatch):
+    monkeypatch.setattr(
+        cerebros_service, "_REPORTED_PACKAGES", {"no-such-distribution-xyz": "missing"}
+    )
+    assert cerebros_service.health({})["packages"] == {"missing": None}
+
+
+def test_import_and_health_stay_light(python_dir):
+    code = (
+        "import sys, cerebros_service; cerebros_service.health({}); "
+        "heavy = [m for m in ('numpy', 'sklearn', 'mlflow') if m in sys.modules]; "
+        "print(heavy)"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        env={**os.environ, "PYTHONPATH": str(python_dir)},
+        capture_output=True,
+        text=True,
+        check=True,
+    )
+    assert out.stdout.strip() == "[]"
+
+
+def test_public_callables_are_exactly_the_ops():
+    public = {
+        name
+        for name in dir(cerebros_service)
+        if not name.startswith("_") and callable(getattr(cerebros_service, name))
+    }
+    assert public == {"health", "echo"}
+
+
+def test_echo_returns_an_equal_copy():
+    payload = {"a": 1, "nested": {"b": [1, 2.5, None, "x"]}}
+    result = cerebros_service.echo(payload)
+    assert result == payload
+    assert result is not payload
+
+
+@given(json_payloads)
+def test_echo_round_trips_json_like_dicts(payload):
+    result = call_op(cerebros_service, "echo", payload)
+    assert result == payload
+    assert json.loads(encode_result("echo", result)) == payload
+
+
+# -- op resolution --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("name", ["health", "echo"])
+def test_resolve_op_accepts_service_ops(name):
+    assert resolve_op(cerebros_service, name) is getattr(cerebros_service, name)
+
+
+def test_resolve_op_accepts_async_ops():
+    assert resolve_op(fault_service, "async_echo") is fault_service.async_echo
+
+
+def _refusal(module, name) -> OpError:
+    with pytest.raises(OpError) as info:
+        resolve_op(module, name)
+    assert info.value.error_class == "contract"
+    assert str(info.value) == info.value.message
+    return info.value
+
+
+def test_refuses_dunder():
+    err = _refusal(cerebros_service, "__init__")
+    assert err.message == 'op "__init__" is private: op names starting with "_" are refused'
+
+
+@pytest.mark.parametrize("name", ["_secret", "_counts", "_lock"])
+def test_refuses_private(name):
+    err = _refusal(fault_service, name)
+    assert "is private" in err.message
+    assert err.details["op"] == name
+
+
+def test_refuses_private_helper_of_service():
+    _refusal(cerebros_service, "_resolve_op")
+
+
+def test_refuses_missing():
+    err = _refusal(cerebros_service, "nope")
+    assert err.message == 'unknown op "nope" in module cerebros_service'
+
+
+@pytest.mark.parametrize("name", ["", "1abc", "has-dash", "a b", "echo()", "ëcho\n"])
+def test_refuses_non_identifiers(name):
+    _refusal(cerebros_service, name)
+
+
+@pytest.mark.parametrize("name", [None, 3, b"echo"])
+def test_refuses_non_string_names(name):
+    _refusal(cerebros_service, name)
+
+
+def test_refuses_class():
+    err = _refusal(fault_service, "NotAnOp")
+    assert "class" in err.message
+
+
+@pytest.mark.parametrize("name", ["time", "asyncio", "ctypes"])
+def test_refuses_module_objects(name):
+    err = _refusal(fault_service, name)
+    assert "module" in err.message
+
+
+@pytest.mark.parametrize("name", ["SERVICE_VERSION"])
+def test_refuses_non_callables(name):
+    _refusal(cerebros_service, name)
+
+
+def test_op_error_to_dict():
+    err = OpError("contract", "bad", {"op": "x"})
+    assert err.to_dict() == {"class": "contract", "message": "bad", "details": {"op": "x"}}
+    assert OpError("timeout", "late").details == {}
+
+
+# -- call_op and encode_result --------------------------------------------------------------
+
+
+def test_call_op_awaits_coroutines():
+    assert call_op(fault_service, "async_echo", {"k": 1}) == {"async": True, "k": 1}
+
+
+def test_call_op_wraps_exceptions():
+    with pytest.raises(OpError) as info:
+        call_op(fault_service, "fail", {"message": "kaput"})
+    err = info.value
+    assert err.error_class == "exception"
+    assert err.details["type"] == "ValueError"
+    assert err.details["message"] == "kaput"
+    assert "ValueError: kaput" in err.details["traceback"]
+    assert "def fail" not in err.message
+
+
+@pytest.mark.parametrize("name", ["return_list", "return_int"])
+def test_call_op_refuses_non_dict_results(name):
+    with pytest.raises(OpError) as info:
+        call_op(fault_service, name, {})
+    assert info.value.error_class == "contract"
+    assert "expected dict" in info.value.message
+
+
+@pytest.mark.parametrize("payload", [[1], "x", None, 3])
+def test_call_op_refuses_non_dict_payloads(payload):
+    with pytest.raises(OpError) as info:
+        call_op(cerebros_service, "echo", payload)
+    assert info.value.error_class == "contract"
+
+
+@pytest.mark.parametrize("name", ["return_set", "return_object", "return_nan"])
+def test_encode_result_refuses_non_json(name):
+    result = call_op(fault_service, name, {})
+    with pytest.raises(OpError) as info:
+        encode_result(name, result)
+    assert info.value.error_class == "contract"
+    assert "not JSON-representable" in info.value.message
+
+
+# -- the CLI --------------------------------------------------------------------------------
+
+
+def run_cli(python_dir, *args, stdin="", env=None):
+    full_env = {**os.environ, "PYTHONPATH": str(python_dir)}
+    full_env.pop("CEREBROS_BRIDGE_PAYLOAD", None)
+    full_env.update(env or {})
+    return subprocess.run(
+        [sys.executable, "-m", "cerebros_service", *args],
+        input=stdin,
+        env=full_env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+
+
+def test_cli_echo_from_stdin(python_dir):
+    payload = {"a": 1, "b": ["x", None, 2.5], "c": {"ü": True}}
+    out = run_cli(python_dir, "--bridge-op", "echo", stdin=json.dumps(payload))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == payload
+    assert out.stdout.count("\n") == 1
+
+
+def test_cli_echo_from_env(python_dir):
+    payload = {"from": "env"}
+    out = run_cli(
+        python_dir, "--bridge-op", "echo", env={"CEREBROS_BRIDGE_PAYLOAD": json.dumps(payload)}
+    )
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == payload
+
+
+def test_cli_stdin_wins_over_env(python_dir):
+    out = run_cli(
+        python_dir,
+        "--bridge-op",
+        "echo",
+        stdin='{"from": "stdin"}',
+        env={"CEREBROS_BRIDGE_PAYLOAD": '{"from": "env"}'},
+    )
+    assert json.loads(out.stdout) == {"from": "stdin"}
+
+
+def test_cli_empty_payload_is_empty_dict(python_dir):
+    out = run_cli(python_dir, "--bridge-op", "echo", stdin="  \n")
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {}
+
+
+def test_cli_health(python_dir):
+    out = run_cli(python_dir, "--bridge-op", "health")
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout)
+    assert report["status"] == "ok"
+    assert report["executable"] == sys.executable
+
+
+@pytest.mark.parametrize(
+    ("op", "fragment"),
+    [
+        ("nope", 'unknown op "nope" in module cerebros_service'),
+        ("__init__", 'op "__init__" is private'),
+        ("_resolve_op", "is private"),
+        ("SERVICE_VERSION", "not an op function"),
+        ("not-an-identifier", "not a Python identifier"),
+    ],
+)
+def test_cli_refused_ops_exit_2(python_dir, op, fragment):
+    out = run_cli(python_dir, "--bridge-op", op, stdin="{}")
+    assert out.returncode == 2
+    doc = json.loads(out.stdout)
+    assert doc["ok"] is False
+    assert doc["error"]["class"] == "contract"
+    assert fragment in doc["error"]["message"]
+    assert doc["error"]["details"]["op"] == op
+
+
+@pytest.mark.parametrize("stdin", ["{not json", "[1, 2]", '"text"', "\xff"])
+def test_cli_bad_payload_exit_2(python_dir, stdin):
+    out = run_cli(python_dir, "--bridge-op", "echo", stdin=stdin)
+    assert out.returncode == 2
+    doc = json.loads(out.stdout)
+    assert doc["ok"] is False
+    assert doc["error"]["class"] == "contract"
+
+
+def test_cli_requires_bridge_op(python_dir):
+    out = run_cli(python_dir)
+    assert out.returncode == 2
+    assert "--bridge-op" in out.stderr
+
+
+@settings(max_examples=10, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(json_payloads)
+def test_cli_echo_round_trips(payload):
+    out = run_cli(PYTHON_DIR, "--bridge-op", "echo", stdin=json.dumps(payload))
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == payload
+
+
+def _run_in_process(monkeypatch, capfd, op, payload="{}"):
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(payload.encode())))
+    code = cli.main(["--bridge-op", op])
+    out, err = capfd.readouterr()
+    return code, out, err
+
+
+def test_cli_exception_exit_1(monkeypatch, capfd):
+    def boom(p):
+        raise RuntimeError("it broke")
+
+    monkeypatch.setattr(cerebros_service, "boom", boom, raising=False)
+    code, out, _ = _run_in_process(monkeypatch, capfd, "boom")
+    assert code == 1
+    doc = json.loads(out)
+    assert doc["ok"] is False
+    assert doc["error"]["class"] == "exception"
+    details = doc["error"]["details"]
+    assert details["type"] == "RuntimeError"
+    assert details["message"] == "it broke"
+    assert "RuntimeError: it broke" in details["traceback"]
+
+
+def test_cli_awaits_async_ops(monkeypatch, capfd):
+    async def later(p):
+        await asyncio.sleep(0)
+        return {"later": p["v"]}
+
+    monkeypatch.setattr(cerebros_service, "later", later, raising=False)
+    code, out, _ = _run_in_process(monkeypatch, capfd, "later", '{"v": 3}')
+    assert code == 0
+    assert json.loads(out) == {"later": 3}
+
+
+def test_cli_keeps_op_output_off_stdout(monkeypatch, capfd):
+    def chatty(p):
+        print("python print")
+        os.write(1, b"fd write\n")
+        return {"quiet": True}
+
+    monkeypatch.setattr(cerebros_service, "chatty", chatty, raising=False)
+    code, out, err = _run_in_process(monkeypatch, capfd, "chatty")
+    assert code == 0
+    assert json.loads(out) == {"quiet": True}
+    assert "python print" in err
+    assert "fd write" in err
+
+
+@pytest.mark.parametrize(
+    ("op", "message"),
+    [
+        ("return_set", "not JSON-representable"),
+        ("return_nan", "not JSON-representable"),
+        ("return_list", "expected dict"),
+    ],
+)
+def test_cli_bad_results_exit_2(monkeypatch, capfd, op, message):
+    monkeypatch.setattr(cerebros_service, op, getattr(fault_service, op), raising=False)
+    code, out, _ = _run_in_process(monkeypatch, capfd, op)
+    assert code == 2
+    doc = json.loads(out)
+    assert doc["error"]["class"] == "contract"
+    assert message in doc["error"]["message"]
+
+
+# -- the fault-injection fixture ------------------------------------------------------------
+
+
+def _progress_during(call) -> tuple[int, float]:
+    """Count ticks a second thread makes strictly inside ``call()``; return (ticks, seconds)."""
+    ticks: list[float] = []
+    stop = threading.Event()
+
+    def ticker():
+        while not stop.is_set():
+            ticks.append(time.monotonic())
+            time.sleep(0.001)
+
+    thread = threading.Thread(target=ticker, daemon=True)
+    thread.start()
+    time.sleep(0.05)
+    start = time.monotonic()
+    call()
+    end = time.monotonic()
+    stop.set()
+    thread.join()
+    inside = [t for t in ticks if start + 0.02 < t < end - 0.02]
+    return len(inside), end - start
+
+
+def test_hold_gil_blocks_other_threads():
+    result: dict = {}
+    ticks, elapsed = _progress_during(
+        lambda: result.update(fault_service.hold_gil({"seconds": 0.4}))
+    )
+    assert result == {"held": 0.4}
+    assert elapsed >= 0.38
+    assert ticks == 0
+
+
+def test_releasing_the_gil_lets_other_threads_run():
+    # The control for the test above: the same C call through CDLL releases the GIL.
+    ticks, _ = _progress_during(lambda: ctypes.CDLL(None).usleep(400_000))
+    assert ticks > 10
+
+
+def test_fault_service_simple_ops():
+    assert fault_service.echo({"a": [1]}) == {"a": [1]}
+    assert fault_service.health({}) == {"status": "ok"}
+    assert fault_service.thread_ident({}) == {"ident": threading.get_ident()}
+    assert fault_service.sleep({"seconds": 0.01}) == {"slept": 0.01}
+    assert fault_service.big({"bytes": 10}) == {"data": "x" * 10}
+    assert len(fault_service.big({})["data"]) == 8_000_000
+    assert fault_service.return_int({}) == 7
+    assert fault_service.return_list({}) == [1, 2]
+
+
+def test_fault_service_print_stdout(capsys):
+    assert fault_service.print_stdout({}) == {"printed": True}
+    assert capsys.readouterr().out.strip()
+
+
+def test_fault_service_flaky():
+    payload = {"key": "t-flaky", "fail_times": 2, "sleep_seconds": 0.05}
+    start = time.monotonic()
+    assert fault_service.flaky(payload)["attempt"] == 1
+    assert fault_service.flaky(payload)["attempt"] == 2
+    assert time.monotonic() - start >= 0.1
+    start = time.monotonic()
+    assert fault_service.flaky(payload) == {"attempt": 3}
+    assert time.monotonic() - start < 0.05
+    assert fault_service.flaky({"key": "t-flaky-other", "fail_times": 0}) == {"attempt": 1}
+
+
+def test_fault_service_count():
+    assert fault_service.count_reset({}) == {}
+    assert fault_service.count({}) == {"count": 1}
+    assert fault_service.count({"key": "k"}) == {"count": 1}
+    assert fault_service.count({"key": "k", "sleep_seconds": 0.01}) == {"count": 2}
+    assert fault_service.count_get({"key": "k"}) == {"count": 2}
+    assert fault_service.count_get({}) == {"count": 1}
+    assert fault_service.count_reset({}) == {}
+    assert fault_service.count_get({"key": "k"}) == {"count": 0}
+
+
+def test_fault_service_count_is_thread_safe():
+    fault_service.count_reset({})
+    threads = [
+        threading.Thread(target=lambda: [fault_service.count({"key": "t"}) for _ in range(500)])
+        for _ in range(8)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert fault_service.count_get({"key": "t"}) == {"count": 4000}
+    fault_service.count_reset({})
+
+
+def test_fault_service_fail():
+    with pytest.raises(ValueError, match="^boom$"):
+        fault_service.fail({})
+
+
+def test_fault_service_async_ops():
+    assert asyncio.run(fault_service.async_echo({"delay": 0.01, "x": 1})) == {
+        "async": True,
+        "delay": 0.01,
+        "x": 1,
+    }
+
+    async def bounded_spin():
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(fault_service.async_spin({}), 0.05)
+
+    asyncio.run(bounded_spin())
+
+
+def test_fault_service_spin_stops_on_async_exception():
+    """``spin`` is cancellable the way the bridge cancels: an async exception in its thread."""
+
+    class Stop(Exception):
+        pass
+
+    outcome: list[str] = []
+
+    def target():
+        try:
+            fault_service.spin({})
+        except Stop:
+            outcome.append("stopped")
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    time.sleep(0.05)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(Stop))
+    thread.join(timeout=5)
+    assert outcome == ["stopped"]
+
+
+def test_fault_service_never_ops():
+    assert fault_service._secret({}) == {"secret": True}
+    assert callable(fault_service.NotAnOp)
