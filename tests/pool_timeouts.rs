@@ -68,7 +68,7 @@ fn a_spinning_op_is_cancelled_and_keeps_its_worker() {
 fn a_loop_that_swallows_base_exception_costs_its_worker_not_the_pool() {
     let _serial = serial();
     let pool = fault_pool(2);
-    let (elapsed, result) = timed_call(&pool, "swallow", json!({}));
+    let (elapsed, result) = timed_call(&pool, "swallow", json!({"seconds": 1.5}));
     assert_timed_out(elapsed, result);
     assert!(eventually(Duration::from_secs(2), || pool.stats().workers_retired == 1));
     assert!(eventually(Duration::from_secs(2), || pool.stats().workers_alive == 2));
