@@ -154,7 +154,10 @@ impl Client {
     }
 
     async fn call_counted(&self, op: &str, payload: Value, options: CallOptions) -> Result<Value> {
-        let run_id = payload.get("run_id").and_then(Value::as_str).map(str::to_owned);
+        let run_id = payload
+            .get("run_id")
+            .and_then(Value::as_str)
+            .map(str::to_owned);
         let context = |err: BridgeError| err.with_op(op).with_run_id(run_id.clone());
         payload::check_value(&payload, self.max_payload_bytes).map_err(context)?;
         let contract_key = contract_cache_key(op, &payload).map_err(context)?;
@@ -228,7 +231,12 @@ impl Client {
     }
 
     /// [`Client::call_with`] for hosts without an async runtime.
-    pub fn call_blocking_with(&self, op: &str, payload: Value, options: CallOptions) -> Result<Value> {
+    pub fn call_blocking_with(
+        &self,
+        op: &str,
+        payload: Value,
+        options: CallOptions,
+    ) -> Result<Value> {
         block_on(self.call_with(op, payload, options))
     }
 
@@ -273,7 +281,12 @@ impl Client {
             calls: self.counters.calls.load(Ordering::Relaxed),
             errors: ErrorClass::ALL
                 .iter()
-                .map(|c| (c.as_str(), self.counters.errors[class_index(*c)].load(Ordering::Relaxed)))
+                .map(|c| {
+                    (
+                        c.as_str(),
+                        self.counters.errors[class_index(*c)].load(Ordering::Relaxed),
+                    )
+                })
                 .filter(|(_, n)| *n > 0)
                 .collect(),
             retries: self.counters.retries.load(Ordering::Relaxed),
@@ -308,7 +321,10 @@ pub fn pool_options(config: &Config) -> PoolOptions {
 }
 
 fn class_index(class: ErrorClass) -> usize {
-    ErrorClass::ALL.iter().position(|c| *c == class).unwrap_or(0)
+    ErrorClass::ALL
+        .iter()
+        .position(|c| *c == class)
+        .unwrap_or(0)
 }
 
 /// Validates the payload of a contract op and returns its cache key (DESIGN §2);
@@ -317,7 +333,11 @@ fn contract_cache_key(op: &str, payload: &Value) -> Result<Option<String>> {
     Ok(match op {
         "start_run" => {
             let c = RunStartedV1::from_value(payload)?;
-            Some(format!("start_run|{}|{}", c.run_id, c.pulse_id.unwrap_or_default()))
+            Some(format!(
+                "start_run|{}|{}",
+                c.run_id,
+                c.pulse_id.unwrap_or_default()
+            ))
         }
         "run_trial" => {
             TrialRequestedV1::from_value(payload)?;
@@ -325,7 +345,12 @@ fn contract_cache_key(op: &str, payload: &Value) -> Result<Option<String>> {
         }
         "record_trial" => {
             let c = TrialReportedV1::from_value(payload)?;
-            Some(format!("record_trial|{}|{}|{}", c.run_id, c.trial_id, c.status.as_str()))
+            Some(format!(
+                "record_trial|{}|{}|{}",
+                c.run_id,
+                c.trial_id,
+                c.status.as_str()
+            ))
         }
         "finalize_run" => {
             let c = RunFinalizedV1::from_value(payload)?;

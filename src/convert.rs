@@ -47,7 +47,9 @@ fn convert(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Va
         return Ok(Value::Null);
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::String(s.to_str().map_err(|e| at(path, e))?.to_owned()));
+        return Ok(Value::String(
+            s.to_str().map_err(|e| at(path, e))?.to_owned(),
+        ));
     }
     if obj.is_instance_of::<PyBool>() {
         return Ok(Value::Bool(obj.is_truthy().map_err(|e| at(path, e))?));

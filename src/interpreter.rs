@@ -109,7 +109,11 @@ if venv:
     sys.prefix = sys.exec_prefix = venv
 "#;
 
-fn activate(py: Python<'_>, python: Option<&Path>, venv: Option<&Path>) -> PyResult<InterpreterInfo> {
+fn activate(
+    py: Python<'_>,
+    python: Option<&Path>,
+    venv: Option<&Path>,
+) -> PyResult<InterpreterInfo> {
     let globals = PyDict::new(py);
     globals.set_item("switch_interval", SWITCH_INTERVAL_S)?;
     globals.set_item("python", python.map(|p| p.display().to_string()))?;
@@ -123,7 +127,10 @@ fn activate(py: Python<'_>, python: Option<&Path>, venv: Option<&Path>) -> PyRes
     };
     let sys = py.import("sys")?;
     Ok(InterpreterInfo {
-        version: py.import("platform")?.call_method0("python_version")?.extract()?,
+        version: py
+            .import("platform")?
+            .call_method0("python_version")?
+            .extract()?,
         executable: sys.getattr("executable")?.extract()?,
         venv: venv.map(Path::to_path_buf),
         site_packages,

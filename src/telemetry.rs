@@ -71,7 +71,7 @@ pub fn exception(attempt: u32, took: Duration, err: &BridgeError, retrying: bool
         .get("stderr_excerpt")
         .and_then(Value::as_str)
         .map(|s| excerpt(s, EXCERPT_CHARS));
-    tracing::warn!(
+    tracing::info!(
         target: INVOKE,
         event = "exception",
         attempt,

@@ -29,7 +29,10 @@ fn timed_call(
 fn assert_timed_out(elapsed: Duration, result: Result<Value, cerebros_bridge::error::BridgeError>) {
     let err = result.expect_err("the call must time out");
     assert_eq!(err.class, ErrorClass::Timeout, "{err}");
-    assert!(elapsed >= TIMEOUT, "answered before the deadline: {elapsed:?}");
+    assert!(
+        elapsed >= TIMEOUT,
+        "answered before the deadline: {elapsed:?}"
+    );
     assert!(elapsed < ANSWER_BOUND, "answered late: {elapsed:?}");
 }
 
@@ -46,7 +49,10 @@ fn assert_full_size(pool: &cerebros_bridge::pool::Pool, size: usize) {
         call.wait_blocking().expect("sleep succeeds");
     }
     let took = start.elapsed();
-    assert!(took < Duration::from_millis(380), "the pool ran {size} sleeps in {took:?}: not in parallel");
+    assert!(
+        took < Duration::from_millis(380),
+        "the pool ran {size} sleeps in {took:?}: not in parallel"
+    );
 }
 
 #[test]
@@ -70,8 +76,14 @@ fn a_loop_that_swallows_base_exception_costs_its_worker_not_the_pool() {
     let pool = fault_pool(2);
     let (elapsed, result) = timed_call(&pool, "swallow", json!({"seconds": 1.5}));
     assert_timed_out(elapsed, result);
-    assert!(eventually(Duration::from_secs(2), || pool.stats().workers_retired == 1));
-    assert!(eventually(Duration::from_secs(2), || pool.stats().workers_alive == 2));
+    assert!(eventually(Duration::from_secs(2), || pool
+        .stats()
+        .workers_retired
+        == 1));
+    assert!(eventually(Duration::from_secs(2), || pool
+        .stats()
+        .workers_alive
+        == 2));
     assert_eq!(pool.stats().workers_stuck, 1);
     // The swallowing thread still holds a core; the pool still has its full size.
     assert_full_size(&pool, 2);
@@ -83,8 +95,14 @@ fn a_sleeping_op_is_answered_at_the_deadline_and_its_worker_replaced() {
     let pool = fault_pool(2);
     let (elapsed, result) = timed_call(&pool, "sleep", json!({"seconds": 60}));
     assert_timed_out(elapsed, result);
-    assert!(eventually(Duration::from_secs(2), || pool.stats().workers_retired == 1));
-    assert!(eventually(Duration::from_secs(2), || pool.stats().workers_alive == 2));
+    assert!(eventually(Duration::from_secs(2), || pool
+        .stats()
+        .workers_retired
+        == 1));
+    assert!(eventually(Duration::from_secs(2), || pool
+        .stats()
+        .workers_alive
+        == 2));
     assert_full_size(&pool, 2);
 }
 
@@ -107,7 +125,10 @@ fn a_hundred_timeouts_leave_no_threads_behind() {
     let _serial = serial();
     let pool = fault_pool(2);
     // Warm up: the first calls may start lazily created threads.
-    pool.submit("echo", json!({}), TIMEOUT).unwrap().wait_blocking().unwrap();
+    pool.submit("echo", json!({}), TIMEOUT)
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
     let before = thread_count();
     for _ in 0..100 {
         let result = pool
@@ -120,7 +141,10 @@ fn a_hundred_timeouts_leave_no_threads_behind() {
     let stats = pool.stats();
     assert_eq!(stats.workers_stuck, 0, "{stats:?}");
     assert_eq!(stats.workers_alive, 2);
-    pool.submit("echo", json!({"ok": 1}), TIMEOUT).unwrap().wait_blocking().unwrap();
+    pool.submit("echo", json!({"ok": 1}), TIMEOUT)
+        .unwrap()
+        .wait_blocking()
+        .unwrap();
 }
 
 #[test]
@@ -133,7 +157,11 @@ fn a_late_cancel_never_lands_in_the_next_call() {
     for i in 0..150 {
         let seconds = 0.004 + (i % 5) as f64 * 0.0005;
         let raced = pool
-            .submit("sleep", json!({"seconds": seconds}), Duration::from_millis(5))
+            .submit(
+                "sleep",
+                json!({"seconds": seconds}),
+                Duration::from_millis(5),
+            )
             .unwrap()
             .wait_blocking();
         if raced.is_err() {
@@ -158,7 +186,11 @@ fn shutdown_does_not_wait_on_a_stuck_worker() {
     std::thread::sleep(Duration::from_millis(50));
     let start = Instant::now();
     let left = pool.shutdown(Duration::from_millis(100));
-    assert!(start.elapsed() < Duration::from_millis(300), "shutdown waited {:?}", start.elapsed());
+    assert!(
+        start.elapsed() < Duration::from_millis(300),
+        "shutdown waited {:?}",
+        start.elapsed()
+    );
     assert_eq!(left, 1);
     drop(pending);
     let err = pool.submit("echo", json!({}), TIMEOUT).err().unwrap();

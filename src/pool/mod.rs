@@ -257,7 +257,10 @@ impl Pool {
         let left: Vec<_> = workers.iter().filter(|w| !w.has_exited()).collect();
         for worker in &left {
             if let Some(job) = worker.current_job() {
-                let _ = self.shared.supervisor.send(SupervisorMsg::Cancel { job_id: job });
+                let _ = self
+                    .shared
+                    .supervisor
+                    .send(SupervisorMsg::Cancel { job_id: job });
             }
         }
         let _ = self.shared.supervisor.send(SupervisorMsg::Stop);
@@ -336,7 +339,9 @@ impl PendingCall {
         if let Some(reply) = self.reply.spin_take(Duration::ZERO) {
             return reply;
         }
-        let _ = self.supervisor.send(SupervisorMsg::Cancel { job_id: self.id });
+        let _ = self
+            .supervisor
+            .send(SupervisorMsg::Cancel { job_id: self.id });
         Err(BridgeError::new(
             ErrorClass::Timeout,
             format!("no reply within {} ms", self.timeout.as_millis()),

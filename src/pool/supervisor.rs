@@ -62,7 +62,11 @@ fn run_canceller(requests: Receiver<(u64, Arc<WorkerState>)>) {
     while let Ok((job_id, worker)) = requests.recv() {
         Python::attach(|py| {
             if worker.raise_timeout_in(py, job_id) {
-                tracing::debug!(job_id, slot = worker.slot, "raised the timeout in the worker");
+                tracing::debug!(
+                    job_id,
+                    slot = worker.slot,
+                    "raised the timeout in the worker"
+                );
             }
         });
     }

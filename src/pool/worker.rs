@@ -98,15 +98,18 @@ impl WorkerState {
         self.cancel_sent.store(job_id, Ordering::Release);
         // SAFETY: attached (we hold `py`); the ident is a live Python thread's ident
         // and the exception type object outlives the call.
-        let hit = unsafe {
-            pyo3::ffi::PyThreadState_SetAsyncExc(self.python_ident() as _, exc.as_ptr())
-        };
+        let hit =
+            unsafe { pyo3::ffi::PyThreadState_SetAsyncExc(self.python_ident() as _, exc.as_ptr()) };
         hit == 1
     }
 }
 
 /// Starts worker `generation` for `slot`.
-pub(super) fn spawn(shared: &Arc<Shared>, slot: usize, generation: u64) -> Result<Arc<WorkerState>> {
+pub(super) fn spawn(
+    shared: &Arc<Shared>,
+    slot: usize,
+    generation: u64,
+) -> Result<Arc<WorkerState>> {
     let state = Arc::new(WorkerState {
         slot,
         generation,
@@ -242,10 +245,16 @@ fn execute<'py>(py: Python<'py>, state: &WorkerState, ops: &mut OpTable<'py>, jo
             format!("the worker panicked while running the op: {what}"),
         ))
     });
-    job.reply.fill(result.map_err(|e| e.with_op(job.op.clone())));
+    job.reply
+        .fill(result.map_err(|e| e.with_op(job.op.clone())));
 }
 
-fn call_op<'py>(py: Python<'py>, state: &WorkerState, ops: &mut OpTable<'py>, job: &Job) -> Result<Value> {
+fn call_op<'py>(
+    py: Python<'py>,
+    state: &WorkerState,
+    ops: &mut OpTable<'py>,
+    job: &Job,
+) -> Result<Value> {
     let func = ops.resolve(&job.op)?;
     let argument = convert::to_python(py, &job.payload)?;
     state.current_job.store(job.id, Ordering::Release);
@@ -294,7 +303,11 @@ impl<'py> OpTable<'py> {
             return Ok(func.clone());
         }
         check_op_name(op)?;
-        let module_name = self.module.name().map(|n| n.to_string()).unwrap_or_default();
+        let module_name = self
+            .module
+            .name()
+            .map(|n| n.to_string())
+            .unwrap_or_default();
         let func = self.module.getattr(op).map_err(|_| {
             BridgeError::new(
                 ErrorClass::Contract,

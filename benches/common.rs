@@ -1,0 +1,38 @@
+//! Shared set-up for the benches: a client over the real `cerebros_service` and a
+//! contract-sized payload (a `record_trial` report, ~400 bytes of JSON).
+#![allow(dead_code)]
+
+use cerebros_bridge::client::Client;
+use cerebros_bridge::config::Config;
+use cerebros_bridge::contracts::{ContractV1, TrialReportedV1, TrialStatus};
+use serde_json::{json, Value};
+
+/// A `record_trial`-sized payload.
+pub fn contract_payload() -> Value {
+    let mut report = TrialReportedV1::new("run-bench-0001", "trial-0007", TrialStatus::Succeeded);
+    report.metrics = json!({"val_accuracy": 0.9733, "val_loss": 0.0871, "params": 12_345})
+        .as_object()
+        .unwrap()
+        .clone();
+    report.parameters = json!({
+        "levels": [[32, 16], [64]],
+        "activation": "relu",
+        "learning_rate": 0.0031,
+        "p_lateral_connection": 0.5,
+    })
+    .as_object()
+    .unwrap()
+    .clone();
+    report.artifact_uri = Some("file:///tmp/artifacts/run-bench-0001/trial-0007.npz".into());
+    report.duration_ms = 1834;
+    report.to_value()
+}
+
+/// A client with `pool_size` workers, caching on (generic ops are only cached with a
+/// key, so echo calls always reach Python).
+pub fn client(pool_size: usize) -> Client {
+    let mut config = Config::load(None).expect("config");
+    config.invoke.pool_size = pool_size;
+    config.invoke.max_retries = 0;
+    Client::start(&config).expect("the bridge starts")
+}

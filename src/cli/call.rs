@@ -1,0 +1,104 @@
+//! `cerebros-bridge call OP`: one call of one op, its result on stdout.
+
+use super::output::{self, EXIT_OK};
+use cerebros_bridge::client::{CallOptions, Client};
+use cerebros_bridge::config::{Config, Mode};
+use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
+use cerebros_bridge::payload;
+use clap::Args;
+use serde_json::Value;
+use std::path::Path;
+use std::time::Duration;
+
+/// How long running calls may finish once the result is in.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+
+/// Arguments of `call`.
+#[derive(Debug, Args)]
+pub struct CallArgs {
+    /// The op: a public function of the service module (e.g. health, echo).
+    #[arg(value_name = "OP")]
+    op: String,
+
+    /// The payload: a JSON object, or @FILE to read it from a file [default: {}].
+    #[arg(long, value_name = "JSON|@FILE")]
+    payload: Option<String>,
+
+    /// Execution mode, overriding the config: in_process, worker_process or subprocess.
+    #[arg(long, value_name = "M")]
+    mode: Option<String>,
+
+    /// Deadline of each attempt in milliseconds (default: invoke.default_timeout_ms).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    timeout_ms: Option<u64>,
+
+    /// Print one JSON document on stdout (the result, or {"ok": false, "error": ...}).
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `call` and returns the exit code.
+pub fn run(config_path: Option<&Path>, args: &CallArgs) -> i32 {
+    let prepared = load_config(config_path, args.mode.as_deref()).and_then(|config| {
+        let payload = parse_payload(args.payload.as_deref(), &config)?;
+        Ok((config, payload))
+    });
+    let (config, payload) = match prepared {
+        Ok(prepared) => prepared,
+        Err(err) => return output::report_error(&err, args.json),
+    };
+    let client = match Client::start(&config) {
+        Ok(client) => client,
+        Err(err) => return output::report_error(&err, args.json),
+    };
+    let options = CallOptions {
+        timeout: args.timeout_ms.map(Duration::from_millis),
+        ..CallOptions::default()
+    };
+    let outcome = client.call_blocking_with(&args.op, payload, options);
+    client.shutdown(SHUTDOWN_GRACE);
+    match outcome {
+        Ok(result) => {
+            output::print_json(&result, args.json);
+            EXIT_OK
+        }
+        Err(err) => output::report_error(&err, args.json),
+    }
+}
+
+/// Loads the configuration and applies the `--mode` override.
+fn load_config(path: Option<&Path>, mode: Option<&str>) -> Result<Config> {
+    let mut config = Config::load(path)?;
+    if let Some(name) = mode {
+        config.mode = parse_mode(name)?;
+    }
+    Ok(config)
+}
+
+/// Parses a `--mode` value into a `config` error that says what is accepted.
+fn parse_mode(name: &str) -> Result<Mode> {
+    name.parse::<Mode>().map_err(|err| {
+        BridgeError::new(ErrorClass::Config, format!("--mode: {err}"))
+            .with_detail("key", "mode")
+            .with_detail("source", "--mode")
+    })
+}
+
+/// The payload of `--payload` (JSON text or @FILE), `{}` when absent.
+fn parse_payload(arg: Option<&str>, config: &Config) -> Result<Value> {
+    payload::load_payload_arg(arg.unwrap_or("{}"), config.invoke.max_payload_bytes)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mode_names_parse_and_bad_ones_are_config_errors() {
+        assert_eq!(parse_mode("in_process").unwrap(), Mode::InProcess);
+        let err = parse_mode("fast").unwrap_err();
+        assert_eq!(err.class, ErrorClass::Config);
+        assert!(err.message.contains("\"fast\""), "{}", err.message);
+        assert!(err.message.contains("in_process"), "{}", err.message);
+    }
+}

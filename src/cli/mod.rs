@@ -1,0 +1,61 @@
+//! The command line: argument parsing, logging set-up and dispatch to subcommands.
+
+mod call;
+mod logging;
+pub mod output;
+mod validate;
+
+use clap::{Parser, Subcommand};
+use std::path::PathBuf;
+
+/// Exit codes, shown in `--help`.
+const EXIT_CODES_HELP: &str = "\
+Exit codes:
+  0  success
+  1  failure (the op raised, returned an unreadable result, the bridge failed,
+     or a `validate` check failed)
+  2  bad input: invalid payload, op name, option or configuration (contract, config)
+  3  a dependency is missing: the bridge is disabled, or the service module or a
+     package it needs cannot be imported (dependency)
+  4  the call did not finish before its deadline (timeout)";
+
+/// Runs the cerebros NAS service from Rust, in-process, with hard per-call timeouts.
+#[derive(Debug, Parser)]
+#[command(name = "cerebros-bridge", version, about, after_help = EXIT_CODES_HELP)]
+pub struct Cli {
+    /// Config file (default: $CEREBROS_CONFIG, else ./cerebros.toml, else built-in defaults).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+
+    /// More log output on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+
+    #[command(subcommand)]
+    command: Command,
+}
+
+/// The subcommands.
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Check the environment: config, interpreter, packages, service module, store.
+    #[command(
+        after_help = "Exit codes:\n  0  no check failed (warnings allowed)\n  1  at least one check failed"
+    )]
+    Validate(validate::ValidateArgs),
+    /// Call one op of the service module and print its result.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Call(call::CallArgs),
+}
+
+/// Parses the command line, sets up logging and runs the subcommand; returns the
+/// process exit code. Errors in the arguments themselves exit 2 through clap.
+pub fn run() -> i32 {
+    let cli = Cli::parse();
+    logging::init(cli.verbose);
+    let config_path = cli.config.as_deref();
+    match &cli.command {
+        Command::Validate(args) => validate::run(config_path, args),
+        Command::Call(args) => call::run(config_path, args),
+    }
+}

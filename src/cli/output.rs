@@ -1,0 +1,91 @@
+//! What the CLI writes: JSON documents on stdout, errors on stdout (`--json`) or
+//! stderr, and the exit code of each error class.
+
+use cerebros_bridge::error::{BridgeError, ErrorClass};
+use serde_json::{json, Value};
+use std::io::Write;
+
+/// Success.
+pub const EXIT_OK: i32 = 0;
+/// A failure that is none of the classes below (and a failed `validate` check).
+pub const EXIT_FAILURE: i32 = 1;
+/// Bad input: `contract` and `config` errors (clap's own usage errors also exit 2).
+pub const EXIT_BAD_INPUT: i32 = 2;
+/// A missing dependency: `dependency` errors.
+pub const EXIT_DEPENDENCY: i32 = 3;
+/// A call past its deadline: `timeout` errors.
+pub const EXIT_TIMEOUT: i32 = 4;
+
+/// The exit code for an error of `class`.
+pub fn exit_code(class: ErrorClass) -> i32 {
+    match class {
+        ErrorClass::Contract | ErrorClass::Config => EXIT_BAD_INPUT,
+        ErrorClass::Dependency => EXIT_DEPENDENCY,
+        ErrorClass::Timeout => EXIT_TIMEOUT,
+        _ => EXIT_FAILURE,
+    }
+}
+
+/// Writes one line to stdout, ignoring a closed pipe (`| head`).
+pub fn stdout_line(text: &str) {
+    let mut out = std::io::stdout().lock();
+    let _ = writeln!(out, "{text}");
+}
+
+/// Writes `value` to stdout: pretty, or on one line when `compact`.
+pub fn print_json(value: &Value, compact: bool) {
+    let text = if compact {
+        serde_json::to_string(value)
+    } else {
+        serde_json::to_string_pretty(value)
+    };
+    // A `Value` always serializes; fall back to its Display just in case.
+    stdout_line(&text.unwrap_or_else(|_| value.to_string()));
+}
+
+/// Reports `err`: `{"ok": false, "error": {...}}` on stdout with `--json`, else
+/// `error[<class>]: <message>` and the Python traceback, if any, on stderr.
+/// Returns the exit code of its class.
+pub fn report_error(err: &BridgeError, json: bool) -> i32 {
+    if json {
+        print_json(&json!({"ok": false, "error": err.to_json()}), true);
+    } else {
+        eprintln!("error[{}]: {}", err.class, err.message);
+        if let Some(traceback) = err.details.get("traceback") {
+            match traceback {
+                Value::String(text) => eprintln!("{}", text.trim_end()),
+                other => eprintln!("{other}"),
+            }
+        }
+    }
+    exit_code(err.class)
+}
+
+/// Flushes stdout and stderr before the process exits without running destructors.
+pub fn flush() {
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn classes_map_to_documented_exit_codes() {
+        assert_eq!(exit_code(ErrorClass::Contract), 2);
+        assert_eq!(exit_code(ErrorClass::Config), 2);
+        assert_eq!(exit_code(ErrorClass::Dependency), 3);
+        assert_eq!(exit_code(ErrorClass::Timeout), 4);
+        for class in [
+            ErrorClass::Exception,
+            ErrorClass::SubprocessExit,
+            ErrorClass::ParseError,
+            ErrorClass::SystemError,
+            ErrorClass::Overloaded,
+            ErrorClass::Cancelled,
+        ] {
+            assert_eq!(exit_code(class), 1, "{class}");
+        }
+    }
+}

@@ -1,0 +1,249 @@
+//! The checks of `validate`, in the order they run and print.
+
+use super::python;
+use super::Check;
+use cerebros_bridge::client::{CallOptions, Client};
+use cerebros_bridge::config::{Config, Mode};
+use cerebros_bridge::error::BridgeError;
+use serde_json::{json, Value};
+use std::fs::OpenOptions;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+/// The deadline of the `health` call of the `module` check.
+const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long the `module` check's pool may take to stop.
+const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
+
+/// Runs every check in order.
+pub fn run_all(config_path: Option<&Path>) -> Vec<Check> {
+    let (config_check, config) = check_config(config_path);
+    let mut checks = vec![config_check, check_enabled(&config)];
+    checks.push(python::check_python(&config));
+    let interpreter = python::check_interpreter(&config);
+    let started = interpreter.status != super::Status::Fail;
+    checks.push(interpreter);
+    checks.push(python::check_packages(started));
+    checks.push(check_repo_path(&config.repo_path));
+    checks.push(check_module(&config));
+    checks.push(check_store(&config.store.url));
+    checks.push(check_mode(config.mode));
+    checks
+}
+
+/// `config`: the configuration loads and validates; on failure the later checks use
+/// the built-in defaults.
+fn check_config(path: Option<&Path>) -> (Check, Config) {
+    match Config::load(path) {
+        Ok(config) => {
+            let detail = format!("source {}, mode {}", config.source, config.mode);
+            (Check::ok("config", detail), config)
+        }
+        Err(err) => {
+            let check = Check::fail("config", err.message.clone(), config_hint(&err));
+            (check, Config::default())
+        }
+    }
+}
+
+/// How to fix a config error: the key and where it was set, when the error says so.
+fn config_hint(err: &BridgeError) -> String {
+    let detail = |name: &str| err.details.get(name).and_then(Value::as_str);
+    match (detail("key"), detail("source")) {
+        (Some(key), Some(source)) => format!("fix `{key}` (set in {source}); later checks use the defaults"),
+        (Some(key), None) => format!("fix `{key}`; later checks use the defaults"),
+        _ => "check the file named by --config, CEREBROS_CONFIG or ./cerebros.toml; later checks use the defaults"
+            .to_owned(),
+    }
+}
+
+/// `enabled`: the bridge is switched on.
+fn check_enabled(config: &Config) -> Check {
+    if config.enabled {
+        Check::ok("enabled", "the bridge is enabled")
+    } else {
+        Check::fail(
+            "enabled",
+            format!(
+                "the bridge is disabled (enabled = false, from {})",
+                config.origin("enabled")
+            ),
+            "set enabled = true in the config file, or CEREBROS_ENABLED=true",
+        )
+    }
+}
+
+/// `repo_path`: the folder put on `sys.path` exists.
+fn check_repo_path(repo_path: &Path) -> Check {
+    let hint = "set repo_path in the config file, or CEREBROS_REPO, to the folder that holds the service module";
+    match std::fs::metadata(repo_path) {
+        Ok(meta) if meta.is_dir() => Check::ok("repo_path", repo_path.display().to_string()),
+        Ok(_) => Check::fail(
+            "repo_path",
+            format!("{} is not a directory", repo_path.display()),
+            hint,
+        ),
+        Err(err) => Check::fail("repo_path", format!("{}: {err}", repo_path.display()), hint),
+    }
+}
+
+/// `module`: the service module imports and answers `health`, on a one-worker pool
+/// of the in-process mode (whatever `enabled` and `mode` say, which their own checks
+/// report).
+fn check_module(config: &Config) -> Check {
+    let mut probe = config.clone();
+    probe.invoke.pool_size = 1;
+    probe.enabled = true;
+    probe.mode = Mode::InProcess;
+    let hint = "check module / repo_path (CEREBROS_MODULE / CEREBROS_REPO)";
+    let client = match Client::start(&probe) {
+        Ok(client) => client,
+        Err(err) => return Check::fail("module", err.message, hint),
+    };
+    let options = CallOptions {
+        timeout: Some(HEALTH_TIMEOUT),
+        max_retries: Some(0),
+        ..CallOptions::default()
+    };
+    let outcome = client.call_blocking_with("health", json!({}), options);
+    client.shutdown(SHUTDOWN_GRACE);
+    match outcome {
+        Ok(reply) => Check::ok("module", health_detail(&config.module, &reply)),
+        Err(err) => Check::fail("module", err.message, hint),
+    }
+}
+
+/// `MODULE: service_version V, python_version P` from a `health` reply.
+fn health_detail(module: &str, reply: &Value) -> String {
+    let field = |name: &str| match reply.get(name) {
+        Some(Value::String(text)) => text.clone(),
+        Some(other) => other.to_string(),
+        None => "unknown".to_owned(),
+    };
+    format!(
+        "{module}: service_version {}, python_version {}",
+        field("service_version"),
+        field("python_version")
+    )
+}
+
+/// `store`: the folder of the SQLite file exists and a file can be created there.
+fn check_store(url: &str) -> Check {
+    let hint = "set store.url (or CEREBROS_STORE_URL) to sqlite://PATH in a writable folder";
+    let Some(path) = sqlite_path(url) else {
+        return Check::fail("store", format!("{url:?} is not a sqlite:// URL"), hint);
+    };
+    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
+        return Check::ok("store", format!("{url}: in-memory database"));
+    }
+    let folder = parent_folder(&path);
+    match probe_writable(&folder) {
+        Ok(()) => Check::ok(
+            "store",
+            format!("{url}: folder {} is writable", folder.display()),
+        ),
+        Err(reason) => Check::fail("store", format!("{url}: {reason}"), hint),
+    }
+}
+
+/// The file path of a `sqlite://PATH` URL (query string dropped); `None` for other
+/// schemes.
+fn sqlite_path(url: &str) -> Option<PathBuf> {
+    let rest = url.strip_prefix("sqlite://")?;
+    let path = rest.split('?').next().unwrap_or_default();
+    Some(PathBuf::from(path))
+}
+
+/// The folder holding `path` (`.` for a bare file name).
+fn parent_folder(path: &Path) -> PathBuf {
+    match path.parent() {
+        Some(parent) if !parent.as_os_str().is_empty() => parent.to_path_buf(),
+        _ => PathBuf::from("."),
+    }
+}
+
+/// Creates and removes a scratch file in `folder`.
+fn probe_writable(folder: &Path) -> Result<(), String> {
+    match std::fs::metadata(folder) {
+        Ok(meta) if meta.is_dir() => {}
+        Ok(_) => return Err(format!("{} is not a directory", folder.display())),
+        Err(err) => return Err(format!("folder {}: {err}", folder.display())),
+    }
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or_default();
+    let probe = folder.join(format!(
+        ".cerebros-validate-{}-{nanos}.tmp",
+        std::process::id()
+    ));
+    OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(&probe)
+        .map_err(|err| format!("cannot create a file in {}: {err}", folder.display()))?;
+    std::fs::remove_file(&probe).map_err(|err| format!("cannot remove {}: {err}", probe.display()))
+}
+
+/// `mode`: only `in_process` is available in this build.
+fn check_mode(mode: Mode) -> Check {
+    match mode {
+        Mode::InProcess => Check::ok("mode", mode.as_str()),
+        other => Check::warn(
+            "mode",
+            format!("{other}: not available in this build yet"),
+            "set mode = \"in_process\" in the config file, or CEREBROS_MODE=in_process",
+        ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::Status;
+    use super::*;
+
+    #[test]
+    fn sqlite_urls_give_their_path() {
+        assert_eq!(
+            sqlite_path("sqlite://cerebros.db"),
+            Some(PathBuf::from("cerebros.db"))
+        );
+        assert_eq!(
+            sqlite_path("sqlite:///var/x.db?mode=rwc"),
+            Some(PathBuf::from("/var/x.db"))
+        );
+        assert_eq!(sqlite_path("postgres://x"), None);
+        assert_eq!(parent_folder(Path::new("cerebros.db")), PathBuf::from("."));
+        assert_eq!(parent_folder(Path::new("/var/x.db")), PathBuf::from("/var"));
+    }
+
+    #[test]
+    fn store_in_a_missing_folder_fails_with_a_hint() {
+        let check = check_store("sqlite:///nonexistent/cerebros-validate/x.db");
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.hint.unwrap().contains("CEREBROS_STORE_URL"));
+        let tmp = std::env::temp_dir().join("cerebros.db");
+        let check = check_store(&format!("sqlite://{}", tmp.display()));
+        assert_eq!(check.status, Status::Ok, "{}", check.detail);
+    }
+
+    #[test]
+    fn only_in_process_mode_passes() {
+        assert_eq!(check_mode(Mode::InProcess).status, Status::Ok);
+        assert_eq!(check_mode(Mode::Subprocess).status, Status::Warn);
+    }
+
+    #[test]
+    fn health_detail_reads_versions() {
+        let reply = json!({"service_version": "0.1.0", "python_version": "3.11.7"});
+        assert_eq!(
+            health_detail("svc", &reply),
+            "svc: service_version 0.1.0, python_version 3.11.7"
+        );
+        assert_eq!(
+            health_detail("svc", &json!({})),
+            "svc: service_version unknown, python_version unknown"
+        );
+    }
+}
