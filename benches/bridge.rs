@@ -4,32 +4,73 @@
 
 mod common;
 
-use cerebros_bridge::client::CallOptions;
+use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::invoker::Request;
-use criterion::{criterion_group, criterion_main, Criterion, Throughput};
+use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
+use serde_json::Value;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+fn payloads() -> [(&'static str, Value); 2] {
+    [
+        ("contract", common::contract_payload()),
+        ("small", serde_json::json!({"run_id": "run-bench-0001"})),
+    ]
+}
+
 fn plain_thread(c: &mut Criterion) {
-    let client = common::client(2);
-    let payload = common::contract_payload();
+    let client = common::client();
     let mut group = c.benchmark_group("plain_thread");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("echo_invoker", |b| {
-        let invoker = client.invoker();
-        b.iter(|| {
-            let request = Request {
-                op: "echo".into(),
-                payload: payload.clone(),
-                timeout: Duration::from_secs(5),
-            };
-            invoker.invoke_blocking(request).unwrap()
-        })
-    });
-    group.bench_function("echo_client_call_blocking", |b| {
-        b.iter(|| client.call_blocking("echo", payload.clone()).unwrap())
-    });
+    for (name, payload) in payloads() {
+        let shared = Arc::new(payload.clone());
+        group.bench_with_input(BenchmarkId::new("echo_invoker", name), &shared, |b, p| {
+            let invoker = client.invoker();
+            b.iter(|| {
+                let request = Request {
+                    op: "echo".into(),
+                    payload: p.clone(),
+                    timeout: Duration::from_secs(5),
+                };
+                invoker.invoke_blocking(request).unwrap()
+            })
+        });
+        group.bench_with_input(BenchmarkId::new("echo_client", name), &payload, |b, p| {
+            b.iter(|| client.call_blocking("echo", p.clone()).unwrap())
+        });
+    }
     group.finish();
+}
+
+/// Runs `calls` sequential echo calls in each of `tasks` tokio tasks; returns the wall
+/// time scaled to exactly `calls` calls in all.
+fn run_tasks(
+    runtime: &tokio::runtime::Runtime,
+    client: &Arc<Client>,
+    payload: &Value,
+    tasks: u64,
+    calls: u64,
+) -> Duration {
+    let per_task = calls.div_ceil(tasks);
+    let started = runtime.block_on(async {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let client = client.clone();
+                let payload = payload.clone();
+                tokio::spawn(async move {
+                    for _ in 0..per_task {
+                        client.call("echo", payload.clone()).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for handle in handles {
+            handle.await.unwrap();
+        }
+        start.elapsed()
+    });
+    started.mul_f64(calls as f64 / (per_task * tasks) as f64)
 }
 
 fn tokio_tasks(c: &mut Criterion) {
@@ -38,76 +79,40 @@ fn tokio_tasks(c: &mut Criterion) {
         .enable_all()
         .build()
         .unwrap();
-    let client = Arc::new(common::client(2));
-    let payload = common::contract_payload();
+    let client = Arc::new(common::client());
     let mut group = c.benchmark_group("tokio");
     group.throughput(Throughput::Elements(1));
-    group.bench_function("echo_one_in_flight", |b| {
-        b.iter_custom(|iters| {
-            let client = client.clone();
-            let payload = payload.clone();
-            runtime.block_on(async move {
-                tokio::spawn(async move {
-                    let start = Instant::now();
-                    for _ in 0..iters {
-                        client.call("echo", payload.clone()).await.unwrap();
-                    }
-                    start.elapsed()
-                })
-                .await
-                .unwrap()
-            })
-        })
-    });
-    group.bench_function("echo_16_concurrent_callers", |b| {
-        b.iter_custom(|iters| {
-            let per_task = iters.div_ceil(16);
-            let client = client.clone();
-            let payload = payload.clone();
-            runtime.block_on(async move {
-                let start = Instant::now();
-                let tasks: Vec<_> = (0..16)
-                    .map(|_| {
-                        let client = client.clone();
-                        let payload = payload.clone();
-                        tokio::spawn(async move {
-                            for _ in 0..per_task {
-                                client.call("echo", payload.clone()).await.unwrap();
-                            }
-                        })
-                    })
-                    .collect();
-                for task in tasks {
-                    task.await.unwrap();
-                }
-                start
-                    .elapsed()
-                    .mul_f64(iters as f64 / (per_task * 16) as f64)
-            })
-        })
-    });
+    for (name, payload) in payloads() {
+        group.bench_with_input(
+            BenchmarkId::new("echo_one_in_flight", name),
+            &payload,
+            |b, p| b.iter_custom(|iters| run_tasks(&runtime, &client, p, 1, iters)),
+        );
+        group.bench_with_input(
+            BenchmarkId::new("echo_16_concurrent_callers", name),
+            &payload,
+            |b, p| b.iter_custom(|iters| run_tasks(&runtime, &client, p, 16, iters)),
+        );
+    }
     group.bench_function("cache_hit", |b| {
         let options = CallOptions {
             cache_key: Some("bench-hit".into()),
             ..CallOptions::default()
         };
         let small = serde_json::json!({"run_id": "r"});
+        runtime
+            .block_on(client.call_with("echo", small.clone(), options.clone()))
+            .unwrap();
         b.iter_custom(|iters| {
             let client = client.clone();
             let options = options.clone();
             let small = small.clone();
             runtime.block_on(async move {
                 tokio::spawn(async move {
-                    client
-                        .call_with("echo", small.clone(), options.clone())
-                        .await
-                        .unwrap();
                     let start = Instant::now();
                     for _ in 0..iters {
-                        client
-                            .call_with("echo", small.clone(), options.clone())
-                            .await
-                            .unwrap();
+                        let reply = client.call_with("echo", small.clone(), options.clone());
+                        reply.await.unwrap();
                     }
                     start.elapsed()
                 })
@@ -121,7 +126,9 @@ fn tokio_tasks(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default().measurement_time(Duration::from_secs(4)).warm_up_time(Duration::from_secs(1));
+    config = Criterion::default()
+        .measurement_time(Duration::from_secs(4))
+        .warm_up_time(Duration::from_secs(1));
     targets = plain_thread, tokio_tasks
 }
 criterion_main!(benches);

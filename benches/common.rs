@@ -2,6 +2,10 @@
 //! contract-sized payload (a `record_trial` report, ~400 bytes of JSON).
 #![allow(dead_code)]
 
+/// The same allocator as the CLI binary.
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 use cerebros_bridge::client::Client;
 use cerebros_bridge::config::Config;
 use cerebros_bridge::contracts::{ContractV1, TrialReportedV1, TrialStatus};
@@ -28,11 +32,11 @@ pub fn contract_payload() -> Value {
     report.to_value()
 }
 
-/// A client with `pool_size` workers, caching on (generic ops are only cached with a
-/// key, so echo calls always reach Python).
-pub fn client(pool_size: usize) -> Client {
+/// A client configured like the CLI (`cerebros.toml`, env, defaults: 2 workers), with
+/// retries off. Caching is on, but generic ops are only cached with a key, so echo
+/// calls always reach Python.
+pub fn client() -> Client {
     let mut config = Config::load(None).expect("config");
-    config.invoke.pool_size = pool_size;
     config.invoke.max_retries = 0;
     Client::start(&config).expect("the bridge starts")
 }

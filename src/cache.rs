@@ -276,6 +276,17 @@ impl ResultCache {
     /// An expired entry found here is removed (event `purge`) and the lookup counts
     /// as a miss. This is the hot path: one lock, one hash lookup, one clock read.
     pub fn get(&self, key: &str) -> Option<Arc<Value>> {
+        let found = self.hit(key);
+        if found.is_none() && self.state.is_some() {
+            Counters::bump(&self.counters.misses, 1);
+            cache_event!("miss", key);
+        }
+        found
+    }
+
+    /// Like [`get`](ResultCache::get), but a miss is not counted: for callers that go
+    /// on to [`get_or_compute`](ResultCache::get_or_compute), which counts it.
+    pub fn hit(&self, key: &str) -> Option<Arc<Value>> {
         let state = self.state.as_ref()?;
         let now = Instant::now();
         let mut st = state.lock();
@@ -295,8 +306,6 @@ impl ResultCache {
             self.note_expired(key);
         }
         drop(expired);
-        Counters::bump(&self.counters.misses, 1);
-        cache_event!("miss", key);
         None
     }
 

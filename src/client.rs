@@ -154,16 +154,20 @@ impl Client {
     }
 
     async fn call_counted(&self, op: &str, payload: Value, options: CallOptions) -> Result<Value> {
-        let run_id = payload
-            .get("run_id")
-            .and_then(Value::as_str)
-            .map(str::to_owned);
-        let context = |err: BridgeError| err.with_op(op).with_run_id(run_id.clone());
+        // An explicit key names the result: a hit needs no look at the payload.
+        if let Some(hit) = options.cache_key.as_deref().and_then(|k| self.cache.hit(k)) {
+            return Ok(Arc::unwrap_or_clone(hit));
+        }
+        let payload = Arc::new(payload);
+        let context = |err: BridgeError| {
+            let run_id = payload.get("run_id").and_then(Value::as_str);
+            err.with_op(op).with_run_id(run_id.map(str::to_owned))
+        };
         payload::check_value(&payload, self.max_payload_bytes).map_err(context)?;
         let contract_key = contract_cache_key(op, &payload).map_err(context)?;
         let key = options.cache_key.clone().or(contract_key);
         let span = telemetry::invoke_span(op, &payload, self.invoker.mode().as_str());
-        let attempts = self.attempts(op, payload, &options);
+        let attempts = self.attempts(op, payload.clone(), &options);
         match key {
             Some(key) if self.cache.is_enabled() => {
                 let value = self
@@ -178,15 +182,14 @@ impl Client {
     }
 
     /// Runs attempts until one succeeds, the error is not retryable, or retries run out.
-    async fn attempts(&self, op: &str, payload: Value, options: &CallOptions) -> Result<Value> {
+    async fn attempts(
+        &self,
+        op: &str,
+        payload: Arc<Value>,
+        options: &CallOptions,
+    ) -> Result<Value> {
         let timeout = options.timeout.unwrap_or(self.default_timeout);
-        let policy = match options.max_retries {
-            Some(max_retries) => RetryPolicy {
-                max_retries,
-                ..self.retry.clone()
-            },
-            None => self.retry.clone(),
-        };
+        let max_retries = options.max_retries.unwrap_or(self.retry.max_retries);
         let mut attempt = 1;
         loop {
             telemetry::start(attempt, &payload);
@@ -203,13 +206,13 @@ impl Client {
                 }
                 Err(err) => {
                     let err = err.with_attempt(attempt);
-                    let retrying = policy.should_retry(&err, attempt);
+                    let retrying = attempt <= max_retries && self.retry.retries(err.class);
                     telemetry::exception(attempt, started.elapsed(), &err, retrying);
                     if !retrying {
                         return Err(err);
                     }
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);
-                    tokio::time::sleep(policy.delay(attempt)).await;
+                    tokio::time::sleep(self.retry.delay(attempt)).await;
                     attempt += 1;
                 }
             }

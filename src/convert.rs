@@ -30,29 +30,50 @@ pub fn from_python(result: &Bound<'_, PyAny>) -> Result<Value> {
             type_name(result)
         )));
     }
-    let mut path = String::from("result");
-    convert(result, &mut path, 0)
+    convert(result, 0).map_err(|unreadable| {
+        let path: String = unreadable.path.iter().rev().map(String::as_str).collect();
+        parse_error(format!("result{path} {}", unreadable.problem))
+    })
 }
 
 /// Results nest at most this deep (as payloads do).
 const MAX_RESULT_DEPTH: usize = crate::payload::MAX_DEPTH;
 
-fn convert(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Value> {
+/// Why a value could not be converted, and where: path segments such as `["key"]` or
+/// `[3]`, innermost first (they are only built on the error path, never per value).
+struct Unreadable {
+    problem: String,
+    path: Vec<String>,
+}
+
+impl Unreadable {
+    fn new(problem: String) -> Self {
+        Unreadable {
+            problem,
+            path: Vec::new(),
+        }
+    }
+
+    fn within(mut self, segment: String) -> Self {
+        self.path.push(segment);
+        self
+    }
+}
+
+fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Unreadable> {
     if depth > MAX_RESULT_DEPTH {
-        return Err(parse_error(format!(
-            "{path} nests deeper than {MAX_RESULT_DEPTH} levels"
+        return Err(Unreadable::new(format!(
+            "nests deeper than {MAX_RESULT_DEPTH} levels"
         )));
     }
     if obj.is_none() {
         return Ok(Value::Null);
     }
     if let Ok(s) = obj.cast::<PyString>() {
-        return Ok(Value::String(
-            s.to_str().map_err(|e| at(path, e))?.to_owned(),
-        ));
+        return Ok(Value::String(s.to_str().map_err(unreadable)?.to_owned()));
     }
     if obj.is_instance_of::<PyBool>() {
-        return Ok(Value::Bool(obj.is_truthy().map_err(|e| at(path, e))?));
+        return Ok(Value::Bool(obj.is_truthy().map_err(unreadable)?));
     }
     if let Ok(i) = obj.cast::<PyInt>() {
         if let Ok(v) = i.extract::<i64>() {
@@ -61,65 +82,63 @@ fn convert(obj: &Bound<'_, PyAny>, path: &mut String, depth: usize) -> Result<Va
         if let Ok(v) = i.extract::<u64>() {
             return Ok(Value::from(v));
         }
-        return Err(parse_error(format!("{path} is an int beyond 64 bits")));
+        return Err(Unreadable::new("is an int beyond 64 bits".into()));
     }
     if let Ok(f) = obj.cast::<PyFloat>() {
         let v = f.value();
         return Number::from_f64(v).map(Value::Number).ok_or_else(|| {
-            parse_error(format!(
-                "{path} is {v}: JSON has no NaN or Infinity; return None or a string"
+            Unreadable::new(format!(
+                "is {v}: JSON has no NaN or Infinity; return None or a string"
             ))
         });
     }
     if let Ok(dict) = obj.cast::<PyDict>() {
-        let mut map = Map::with_capacity(dict.len());
+        let mut map = Map::new();
         for (key, value) in dict.iter() {
             let key = key.cast::<PyString>().map_err(|_| {
-                parse_error(format!(
-                    "{path} has a key of type {}: JSON object keys must be str",
+                Unreadable::new(format!(
+                    "has a key of type {}: JSON object keys must be str",
                     type_name(&key)
                 ))
             })?;
-            let key = key.to_str().map_err(|e| at(path, e))?.to_owned();
-            let len = path.len();
-            path.push_str(&format!("[{key:?}]"));
-            let converted = convert(&value, path, depth + 1)?;
-            path.truncate(len);
-            map.insert(key, converted);
+            let key = key.to_str().map_err(unreadable)?;
+            let converted =
+                convert(&value, depth + 1).map_err(|e| e.within(format!("[{key:?}]")))?;
+            map.insert(key.to_owned(), converted);
         }
         return Ok(Value::Object(map));
     }
     if let Ok(list) = obj.cast::<PyList>() {
-        return convert_items(list.iter(), list.len(), path, depth);
+        return convert_items(list.iter(), list.len(), depth);
     }
     if let Ok(tuple) = obj.cast::<PyTuple>() {
-        return convert_items(tuple.iter(), tuple.len(), path, depth);
+        return convert_items(tuple.iter(), tuple.len(), depth);
     }
-    let hint = match type_name(obj).as_str() {
+    let name = type_name(obj);
+    let hint = match name.as_str() {
         "set" | "frozenset" => "; JSON has no sets: return a sorted list",
         "bytes" | "bytearray" => "; decode it or base64-encode it",
         _ => "",
     };
-    Err(parse_error(format!(
-        "{path} is a {}, which JSON cannot hold{hint}",
-        type_name(obj)
+    Err(Unreadable::new(format!(
+        "is a {name}, which JSON cannot hold{hint}"
     )))
 }
 
 fn convert_items<'py>(
     items: impl Iterator<Item = Bound<'py, PyAny>>,
     len: usize,
-    path: &mut String,
     depth: usize,
-) -> Result<Value> {
+) -> Result<Value, Unreadable> {
     let mut out = Vec::with_capacity(len);
     for (index, item) in items.enumerate() {
-        let before = path.len();
-        path.push_str(&format!("[{index}]"));
-        out.push(convert(&item, path, depth + 1)?);
-        path.truncate(before);
+        out.push(convert(&item, depth + 1).map_err(|e| e.within(format!("[{index}]")))?);
     }
     Ok(Value::Array(out))
+}
+
+fn unreadable(err: PyErr) -> Unreadable {
+    Unreadable::new(format!("could not be read: {err}"))
 }
 
 fn type_name(obj: &Bound<'_, PyAny>) -> String {
@@ -131,10 +150,6 @@ fn type_name(obj: &Bound<'_, PyAny>) -> String {
 
 fn parse_error(message: String) -> BridgeError {
     BridgeError::new(ErrorClass::ParseError, message)
-}
-
-fn at(path: &str, err: PyErr) -> BridgeError {
-    parse_error(format!("{path} could not be read: {err}"))
 }
 
 /// The formatted traceback of `err`, cut to its last 4096 characters.

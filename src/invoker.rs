@@ -8,6 +8,7 @@ use crate::pool::{Pool, PoolOptions, PoolStats};
 use serde_json::Value;
 use std::future::Future;
 use std::pin::Pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// A boxed, sendable future, as returned by [`Invoker::invoke`].
@@ -18,8 +19,9 @@ pub type BoxFuture<'a, T> = Pin<Box<dyn Future<Output = T> + Send + 'a>>;
 pub struct Request {
     /// The op (a function of the service module).
     pub op: String,
-    /// The payload (a JSON object, already checked by the client).
-    pub payload: Value,
+    /// The payload (a JSON object, already checked by the client), shared so that
+    /// retries and the worker need no copy.
+    pub payload: Arc<Value>,
     /// The attempt's deadline, from now.
     pub timeout: Duration,
 }

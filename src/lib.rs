@@ -1,4 +1,5 @@
 //! cerebros-bridge: hosts CPython in-process and drives a Python NAS service.
+pub mod bench;
 pub mod cache;
 pub mod client;
 pub mod config;
@@ -11,4 +12,5 @@ pub mod payload;
 pub mod pool;
 pub mod reply;
 pub mod retry;
+pub mod spin;
 pub mod telemetry;

@@ -68,19 +68,13 @@ impl<T> ReplySlot<T> {
         }
     }
 
-    /// Spins for up to `budget`, returning the value if it arrives in time.
-    pub fn spin_take(&self, budget: Duration) -> Option<T> {
-        let start = Instant::now();
-        loop {
-            for _ in 0..64 {
-                if self.is_ready() {
-                    return self.take();
-                }
-                std::hint::spin_loop();
-            }
-            if start.elapsed() >= budget {
-                return None;
-            }
+    /// Busy-waits for up to `budget` (see [`crate::spin`]), returning the value if it
+    /// arrives in time.
+    pub fn spin_take(&self, budget: Duration, pure_spin: Duration) -> Option<T> {
+        if crate::spin::wait_until(budget, pure_spin, || self.is_ready()) {
+            self.take()
+        } else {
+            None
         }
     }
 
@@ -138,7 +132,10 @@ mod tests {
         let slot = ReplySlot::new();
         slot.fill(7);
         slot.fill(8);
-        assert_eq!(slot.spin_take(Duration::from_micros(1)), Some(7));
+        assert_eq!(
+            slot.spin_take(Duration::from_micros(1), Duration::ZERO),
+            Some(7)
+        );
     }
 
     #[test]

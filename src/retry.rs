@@ -1,7 +1,7 @@
 //! Retry policy (DESIGN §2): only retryable classes, exponential backoff
 //! `retry_backoff_ms * 2^retry` plus up to 10 % jitter.
 
-use crate::error::{BridgeError, ErrorClass};
+use crate::error::ErrorClass;
 use std::time::Duration;
 
 /// When and how long to wait before trying a failed call again.
@@ -25,10 +25,9 @@ impl RetryPolicy {
         }
     }
 
-    /// Whether a call whose attempt number `attempt` (1-based) failed with `err` gets
-    /// another attempt.
-    pub fn should_retry(&self, err: &BridgeError, attempt: u32) -> bool {
-        attempt <= self.max_retries && self.retry_on.contains(&err.class)
+    /// Whether errors of `class` are retried at all (up to `max_retries` times).
+    pub fn retries(&self, class: ErrorClass) -> bool {
+        self.retry_on.contains(&class)
     }
 
     /// The wait after failed attempt `attempt` (1-based): `backoff * 2^(attempt-1)`
@@ -61,14 +60,10 @@ mod tests {
     }
 
     #[test]
-    fn retries_only_retryable_classes_up_to_the_limit() {
-        let timeout = BridgeError::new(ErrorClass::Timeout, "late");
-        let contract = BridgeError::new(ErrorClass::Contract, "bad");
-        assert!(policy().should_retry(&timeout, 1));
-        assert!(policy().should_retry(&timeout, 2));
-        assert!(!policy().should_retry(&timeout, 3));
-        assert!(!policy().should_retry(&contract, 1));
-        assert!(!RetryPolicy::never().should_retry(&timeout, 1));
+    fn retries_only_the_listed_classes() {
+        assert!(policy().retries(ErrorClass::Timeout));
+        assert!(!policy().retries(ErrorClass::Contract));
+        assert!(!RetryPolicy::never().retries(ErrorClass::Timeout));
     }
 
     #[test]

@@ -15,19 +15,21 @@
 //!   the job is still running after the cancel grace, its worker is retired and a fresh
 //!   one takes its slot, so the pool keeps its size.
 
+mod queue;
 mod supervisor;
 mod worker;
 
 use crate::error::{BridgeError, ErrorClass, Result};
 use crate::interpreter;
 use crate::reply::ReplySlot;
-use crossbeam_channel::{Receiver, Sender, TrySendError};
+use crossbeam_channel::Sender;
 use parking_lot::Mutex;
 use pyo3::prelude::*;
+use queue::JobQueue;
 use serde::Serialize;
 use serde_json::Value;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -38,6 +40,10 @@ use worker::WorkerState;
 pub const CALLER_SPIN: Duration = Duration::from_micros(40);
 /// How long an idle worker spins for the next job before parking.
 pub const WORKER_SPIN: Duration = Duration::from_micros(100);
+/// How much of [`WORKER_SPIN`] is pure spinning (the rest yields the core between checks).
+pub const WORKER_PURE_SPIN: Duration = Duration::from_micros(3);
+/// How much of [`CALLER_SPIN`] is pure spinning.
+pub const CALLER_PURE_SPIN: Duration = Duration::from_micros(20);
 
 /// What a [`Pool`] needs to start.
 #[derive(Debug, Clone)]
@@ -85,7 +91,7 @@ enum Message {
 struct Job {
     id: u64,
     op: String,
-    payload: Value,
+    payload: Arc<Value>,
     deadline: Instant,
     reply: Arc<ReplySlot<Result<Value>>>,
 }
@@ -93,16 +99,13 @@ struct Job {
 struct Shared {
     options: PoolOptions,
     module: Py<PyModule>,
-    jobs: Receiver<Message>,
-    /// Closed (dropped) at shutdown to wake parked workers.
-    shutdown_signal: Mutex<Option<Sender<()>>>,
-    shutdown_wait: Receiver<()>,
+    jobs: JobQueue<Message>,
     shutting_down: AtomicBool,
-    /// Set while one idle worker spins for the next job (only one spins at a time).
-    spinner: AtomicBool,
     slots: Mutex<Vec<Arc<WorkerState>>>,
     supervisor: Sender<SupervisorMsg>,
     next_job: AtomicU64,
+    /// Calls whose caller is still waiting for the reply.
+    waiting_callers: AtomicUsize,
     submitted: AtomicU64,
     retired: AtomicU64,
     stuck: AtomicU64,
@@ -130,7 +133,6 @@ struct Shared {
 /// ```
 pub struct Pool {
     shared: Arc<Shared>,
-    jobs: Sender<Message>,
 }
 
 impl Pool {
@@ -147,19 +149,15 @@ impl Pool {
         let module = Python::attach(|py| {
             interpreter::import_service(py, &options.repo_path, &options.module)
         })?;
-        let (jobs_tx, jobs_rx) = crossbeam_channel::bounded(options.queue_capacity.max(1));
-        let (shutdown_tx, shutdown_rx) = crossbeam_channel::bounded(0);
         let (supervisor_tx, supervisor_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             module,
-            jobs: jobs_rx,
-            shutdown_signal: Mutex::new(Some(shutdown_tx)),
-            shutdown_wait: shutdown_rx,
+            jobs: JobQueue::new(options.queue_capacity),
             shutting_down: AtomicBool::new(false),
-            spinner: AtomicBool::new(false),
             slots: Mutex::new(Vec::with_capacity(options.size)),
             supervisor: supervisor_tx,
             next_job: AtomicU64::new(1),
+            waiting_callers: AtomicUsize::new(0),
             submitted: AtomicU64::new(0),
             retired: AtomicU64::new(0),
             stuck: AtomicU64::new(0),
@@ -171,15 +169,17 @@ impl Pool {
             shared.slots.lock().push(state);
         }
         supervisor::spawn(shared.clone(), supervisor_rx)?;
-        Ok(Pool {
-            shared,
-            jobs: jobs_tx,
-        })
+        Ok(Pool { shared })
     }
 
     /// Queues a call of `op` with `payload`; the caller must give up at `timeout`.
     /// Never blocks: a full queue is `overloaded`, a pool shutting down `cancelled`.
-    pub fn submit(&self, op: &str, payload: Value, timeout: Duration) -> Result<PendingCall> {
+    pub fn submit(
+        &self,
+        op: &str,
+        payload: impl Into<Arc<Value>>,
+        timeout: Duration,
+    ) -> Result<PendingCall> {
         if self.shared.shutting_down.load(Ordering::Acquire) {
             return Err(BridgeError::new(
                 ErrorClass::Cancelled,
@@ -189,40 +189,31 @@ impl Pool {
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
         let reply = ReplySlot::new();
         let deadline = Instant::now() + timeout;
-        let was_idle = self.jobs.is_empty();
         let job = Job {
             id,
             op: op.to_owned(),
-            payload,
+            payload: payload.into(),
             deadline,
             reply: reply.clone(),
         };
-        match self.jobs.try_send(Message::Call(job)) {
-            Ok(()) => {}
-            Err(TrySendError::Full(_)) => {
-                return Err(BridgeError::new(
-                    ErrorClass::Overloaded,
-                    format!(
-                        "the request queue is full ({} calls waiting); retry later or raise invoke.queue_capacity",
-                        self.shared.options.queue_capacity
-                    ),
-                ))
-            }
-            Err(TrySendError::Disconnected(_)) => {
-                return Err(BridgeError::new(
-                    ErrorClass::Cancelled,
-                    "the worker pool is shut down",
-                ))
-            }
+        if self.shared.jobs.push(Message::Call(job)).is_err() {
+            return Err(BridgeError::new(
+                ErrorClass::Overloaded,
+                format!(
+                    "the request queue is full ({} calls waiting); retry later or raise invoke.queue_capacity",
+                    self.shared.options.queue_capacity
+                ),
+            ));
         }
         self.shared.submitted.fetch_add(1, Ordering::Relaxed);
+        let waiting = self.shared.waiting_callers.fetch_add(1, Ordering::Relaxed) + 1;
         Ok(PendingCall {
             id,
             reply,
             deadline,
             timeout,
-            spin: was_idle,
-            supervisor: self.shared.supervisor.clone(),
+            others_waiting: waiting - 1,
+            shared: self.shared.clone(),
         })
     }
 
@@ -235,7 +226,7 @@ impl Pool {
             workers_retired: self.shared.retired.load(Ordering::Relaxed),
             workers_stuck: self.shared.stuck.load(Ordering::Relaxed),
             workers_replaced: self.shared.replaced.load(Ordering::Relaxed),
-            queued: self.jobs.len(),
+            queued: self.shared.jobs.len(),
             submitted: self.shared.submitted.load(Ordering::Relaxed),
         }
     }
@@ -248,7 +239,7 @@ impl Pool {
         if self.shared.shutting_down.swap(true, Ordering::AcqRel) {
             return 0;
         }
-        self.shared.shutdown_signal.lock().take();
+        self.shared.jobs.close();
         let deadline = Instant::now() + grace;
         let workers: Vec<Arc<WorkerState>> = self.shared.slots.lock().clone();
         while Instant::now() < deadline && workers.iter().any(|w| !w.has_exited()) {
@@ -271,7 +262,7 @@ impl Pool {
     /// any call. The pool must log it and replace the worker.
     #[doc(hidden)]
     pub fn inject_worker_panic(&self) -> Result<()> {
-        self.jobs.try_send(Message::Panic).map_err(|_| {
+        self.shared.jobs.push(Message::Panic).map_err(|_| {
             BridgeError::new(ErrorClass::Overloaded, "queue full; cannot inject a panic")
         })
     }
@@ -301,15 +292,25 @@ pub struct PendingCall {
     reply: Arc<ReplySlot<Result<Value>>>,
     deadline: Instant,
     timeout: Duration,
-    spin: bool,
-    supervisor: Sender<SupervisorMsg>,
+    /// Other callers waiting when this call was queued: decides whether to spin.
+    others_waiting: usize,
+    shared: Arc<Shared>,
+}
+
+impl Drop for PendingCall {
+    fn drop(&mut self) {
+        self.shared.waiting_callers.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl PendingCall {
-    /// Blocks the current thread until the reply arrives or the deadline passes.
+    /// Blocks the current thread until the reply arrives or the deadline passes. The
+    /// thread busy-waits briefly first unless more callers than workers are waiting.
     pub fn wait_blocking(self) -> Result<Value> {
-        if let Some(reply) = self.reply.spin_take(CALLER_SPIN) {
-            return reply;
+        if self.others_waiting < self.shared.options.size {
+            if let Some(reply) = self.reply.spin_take(CALLER_SPIN, CALLER_PURE_SPIN) {
+                return reply;
+            }
         }
         match self.reply.wait_until(self.deadline) {
             Some(reply) => reply,
@@ -317,12 +318,13 @@ impl PendingCall {
         }
     }
 
-    /// Waits asynchronously until the reply arrives or the deadline passes. When the
-    /// job went into an empty queue the task first spins briefly on its runtime thread:
-    /// a short call answers before a task wake-up (one futex, ~25 µs) could.
+    /// Waits asynchronously until the reply arrives or the deadline passes. When this is
+    /// the only call in flight the task first busy-waits briefly on its runtime thread:
+    /// a short call answers before a task wake-up (one futex, ~25 µs) could. With other
+    /// calls in flight it never does, so its runtime thread stays free to run them.
     pub async fn wait(self) -> Result<Value> {
-        if self.spin {
-            if let Some(reply) = self.reply.spin_take(CALLER_SPIN) {
+        if self.others_waiting == 0 {
+            if let Some(reply) = self.reply.spin_take(CALLER_SPIN, CALLER_PURE_SPIN) {
                 return reply;
             }
         }
@@ -336,12 +338,11 @@ impl PendingCall {
     /// The deadline passed: use a reply that raced in, else ask the supervisor to
     /// cancel the job and answer `timeout`.
     fn time_out(&self) -> Result<Value> {
-        if let Some(reply) = self.reply.spin_take(Duration::ZERO) {
+        if let Some(reply) = self.reply.spin_take(Duration::ZERO, Duration::ZERO) {
             return reply;
         }
-        let _ = self
-            .supervisor
-            .send(SupervisorMsg::Cancel { job_id: self.id });
+        let cancel = SupervisorMsg::Cancel { job_id: self.id };
+        let _ = self.shared.supervisor.send(cancel);
         Err(BridgeError::new(
             ErrorClass::Timeout,
             format!("no reply within {} ms", self.timeout.as_millis()),

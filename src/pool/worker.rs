@@ -1,10 +1,9 @@
 //! One worker thread: attached to the interpreter for its whole life, it takes jobs
 //! from the pool's queue, runs the op and fills the caller's reply slot.
 
-use super::{Job, Message, Shared, SupervisorMsg, WORKER_SPIN};
+use super::{Job, Message, Shared, SupervisorMsg, WORKER_PURE_SPIN, WORKER_SPIN};
 use crate::convert;
 use crate::error::{BridgeError, ErrorClass, Result};
-use crossbeam_channel::TryRecvError;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule, PyType};
 use serde_json::Value;
@@ -171,13 +170,9 @@ fn run(shared: Arc<Shared>, state: Arc<WorkerState>) {
                 return;
             }
             // Keep the GIL while work is queued; release it only to wait.
-            let message = match shared.jobs.try_recv() {
-                Ok(message) => message,
-                Err(TryRecvError::Disconnected) => return,
-                Err(TryRecvError::Empty) => match py.detach(|| wait_for_job(&shared)) {
-                    Some(message) => message,
-                    None => continue,
-                },
+            let Some(message) = shared.jobs.pop() else {
+                py.detach(|| wait_for_job(&shared));
+                continue;
             };
             match message {
                 Message::Call(job) => execute(py, &state, &mut ops, job),
@@ -187,35 +182,22 @@ fn run(shared: Arc<Shared>, state: Arc<WorkerState>) {
     });
 }
 
-/// Waits (GIL released) for the next job: spins first if no other worker is spinning,
-/// then parks. `None` when woken by shutdown.
-fn wait_for_job(shared: &Shared) -> Option<Message> {
-    if !shared.spinner.swap(true, Ordering::AcqRel) {
-        let start = Instant::now();
-        let found = loop {
-            match shared.jobs.try_recv() {
-                Ok(message) => break Some(message),
-                Err(TryRecvError::Disconnected) => break None,
-                Err(TryRecvError::Empty) => {}
-            }
-            if start.elapsed() >= WORKER_SPIN || shared.shutting_down.load(Ordering::Relaxed) {
-                break None;
-            }
-            std::hint::spin_loop();
-        };
-        shared.spinner.store(false, Ordering::Release);
-        if found.is_some() {
-            return found;
-        }
-    }
-    crossbeam_channel::select! {
-        recv(shared.jobs) -> message => message.ok(),
-        recv(shared.shutdown_wait) -> _ => None,
-    }
+/// Waits, GIL released, until a job is probably queued. Only one idle worker spins at
+/// a time. With no caller waiting, the next job most likely comes from a caller busy
+/// with its last reply: spin on the CPU for it. With callers waiting on an empty queue,
+/// their threads have replies to process: yield the core to them between checks.
+fn wait_for_job(shared: &Shared) {
+    let may_spin = shared.jobs.spinners() == 0;
+    let pure_spin = if shared.waiting_callers.load(Ordering::Relaxed) == 0 {
+        WORKER_SPIN
+    } else {
+        WORKER_PURE_SPIN
+    };
+    shared.jobs.wait_for_item(WORKER_SPIN, pure_spin, may_spin);
 }
 
 fn cancel_queued(shared: &Shared) {
-    while let Ok(message) = shared.jobs.try_recv() {
+    while let Some(message) = shared.jobs.pop() {
         if let Message::Call(job) = message {
             job.reply.fill(Err(BridgeError::new(
                 ErrorClass::Cancelled,

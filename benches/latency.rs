@@ -1,0 +1,151 @@
+//! Per-call percentiles for the bridge's speed goals, and RSS over 1M echo calls.
+//! `cargo bench --bench latency` (add `-- --quick` for a shorter run). Prints one table;
+//! BENCHMARKS.md records it.
+
+mod common;
+
+use cerebros_bridge::bench::{self, Summary};
+use cerebros_bridge::client::{CallOptions, Client};
+use cerebros_bridge::invoker::Request;
+use serde_json::{json, Value};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn row(name: &str, s: Summary) {
+    println!(
+        "{name:<44} p50 {:>8.2} µs   p99 {:>9.2} µs   {:>9.0} calls/s",
+        s.p50_us, s.p99_us, s.calls_per_s
+    );
+}
+
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
+        .unwrap_or(0)
+}
+
+/// `calls` echo calls made by `tasks` tokio tasks at once; every call timed.
+fn concurrent(
+    rt: &tokio::runtime::Runtime,
+    client: &Arc<Client>,
+    payload: &Value,
+    tasks: u64,
+    calls: u64,
+) -> Summary {
+    let per_task = calls / tasks;
+    let (mut latencies, wall) = rt.block_on(async {
+        let start = Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let client = client.clone();
+                let payload = payload.clone();
+                tokio::spawn(async move {
+                    let mut own = Vec::with_capacity(per_task as usize);
+                    for _ in 0..per_task {
+                        let t = Instant::now();
+                        client.call("echo", payload.clone()).await.unwrap();
+                        own.push(t.elapsed());
+                    }
+                    own
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for handle in handles {
+            all.extend(handle.await.unwrap());
+        }
+        (all, start.elapsed())
+    });
+    bench::summarize(&mut latencies, wall)
+}
+
+fn main() {
+    let quick = std::env::args().any(|a| a == "--quick");
+    let n: u64 = if quick { 20_000 } else { 200_000 };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .unwrap();
+    let client = Arc::new(common::client());
+    let contract = common::contract_payload();
+    let small = json!({"run_id": "run-bench-0001"});
+    println!(
+        "payload sizes: contract {} B, small {} B",
+        contract.to_string().len(),
+        small.to_string().len()
+    );
+
+    for (name, payload) in [("contract", &contract), ("small", &small)] {
+        let shared = Arc::new(payload.clone());
+        let invoker = client.invoker().clone();
+        row(
+            &format!("plain thread, invoker, {name}"),
+            bench::sequential(n, || {
+                let request = Request {
+                    op: "echo".into(),
+                    payload: shared.clone(),
+                    timeout: Duration::from_secs(5),
+                };
+                invoker.invoke_blocking(request).unwrap();
+            }),
+        );
+        row(
+            &format!("plain thread, client.call_blocking, {name}"),
+            bench::sequential(n, || {
+                client.call_blocking("echo", payload.clone()).unwrap();
+            }),
+        );
+        row(
+            &format!("tokio task, 1 in flight, {name}"),
+            concurrent(&rt, &client, payload, 1, n),
+        );
+        row(
+            &format!("tokio, 16 concurrent callers, {name}"),
+            concurrent(&rt, &client, payload, 16, n),
+        );
+    }
+    let hit = CallOptions {
+        cache_key: Some("hit".into()),
+        ..CallOptions::default()
+    };
+    let hits = rt.block_on(async {
+        client
+            .call_with("echo", small.clone(), hit.clone())
+            .await
+            .unwrap();
+        let mut latencies = Vec::with_capacity(n as usize);
+        let start = Instant::now();
+        for _ in 0..n {
+            let t = Instant::now();
+            client
+                .call_with("echo", small.clone(), hit.clone())
+                .await
+                .unwrap();
+            latencies.push(t.elapsed());
+        }
+        bench::summarize(&mut latencies, start.elapsed())
+    });
+    row("cache hit (tokio task, client.call_with)", hits);
+
+    let million: u64 = if quick { 200_000 } else { 1_000_000 };
+    let before = rss_kib();
+    let mut samples = Vec::new();
+    for i in 0..million {
+        client.call_blocking("echo", contract.clone()).unwrap();
+        if i % (million / 10) == 0 {
+            samples.push(rss_kib());
+        }
+    }
+    let after = rss_kib();
+    println!(
+        "RSS over {million} echo calls: {:.1} MiB before, {:.1} MiB after ({:+.1} MiB); samples MiB: {:?}",
+        before as f64 / 1024.0,
+        after as f64 / 1024.0,
+        (after as f64 - before as f64) / 1024.0,
+        samples.iter().map(|k| (*k as f64 / 102.4).round() / 10.0).collect::<Vec<_>>()
+    );
+}
