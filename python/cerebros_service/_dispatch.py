@@ -100,7 +100,7 @@ def call_op(module: ModuleType, name: str, payload: object) -> dict:
         raise exception_error(name, exc) from exc
     if not isinstance(result, dict):
         raise OpError(
-            "contract",
+            "parse_error",
             f'op "{name}" returned {type(result).__name__}, expected dict',
             {"op": name, "type": type(result).__name__},
         )
@@ -126,7 +126,7 @@ def exception_error(name: str, exc: BaseException) -> OpError:
 
 
 def encode_result(name: str, result: dict) -> str:
-    """Encode an op result as strict, ASCII-only JSON, or raise a ``contract`` error.
+    """Encode an op result as strict, ASCII-only JSON, or raise a ``parse_error``.
 
     NaN and infinities are refused (they are not JSON), as are values that are not JSON-like
     (sets, arbitrary objects).
@@ -135,7 +135,7 @@ def encode_result(name: str, result: dict) -> str:
         return json.dumps(result, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise OpError(
-            "contract",
+            "parse_error",
             f'op "{name}" returned a result that is not JSON-representable: {exc}',
             {"op": name},
         ) from exc

@@ -207,7 +207,7 @@ def test_call_op_wraps_exceptions():
 def test_call_op_refuses_non_dict_results(name):
     with pytest.raises(OpError) as info:
         call_op(fault_service, name, {})
-    assert info.value.error_class == "contract"
+    assert info.value.error_class == "parse_error"
     assert "expected dict" in info.value.message
 
 
@@ -223,7 +223,7 @@ def test_encode_result_refuses_non_json(name):
     result = call_op(fault_service, name, {})
     with pytest.raises(OpError) as info:
         encode_result(name, result)
-    assert info.value.error_class == "contract"
+    assert info.value.error_class == "parse_error"
     assert "not JSON-representable" in info.value.message
 
 
@@ -385,12 +385,12 @@ def test_cli_keeps_op_output_off_stdout(monkeypatch, capfd):
         ("return_list", "expected dict"),
     ],
 )
-def test_cli_bad_results_exit_2(monkeypatch, capfd, op, message):
+def test_cli_bad_results_exit_1(monkeypatch, capfd, op, message):
     monkeypatch.setattr(cerebros_service, op, getattr(fault_service, op), raising=False)
     code, out, _ = _run_in_process(monkeypatch, capfd, op)
-    assert code == 2
+    assert code == 1
     doc = json.loads(out)
-    assert doc["error"]["class"] == "contract"
+    assert doc["error"]["class"] == "parse_error"
     assert message in doc["error"]["message"]
 
 
