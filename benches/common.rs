@@ -40,3 +40,14 @@ pub fn client() -> Client {
     config.invoke.max_retries = 0;
     Client::start(&config).expect("the bridge starts")
 }
+
+/// A client like [`client`] whose pool never busy-waits (callers and idle workers
+/// park at once): the "plain futex hand-off" option.
+pub fn parking_client() -> Client {
+    let mut config = Config::load(None).expect("config");
+    config.invoke.max_retries = 0;
+    let mut options = cerebros_bridge::client::pool_options(&config);
+    options.spin = false;
+    let invoker = cerebros_bridge::invoker::InProcessInvoker::start(options).expect("pool");
+    Client::with_invoker(std::sync::Arc::new(invoker), &config)
+}

@@ -62,8 +62,41 @@ fn concurrent(
     bench::summarize(&mut latencies, wall)
 }
 
+/// The same work as an echo call (pythonize, call, strict conversion back) done on the
+/// calling thread while attached: the floor that every hand-off adds to.
+fn inline_floor(n: u64, payload: &Value) -> Summary {
+    use pyo3::prelude::*;
+    Python::attach(|py| {
+        let echo = py
+            .import("cerebros_service")
+            .unwrap()
+            .getattr("echo")
+            .unwrap();
+        bench::sequential(n, || {
+            let argument = cerebros_bridge::convert::to_python(py, payload).unwrap();
+            let result = echo.call1((argument,)).unwrap();
+            cerebros_bridge::convert::from_python(&result).unwrap();
+        })
+    })
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
+    if std::env::args().any(|a| a == "--concurrency-only") {
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let client = Arc::new(common::client());
+        for _ in 0..4 {
+            row(
+                "tokio, 16 concurrent callers, small",
+                concurrent(&rt, &client, &json!({"run_id": "r"}), 16, 100_000),
+            );
+        }
+        return;
+    }
     let n: u64 = if quick { 20_000 } else { 200_000 };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
@@ -80,6 +113,10 @@ fn main() {
     );
 
     for (name, payload) in [("contract", &contract), ("small", &small)] {
+        row(
+            &format!("floor: inline on this thread, no hand-off, {name}"),
+            inline_floor(n, payload),
+        );
         let shared = Arc::new(payload.clone());
         let invoker = client.invoker().clone();
         row(
@@ -108,6 +145,26 @@ fn main() {
             concurrent(&rt, &client, payload, 16, n),
         );
     }
+    // The option not taken: hand-offs through the kernel only (no busy-waiting).
+    let parking = Arc::new(common::parking_client());
+    for (name, payload) in [("contract", &contract), ("small", &small)] {
+        let calls = n / 10;
+        row(
+            &format!("no spinning: plain thread, {name}"),
+            bench::sequential(calls, || {
+                parking.call_blocking("echo", payload.clone()).unwrap();
+            }),
+        );
+        row(
+            &format!("no spinning: tokio, 1 in flight, {name}"),
+            concurrent(&rt, &parking, payload, 1, calls),
+        );
+        row(
+            &format!("no spinning: tokio, 16 concurrent, {name}"),
+            concurrent(&rt, &parking, payload, 16, calls),
+        );
+    }
+    parking.shutdown(Duration::from_millis(100));
     let hit = CallOptions {
         cache_key: Some("hit".into()),
         ..CallOptions::default()

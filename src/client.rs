@@ -320,6 +320,7 @@ pub fn pool_options(config: &Config) -> PoolOptions {
         module: config.module.clone(),
         repo_path: config.repo_path.clone(),
         python_executable: config.python_executable.clone(),
+        spin: true,
     }
 }
 

@@ -135,13 +135,19 @@ fn invoke_spans_events_and_cache_events_are_emitted() {
         .collect();
     assert_eq!(phases, expected);
     for event in &invoke {
-        assert_eq!(event.span_fields.get("op").map(String::as_str), Some("flaky"));
+        assert_eq!(
+            event.span_fields.get("op").map(String::as_str),
+            Some("flaky")
+        );
         if event.fields["event"] != "start" {
             let ms: f64 = event.fields["duration_ms"].parse().unwrap();
             assert!(ms > 0.0);
         }
     }
-    let exception = invoke.iter().find(|e| e.fields["event"] == "exception").unwrap();
+    let exception = invoke
+        .iter()
+        .find(|e| e.fields["event"] == "exception")
+        .unwrap();
     assert_eq!(exception.fields["error_class"], "timeout");
     assert_eq!(exception.fields["retrying"], "true");
 
@@ -154,7 +160,11 @@ fn invoke_spans_events_and_cache_events_are_emitted() {
     for event in events(&records, "cerebros.bridge.invoke") {
         for (name, value) in &event.fields {
             if name.ends_with("_excerpt") {
-                assert!(value.chars().count() <= 1025, "{name} is {} chars", value.chars().count());
+                assert!(
+                    value.chars().count() <= 1025,
+                    "{name} is {} chars",
+                    value.chars().count()
+                );
             }
         }
     }
@@ -165,7 +175,9 @@ fn invoke_spans_events_and_cache_events_are_emitted() {
         cache_key: Some("telemetry-key".into()),
         ..CallOptions::default()
     };
-    client.call_blocking_with("echo", json!({}), keyed.clone()).unwrap();
+    client
+        .call_blocking_with("echo", json!({}), keyed.clone())
+        .unwrap();
     client.call_blocking_with("echo", json!({}), keyed).unwrap();
     let records = recorder.0.lock().clone();
     let cache: Vec<String> = events(&records, "cerebros.bridge.cache")

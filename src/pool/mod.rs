@@ -61,6 +61,9 @@ pub struct PoolOptions {
     /// The interpreter whose venv the embedded interpreter uses (see
     /// [`interpreter::find_python`]).
     pub python_executable: Option<PathBuf>,
+    /// Whether idle workers and lone callers busy-wait briefly before parking (the
+    /// default; see BENCHMARKS.md for what turning it off costs).
+    pub spin: bool,
 }
 
 /// A snapshot of the pool's health.
@@ -124,6 +127,7 @@ struct Shared {
 ///     module: "cerebros_service".into(),
 ///     repo_path: "python".into(),
 ///     python_executable: None,
+///     spin: true,
 /// })?;
 /// let reply = pool
 ///     .submit("echo", serde_json::json!({"x": 1}), Duration::from_secs(5))?
@@ -307,7 +311,7 @@ impl PendingCall {
     /// Blocks the current thread until the reply arrives or the deadline passes. The
     /// thread busy-waits briefly first unless more callers than workers are waiting.
     pub fn wait_blocking(self) -> Result<Value> {
-        if self.others_waiting < self.shared.options.size {
+        if self.shared.options.spin && self.others_waiting < self.shared.options.size {
             if let Some(reply) = self.reply.spin_take(CALLER_SPIN, CALLER_PURE_SPIN) {
                 return reply;
             }
@@ -323,7 +327,7 @@ impl PendingCall {
     /// a short call answers before a task wake-up (one futex, ~25 µs) could. With other
     /// calls in flight it never does, so its runtime thread stays free to run them.
     pub async fn wait(self) -> Result<Value> {
-        if self.others_waiting == 0 {
+        if self.shared.options.spin && self.others_waiting == 0 {
             if let Some(reply) = self.reply.spin_take(CALLER_SPIN, CALLER_PURE_SPIN) {
                 return reply;
             }

@@ -57,7 +57,6 @@ impl<T> JobQueue<T> {
         self.items.len()
     }
 
-
     /// Waits until an item is probably available (another worker may still take it
     /// first) or the queue is closed: spins for up to `spin` unless `may_spin` is false,
     /// then parks. Returns `false` once the queue is closed.

@@ -187,7 +187,7 @@ fn run(shared: Arc<Shared>, state: Arc<WorkerState>) {
 /// with its last reply: spin on the CPU for it. With callers waiting on an empty queue,
 /// their threads have replies to process: yield the core to them between checks.
 fn wait_for_job(shared: &Shared) {
-    let may_spin = shared.jobs.spinners() == 0;
+    let may_spin = shared.options.spin && shared.jobs.spinners() == 0;
     let pure_spin = if shared.waiting_callers.load(Ordering::Relaxed) == 0 {
         WORKER_SPIN
     } else {

@@ -20,6 +20,7 @@ pub fn fault_options(size: usize) -> PoolOptions {
         module: "fault_service".into(),
         repo_path: root().join("tests/fixtures"),
         python_executable: None,
+        spin: true,
     }
 }
 
