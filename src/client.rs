@@ -255,7 +255,18 @@ impl Client {
 
     /// `run_trial`: trains one trial and returns its report (never cached).
     pub async fn run_trial(&self, contract: &TrialRequestedV1) -> Result<TrialReportedV1> {
-        let reply = self.call("run_trial", contract.to_value()).await?;
+        self.run_trial_with(contract, CallOptions::default()).await
+    }
+
+    /// [`Client::run_trial`] with per-call options (a trial's own timeout).
+    pub async fn run_trial_with(
+        &self,
+        contract: &TrialRequestedV1,
+        options: CallOptions,
+    ) -> Result<TrialReportedV1> {
+        let reply = self
+            .call_with("run_trial", contract.to_value(), options)
+            .await?;
         TrialReportedV1::from_value(&reply).map_err(|err| {
             BridgeError::new(
                 ErrorClass::ParseError,

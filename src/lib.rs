@@ -12,5 +12,8 @@ pub mod payload;
 pub mod pool;
 pub mod reply;
 pub mod retry;
+pub mod run;
+pub mod spec;
 pub mod spin;
+pub mod store;
 pub mod telemetry;

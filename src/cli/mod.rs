@@ -3,6 +3,8 @@
 mod call;
 mod logging;
 pub mod output;
+mod run;
+mod runs;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -46,6 +48,11 @@ enum Command {
     /// Call one op of the service module and print its result.
     #[command(after_help = EXIT_CODES_HELP)]
     Call(call::CallArgs),
+    /// Run a whole NAS run from a spec, with a progress display (Ctrl-C cancels).
+    #[command(after_help = "Exit codes:\n  0  the run succeeded\n  1  it failed\n  2  invalid spec or config\n  130  it was cancelled")]
+    Run(run::RunArgs),
+    /// The runs in the store: list, show, resume, cancel.
+    Runs(runs::RunsArgs),
 }
 
 /// Parses the command line, sets up logging and runs the subcommand; returns the
@@ -57,5 +64,7 @@ pub fn run() -> i32 {
     match &cli.command {
         Command::Validate(args) => validate::run(config_path, args),
         Command::Call(args) => call::run(config_path, args),
+        Command::Run(args) => run::run(config_path, args),
+        Command::Runs(args) => runs::run(config_path, args),
     }
 }

@@ -302,8 +302,14 @@ pub struct PendingCall {
 }
 
 impl Drop for PendingCall {
+    /// A caller that stops waiting (its deadline passed, or its future was dropped)
+    /// cancels the job: skipped if still queued, interrupted if running.
     fn drop(&mut self) {
         self.shared.waiting_callers.fetch_sub(1, Ordering::Relaxed);
+        if !self.reply.is_ready() {
+            let cancel = SupervisorMsg::Cancel { job_id: self.id };
+            let _ = self.shared.supervisor.send(cancel);
+        }
     }
 }
 
@@ -339,14 +345,12 @@ impl PendingCall {
         }
     }
 
-    /// The deadline passed: use a reply that raced in, else ask the supervisor to
-    /// cancel the job and answer `timeout`.
+    /// The deadline passed: use a reply that raced in, else answer `timeout` (dropping
+    /// `self` then cancels the job).
     fn time_out(&self) -> Result<Value> {
         if let Some(reply) = self.reply.spin_take(Duration::ZERO, Duration::ZERO) {
             return reply;
         }
-        let cancel = SupervisorMsg::Cancel { job_id: self.id };
-        let _ = self.shared.supervisor.send(cancel);
         Err(BridgeError::new(
             ErrorClass::Timeout,
             format!("no reply within {} ms", self.timeout.as_millis()),

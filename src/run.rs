@@ -1,0 +1,429 @@
+//! The run worker (DESIGN §5): drives one NAS run through the bridge — `start_run`, then
+//! `run_trial` for every trial not yet finished (`budget.parallelism` at once, each its
+//! own call with the trial's timeout and the client's retries), then `finalize_run` —
+//! writing each outcome to the store the moment it arrives. A failed or timed-out trial
+//! is recorded and the run goes on. Events go to a broadcast channel and to `tracing`
+//! (`ml.run.start|trial|stop|exception`).
+//!
+//! Resuming is the same drive over a run whose owner died: finished trials are skipped,
+//! so none runs twice, and every trial's seed depends only on the run seed and its index,
+//! so a resumed run ends with the same best trial as an uninterrupted one.
+
+use crate::client::{CallOptions, Client};
+use crate::contracts::{RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequestedV1};
+use crate::error::{BridgeError, ErrorClass, Result};
+use crate::spec::{budget_map, trial_seed, RunSpec};
+use crate::store::{now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, TrialRecord, HEARTBEAT_EVERY};
+use serde::Serialize;
+use serde_json::{json, Map, Value};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::{broadcast, Notify};
+use tokio::task::JoinSet;
+
+/// An event of a run, as broadcast to subscribers.
+#[derive(Debug, Clone, Serialize)]
+pub struct RunEvent {
+    /// `ml.run.start`, `ml.run.trial`, `ml.run.stop` or `ml.run.exception`.
+    pub kind: &'static str,
+    /// The run.
+    pub run_id: String,
+    /// Event data: the trial record for `ml.run.trial`, the run for `ml.run.stop`.
+    pub data: Value,
+}
+
+/// A cancellation signal shared by whoever may stop a run (Ctrl-C, `runs cancel`).
+#[derive(Clone, Default)]
+pub struct CancelSignal {
+    cancelled: Arc<AtomicBool>,
+    notify: Arc<Notify>,
+}
+
+impl CancelSignal {
+    /// A signal not yet raised.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// Raises the signal.
+    pub fn cancel(&self) {
+        self.cancelled.store(true, Ordering::SeqCst);
+        self.notify.notify_waiters();
+    }
+
+    /// Whether the signal was raised.
+    pub fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::SeqCst)
+    }
+
+    /// Resolves once the signal is raised.
+    pub async fn cancelled(&self) {
+        while !self.is_cancelled() {
+            let notified = self.notify.notified();
+            if self.is_cancelled() {
+                return;
+            }
+            notified.await;
+        }
+    }
+}
+
+/// Drives runs over a client and a store.
+#[derive(Clone)]
+pub struct RunWorker {
+    client: Arc<Client>,
+    store: Arc<Store>,
+    artifact_dir: PathBuf,
+    events: broadcast::Sender<RunEvent>,
+}
+
+/// Everything a trial task needs, shared by all trials of one drive.
+struct TrialContext {
+    worker: RunWorker,
+    run_id: String,
+    spec: RunSpec,
+    search_space: Map<String, Value>,
+    parameters: Map<String, Value>,
+}
+
+impl RunWorker {
+    /// A worker writing artifacts under `artifact_dir`.
+    pub fn new(client: Arc<Client>, store: Arc<Store>, artifact_dir: PathBuf) -> RunWorker {
+        let (events, _) = broadcast::channel(1024);
+        RunWorker {
+            client,
+            store,
+            artifact_dir,
+            events,
+        }
+    }
+
+    /// Receives this worker's run events from now on.
+    pub fn subscribe(&self) -> broadcast::Receiver<RunEvent> {
+        self.events.subscribe()
+    }
+
+    /// The store.
+    pub fn store(&self) -> &Arc<Store> {
+        &self.store
+    }
+
+    /// Records a new run for `spec` (status `queued`) and returns its id.
+    pub fn create(&self, spec: &RunSpec) -> Result<String> {
+        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+        let run_id = format!("run-{stamp}-{:06x}", fastrand::u32(..0x100_0000));
+        self.store.create_run(&run_id, spec)?;
+        Ok(run_id)
+    }
+
+    /// Drives run `run_id` to its end (or until `cancel` is raised) and returns it as
+    /// stored. Works the same for a new run and for one being resumed.
+    pub async fn drive(&self, run_id: &str, cancel: CancelSignal) -> Result<RunRecord> {
+        let run = self.store.run(run_id)?;
+        let spec: RunSpec = serde_json::from_value(run.spec.clone()).map_err(|e| {
+            BridgeError::new(
+                ErrorClass::SystemError,
+                format!("run {run_id} has an unreadable spec in the store: {e}"),
+            )
+        })?;
+        self.store.claim(run_id, &Owner::current())?;
+        let heartbeat = self.spawn_heartbeat(run_id, cancel.clone());
+        let started = Instant::now();
+        let outcome = self.drive_claimed(run_id, &spec, &cancel).await;
+        heartbeat.abort();
+        let (status, error) = match &outcome {
+            Ok(status) => (status.clone(), None),
+            Err(err) => ("failed".to_owned(), Some(err.to_string())),
+        };
+        self.finalize(run_id, &spec, &status, error.as_deref(), started.elapsed()).await
+    }
+
+    fn spawn_heartbeat(&self, run_id: &str, cancel: CancelSignal) -> tokio::task::JoinHandle<()> {
+        let store = self.store.clone();
+        let run_id = run_id.to_owned();
+        tokio::spawn(async move {
+            let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
+            loop {
+                tick.tick().await;
+                match store.heartbeat(&run_id) {
+                    Ok(true) => cancel.cancel(),
+                    Ok(false) => {}
+                    Err(err) => tracing::warn!(run_id, "heartbeat failed: {err}"),
+                }
+            }
+        })
+    }
+
+    /// start_run, then the trials; returns the run's final status.
+    async fn drive_claimed(&self, run_id: &str, spec: &RunSpec, cancel: &CancelSignal) -> Result<String> {
+        let artifact_dir = self.artifact_dir.clone();
+        let started = spec.run_started(run_id, &now_rfc3339(), &artifact_dir);
+        let info = self.client.start_run(&started).await?;
+        self.store.record_start(run_id, &info)?;
+        self.emit("ml.run.start", run_id, info.clone());
+        let search_space = info
+            .get("search_space")
+            .and_then(Value::as_object)
+            .cloned()
+            .unwrap_or_else(|| spec.search_space.clone());
+        let context = Arc::new(TrialContext {
+            worker: self.clone(),
+            run_id: run_id.to_owned(),
+            spec: spec.clone(),
+            search_space,
+            parameters: spec.trial_parameters(&artifact_dir),
+        });
+        let finished: std::collections::HashSet<u32> = self
+            .store
+            .trials(run_id)?
+            .into_iter()
+            .filter(|t| t.status == "succeeded" || t.status == "failed")
+            .map(|t| t.index)
+            .collect();
+        let pending: Vec<u32> = (0..spec.budget.trials).filter(|i| !finished.contains(i)).collect();
+        run_trials(context, pending, cancel).await?;
+        if cancel.is_cancelled() {
+            return Ok("cancelled".into());
+        }
+        let succeeded = self.store.trials(run_id)?.iter().any(|t| t.status == "succeeded");
+        Ok(if succeeded { "succeeded" } else { "failed" }.into())
+    }
+
+    /// Calls `finalize_run`, ends the run in the store and emits `ml.run.stop` (or
+    /// `ml.run.exception`).
+    async fn finalize(
+        &self,
+        run_id: &str,
+        spec: &RunSpec,
+        status: &str,
+        error: Option<&str>,
+        took: Duration,
+    ) -> Result<RunRecord> {
+        let mut error = error.map(str::to_owned);
+        let mut status = status.to_owned();
+        if status != "failed" || error.is_none() {
+            let run = self.store.run(run_id)?;
+            let mut finalized = RunFinalizedV1::new(run_id, run_status(&status));
+            finalized.best_trial_id = run.best_trial_id.clone();
+            finalized.duration_ms = took.as_millis() as u64;
+            if let Some(best) = run.best_metric {
+                finalized.metrics.insert(spec.objective.clone(), json!(best));
+            }
+            finalized
+                .metrics
+                .insert("trials_completed".into(), json!(run.trials_completed));
+            if let Err(err) = self.client.finalize_run(&finalized).await {
+                status = "failed".into();
+                error = Some(format!("finalize_run failed: {err}"));
+            }
+        }
+        if status == "failed" && error.is_none() {
+            error = Some("no trial succeeded".into());
+        }
+        self.store.finish_run(run_id, &status, error.as_deref())?;
+        let run = self.store.run(run_id)?;
+        let kind = if status == "failed" { "ml.run.exception" } else { "ml.run.stop" };
+        self.emit(kind, run_id, serde_json::to_value(&run).unwrap_or_default());
+        Ok(run)
+    }
+
+    fn emit(&self, kind: &'static str, run_id: &str, data: Value) {
+        match kind {
+            "ml.run.exception" => tracing::warn!(target: "ml.run", event = kind, run_id, %data),
+            _ => tracing::info!(target: "ml.run", event = kind, run_id),
+        }
+        let _ = self.events.send(RunEvent {
+            kind,
+            run_id: run_id.to_owned(),
+            data,
+        });
+    }
+}
+
+fn run_status(status: &str) -> RunStatus {
+    match status {
+        "succeeded" => RunStatus::Succeeded,
+        "cancelled" => RunStatus::Cancelled,
+        _ => RunStatus::Failed,
+    }
+}
+
+/// Runs the pending trials, `parallelism` at a time, until all are done or `cancel` is
+/// raised (then the running ones are dropped, which cancels their Python calls, and
+/// recorded as cancelled).
+async fn run_trials(context: Arc<TrialContext>, pending: Vec<u32>, cancel: &CancelSignal) -> Result<()> {
+    let parallelism = context.spec.budget.parallelism.max(1) as usize;
+    let mut queue = pending.into_iter();
+    let mut running: JoinSet<(u32, Result<()>)> = JoinSet::new();
+    let mut in_flight: Vec<u32> = Vec::new();
+    loop {
+        while running.len() < parallelism && !cancel.is_cancelled() {
+            let Some(index) = queue.next() else { break };
+            in_flight.push(index);
+            let context = context.clone();
+            running.spawn(async move { (index, run_one_trial(&context, index).await) });
+        }
+        if running.is_empty() {
+            return Ok(());
+        }
+        tokio::select! {
+            Some(joined) = running.join_next() => {
+                let (index, outcome) = joined.map_err(|e| {
+                    BridgeError::new(ErrorClass::SystemError, format!("a trial task failed: {e}"))
+                })?;
+                in_flight.retain(|i| *i != index);
+                outcome?;
+            }
+            _ = cancel.cancelled() => {
+                running.abort_all();
+                while running.join_next().await.is_some() {}
+                for index in in_flight.drain(..) {
+                    record_cancelled(&context, index)?;
+                }
+                return Ok(());
+            }
+        }
+    }
+}
+
+fn trial_id(run_id: &str, index: u32) -> String {
+    format!("{run_id}-t{index:03}")
+}
+
+fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
+    let trial_id = trial_id(&context.run_id, index);
+    let still_running = context
+        .worker
+        .store
+        .trials(&context.run_id)?
+        .iter()
+        .any(|t| t.trial_id == trial_id && t.status == "running");
+    if !still_running {
+        return Ok(());
+    }
+    let record = TrialRecord {
+        run_id: context.run_id.clone(),
+        trial_id,
+        index,
+        seed: trial_seed(context.spec.seed, index),
+        status: "cancelled".into(),
+        metrics: json!({}),
+        parameters: json!({}),
+        duration_ms: 0,
+        artifact_uri: None,
+        error: Some(json!({"class": "cancelled", "message": "the run was cancelled"})),
+        attempts: 1,
+        started_at: None,
+        finished_at: Some(now_rfc3339()),
+        mlflow_run_id: None,
+    };
+    context.worker.store.record_trial(&record, None)
+}
+
+/// Runs trial `index` and records its outcome, whatever it is.
+async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
+    let run_id = &context.run_id;
+    let trial_id = trial_id(run_id, index);
+    let seed = trial_seed(context.spec.seed, index);
+    let store = &context.worker.store;
+    store.trial_started(run_id, &trial_id, index, seed)?;
+    let mut request = TrialRequestedV1::new(run_id.clone(), trial_id.clone(), index, seed);
+    request.dataset_id = Some(context.spec.dataset.clone());
+    request.search_space = context.search_space.clone();
+    request.budget = budget_map(&context.spec.budget);
+    request.parameters = context.parameters.clone();
+    let options = CallOptions {
+        timeout: Some(Duration::from_millis(context.spec.budget.trial_timeout_ms)),
+        ..CallOptions::default()
+    };
+    let started_at = now_rfc3339();
+    let clock = Instant::now();
+    let outcome = context.worker.client.run_trial_with(&request, options).await;
+    let (record, artifact) = match outcome {
+        Ok(report) => trial_from_report(&report, index, seed, started_at, clock.elapsed()),
+        Err(err) => (failed_trial(&request, &err, started_at, clock.elapsed()), None),
+    };
+    store.record_trial(&record, artifact.as_ref())?;
+    if record.status == "succeeded" {
+        acknowledge(context, &record).await;
+    }
+    context.worker.emit(
+        "ml.run.trial",
+        run_id,
+        serde_json::to_value(&record).unwrap_or_default(),
+    );
+    Ok(())
+}
+
+/// Tells the service the trial was recorded (`record_trial`, the seed's persistence
+/// hook; cached by (run_id, trial_id, status)). Its failure is logged, not fatal.
+async fn acknowledge(context: &TrialContext, record: &TrialRecord) {
+    let mut report = TrialReportedV1::new(record.run_id.clone(), record.trial_id.clone(), crate::contracts::TrialStatus::Succeeded);
+    report.metrics = record.metrics.as_object().cloned().unwrap_or_default();
+    report.artifact_uri = record.artifact_uri.clone();
+    report.duration_ms = record.duration_ms;
+    if let Err(err) = context.worker.client.record_trial(&report).await {
+        tracing::warn!(run_id = %record.run_id, trial_id = %record.trial_id, "record_trial failed: {err}");
+    }
+}
+
+fn trial_from_report(
+    report: &TrialReportedV1,
+    index: u32,
+    seed: u64,
+    started_at: String,
+    took: Duration,
+) -> (TrialRecord, Option<ArtifactRecord>) {
+    let parameters = Value::Object(report.parameters.clone());
+    let artifact = report.artifact_uri.as_ref().map(|uri| {
+        let info = parameters.get("artifact");
+        ArtifactRecord {
+            kind: "model".into(),
+            uri: uri.clone(),
+            sha256: info.and_then(|a| a.get("sha256")).and_then(Value::as_str).map(str::to_owned),
+            bytes: info.and_then(|a| a.get("bytes")).and_then(Value::as_u64),
+        }
+    });
+    let status = serde_json::to_value(report.status)
+        .ok()
+        .and_then(|s| s.as_str().map(str::to_owned))
+        .unwrap_or_else(|| "succeeded".into());
+    let record = TrialRecord {
+        run_id: report.run_id.clone(),
+        trial_id: report.trial_id.clone(),
+        index,
+        seed,
+        status,
+        metrics: Value::Object(report.metrics.clone()),
+        parameters,
+        duration_ms: if report.duration_ms > 0 { report.duration_ms } else { took.as_millis() as u64 },
+        artifact_uri: report.artifact_uri.clone(),
+        error: None,
+        attempts: 1,
+        started_at: Some(started_at),
+        finished_at: Some(now_rfc3339()),
+        mlflow_run_id: None,
+    };
+    (record, artifact)
+}
+
+fn failed_trial(request: &TrialRequestedV1, err: &BridgeError, started_at: String, took: Duration) -> TrialRecord {
+    TrialRecord {
+        run_id: request.run_id.clone(),
+        trial_id: request.trial_id.clone(),
+        index: request.index,
+        seed: request.seed,
+        status: "failed".into(),
+        metrics: json!({}),
+        parameters: json!({}),
+        duration_ms: took.as_millis() as u64,
+        artifact_uri: None,
+        error: Some(err.to_json()),
+        attempts: err.attempt.max(1),
+        started_at: Some(started_at),
+        finished_at: Some(now_rfc3339()),
+        mlflow_run_id: None,
+    }
+}

@@ -1,0 +1,71 @@
+//! The store's schema, as an ordered list of migrations. `PRAGMA user_version` records
+//! how many have been applied; each runs in its own transaction.
+
+/// Migration `n` (1-based) brings the schema from version `n - 1` to `n`.
+pub const MIGRATIONS: &[&str] = &[
+    // 1: runs, trials, artifacts, events.
+    r#"
+    CREATE TABLE model_runs (
+        run_id            TEXT PRIMARY KEY,
+        name              TEXT NOT NULL,
+        status            TEXT NOT NULL,
+        objective         TEXT NOT NULL,
+        direction         TEXT NOT NULL,
+        dataset_id        TEXT NOT NULL,
+        seed              INTEGER NOT NULL,
+        spec              TEXT NOT NULL,
+        trials_planned    INTEGER NOT NULL,
+        trials_completed  INTEGER NOT NULL DEFAULT 0,
+        best_metric       REAL,
+        best_trial_id     TEXT,
+        start_info        TEXT,
+        error             TEXT,
+        created_at        TEXT NOT NULL,
+        started_at        TEXT,
+        finished_at       TEXT,
+        owner_pid         INTEGER,
+        owner_host        TEXT,
+        owner_start       TEXT,
+        heartbeat_ms      INTEGER,
+        cancel_requested  INTEGER NOT NULL DEFAULT 0,
+        mlflow_run_id     TEXT
+    );
+    CREATE TABLE model_trials (
+        run_id         TEXT NOT NULL REFERENCES model_runs(run_id),
+        trial_id       TEXT NOT NULL,
+        idx            INTEGER NOT NULL,
+        seed           INTEGER NOT NULL,
+        status         TEXT NOT NULL,
+        metrics        TEXT NOT NULL DEFAULT '{}',
+        parameters     TEXT NOT NULL DEFAULT '{}',
+        artifact_uri   TEXT,
+        duration_ms    INTEGER NOT NULL DEFAULT 0,
+        error          TEXT,
+        attempts       INTEGER NOT NULL DEFAULT 0,
+        started_at     TEXT,
+        finished_at    TEXT,
+        mlflow_run_id  TEXT,
+        PRIMARY KEY (run_id, trial_id),
+        UNIQUE (run_id, idx)
+    );
+    CREATE TABLE model_artifacts (
+        id          INTEGER PRIMARY KEY,
+        run_id      TEXT NOT NULL REFERENCES model_runs(run_id),
+        trial_id    TEXT,
+        kind        TEXT NOT NULL,
+        uri         TEXT NOT NULL,
+        sha256      TEXT,
+        bytes       INTEGER,
+        created_at  TEXT NOT NULL
+    );
+    CREATE TABLE run_events (
+        id      INTEGER PRIMARY KEY,
+        run_id  TEXT NOT NULL REFERENCES model_runs(run_id),
+        kind    TEXT NOT NULL,
+        at      TEXT NOT NULL,
+        data    TEXT NOT NULL DEFAULT '{}'
+    );
+    CREATE INDEX run_events_by_run ON run_events(run_id, id);
+    CREATE INDEX model_artifacts_by_run ON model_artifacts(run_id);
+    "#,
+];
