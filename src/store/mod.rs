@@ -173,29 +173,37 @@ impl Store {
         &self.path
     }
 
+    /// Applies the migrations this file lacks. Each step re-reads the version inside an
+    /// immediate (write-locked) transaction, so processes opening a new store at the
+    /// same time never apply a migration twice.
     fn migrate(&self) -> Result<()> {
         let mut conn = self.conn.lock();
-        let version: i64 = conn
-            .pragma_query_value(None, "user_version", |r| r.get(0))
-            .map_err(db_error("schema version"))?;
-        let version = version.max(0) as usize;
-        if version > schema::MIGRATIONS.len() {
-            return Err(BridgeError::new(
-                ErrorClass::Config,
-                format!(
-                    "store {} has schema version {version}, newer than this build knows ({}); upgrade cerebros-bridge",
-                    self.path.display(),
-                    schema::MIGRATIONS.len()
-                ),
-            ));
-        }
-        for (index, sql) in schema::MIGRATIONS.iter().enumerate().skip(version) {
-            let tx = conn.transaction().map_err(db_error("migration"))?;
+        loop {
+            let tx = conn
+                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
+                .map_err(db_error("migration"))?;
+            let version: i64 = tx
+                .pragma_query_value(None, "user_version", |r| r.get(0))
+                .map_err(db_error("schema version"))?;
+            let version = version.max(0) as usize;
+            if version > schema::MIGRATIONS.len() {
+                return Err(BridgeError::new(
+                    ErrorClass::Config,
+                    format!(
+                        "store {} has schema version {version}, newer than this build knows ({}); upgrade cerebros-bridge",
+                        self.path.display(),
+                        schema::MIGRATIONS.len()
+                    ),
+                ));
+            }
+            let Some(sql) = schema::MIGRATIONS.get(version) else {
+                return Ok(());
+            };
             tx.execute_batch(sql).map_err(db_error("migration"))?;
-            tx.pragma_update(None, "user_version", (index + 1) as i64).map_err(db_error("migration"))?;
+            tx.pragma_update(None, "user_version", (version + 1) as i64)
+                .map_err(db_error("migration"))?;
             tx.commit().map_err(db_error("migration"))?;
         }
-        Ok(())
     }
 
     fn write<T>(&self, context: &str, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>) -> Result<T> {
