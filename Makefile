@@ -12,10 +12,10 @@ export PYO3_PYTHON := $(VENV_PY)
 
 .PHONY: run setup build test test-rust test-python lint fmt bench clean
 
-## run: set up, build (release) and run the main job
+## run: set up, build (release) and run the main job: the digits NAS demo
 run: build
 	$(BIN) validate
-	$(BIN) call health
+	$(BIN) run examples/digits.toml
 
 ## setup: create .venv and install the Python packages (only when requirements change)
 setup: $(VENV)/.installed

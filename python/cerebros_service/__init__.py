@@ -53,3 +53,34 @@ def health(payload: dict) -> dict:
 def echo(payload: dict) -> dict:
     """Return the payload itself (a shallow copy), for cheap and exact round trips."""
     return dict(payload)
+
+
+# -- NAS ops (bodies in the ``nas`` subpackage, imported on first use: it pulls in numpy) --
+
+
+def start_run(payload: dict) -> dict:
+    """Check a ``RunStartedV1`` (dataset, search space, objective, budget); start the run."""
+    from .nas import ops
+
+    return ops.start_run(payload)
+
+
+def run_trial(payload: dict) -> dict:
+    """Sample, train and save one architecture of a ``TrialRequestedV1``; a ``TrialReportedV1``."""
+    from .nas import ops
+
+    return ops.run_trial(payload)
+
+
+def record_trial(payload: dict) -> dict:
+    """Validate a ``TrialReportedV1`` and acknowledge it (``recorded: true``)."""
+    from .nas import ops
+
+    return ops.record_trial(payload)
+
+
+def finalize_run(payload: dict) -> dict:
+    """Validate a ``RunFinalizedV1`` and acknowledge it (``finalized: true``)."""
+    from .nas import ops
+
+    return ops.finalize_run(payload)
