@@ -371,7 +371,7 @@ impl Store {
                     ],
                 )?;
             }
-            update_run_summary(tx, &trial.run_id)?;
+            note_trial_in_run(tx, trial)?;
             let event = json!({"trial_id": trial.trial_id, "index": trial.index, "status": trial.status,
                                "metrics": trial.metrics});
             insert_event(tx, &trial.run_id, "ml.run.trial", &event)
@@ -523,7 +523,37 @@ fn insert_event(tx: &Transaction<'_>, run_id: &str, kind: &str, data: &Value) ->
     Ok(())
 }
 
-/// Recomputes trials_completed and the best trial from the trials table.
+/// Counts a newly finished trial into its run and makes it the best if it beats the
+/// current best (constant time per trial; [`update_run_summary`] recomputes it all).
+fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Result<()> {
+    let (objective, direction, best): (String, String, Option<f64>) = tx.query_row(
+        "SELECT objective, direction, best_metric FROM model_runs WHERE run_id = ?1",
+        [&trial.run_id],
+        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+    )?;
+    let metric = trial.metrics.get(&objective).and_then(Value::as_f64);
+    if let (true, Some(metric)) = (trial.status == "succeeded", metric) {
+        let better = best.is_none_or(|best| {
+            if direction == "minimize" { metric < best } else { metric > best }
+        });
+        if better {
+            tx.execute(
+                "UPDATE model_runs SET best_metric = ?2, best_trial_id = ?3 WHERE run_id = ?1",
+                params![trial.run_id, metric, trial.trial_id],
+            )?;
+        }
+    }
+    tx.execute(
+        "UPDATE model_runs SET trials_completed = (SELECT COUNT(*) FROM model_trials
+             WHERE run_id = ?1 AND status IN ('succeeded', 'failed'))
+         WHERE run_id = ?1",
+        [&trial.run_id],
+    )?;
+    Ok(())
+}
+
+/// Recomputes trials_completed and the best trial from the trials table (ties go to
+/// the lowest index, so the best trial does not depend on the order trials finished).
 fn update_run_summary(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()> {
     let (objective, direction): (String, String) = tx.query_row(
         "SELECT objective, direction FROM model_runs WHERE run_id = ?1",
