@@ -94,15 +94,12 @@ impl Client {
         }
         let invoker: Arc<dyn Invoker> = match config.mode {
             Mode::InProcess => Arc::new(InProcessInvoker::start(pool_options(config))?),
-            other => {
-                return Err(BridgeError::new(
-                    ErrorClass::Config,
-                    format!(
-                        "mode = \"{}\" is not available in this build yet: expected in_process",
-                        other.as_str()
-                    ),
-                ))
-            }
+            Mode::WorkerProcess => Arc::new(crate::process::WorkerProcessInvoker::start(
+                crate::process::ProcessOptions::from_config(config),
+            )?),
+            Mode::Subprocess => Arc::new(crate::process::SubprocessInvoker::start(
+                crate::process::ProcessOptions::from_config(config),
+            )?),
         };
         Ok(Client::with_invoker(invoker, config))
     }

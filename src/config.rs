@@ -245,8 +245,9 @@ pub struct Config {
     /// The script run per call in subprocess mode; `None`: the module's `__main__`.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub script_path: Option<PathBuf>,
-    /// The Python interpreter of the process modes; `None`: chosen by the host. A bare
-    /// name such as `python3` is looked up on `PATH` and never made absolute.
+    /// The Python interpreter (the venv of the embedded interpreter, and the program of
+    /// the process modes); `None`: chosen by the host. A bare name such as `python3` is
+    /// kept as written here; the process modes look it up on `PATH` once at start-up.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub python_executable: Option<PathBuf>,
     /// Deadlines, retries, pool and queue.

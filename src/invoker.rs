@@ -1,5 +1,5 @@
 //! One interface over the execution modes (DESIGN §2): the client hands a [`Request`]
-//! to an [`Invoker`] and gets the op's result or a [`BridgeError`] back, whichever
+//! to an [`Invoker`] and gets the op's result or a [`BridgeError`](crate::error::BridgeError) back, whichever
 //! mode runs it.
 
 use crate::config::Mode;

@@ -10,6 +10,7 @@ pub mod interpreter;
 pub mod invoker;
 pub mod payload;
 pub mod pool;
+pub mod process;
 pub mod reply;
 pub mod retry;
 pub mod run;

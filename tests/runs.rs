@@ -36,7 +36,11 @@ struct Scratch {
 impl Scratch {
     fn new(trials: u32) -> Scratch {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("spec.toml"), SPEC.replace("TRIALS", &trials.to_string())).unwrap();
+        std::fs::write(
+            dir.path().join("spec.toml"),
+            SPEC.replace("TRIALS", &trials.to_string()),
+        )
+        .unwrap();
         Scratch { dir }
     }
 
@@ -49,7 +53,10 @@ impl Scratch {
         command
             .args(args)
             .current_dir(common::root())
-            .env("CEREBROS_STORE_URL", format!("sqlite://{}", self.path("store.db").display()))
+            .env(
+                "CEREBROS_STORE_URL",
+                format!("sqlite://{}", self.path("store.db").display()),
+            )
             .env("CEREBROS_MODULE", "nas_fixture")
             .env("CEREBROS_REPO", common::root().join("tests/fixtures"))
             .env("NAS_FIXTURE_LOG", self.path("trials.log"))
@@ -63,10 +70,18 @@ impl Scratch {
     }
 
     fn run(&self, args: &[&str], envs: &[(&str, String)]) -> (i32, Value, String) {
-        let Output { status, stdout, stderr } = self.command(args, envs).output().unwrap();
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command(args, envs).output().unwrap();
         let stdout = String::from_utf8_lossy(&stdout).into_owned();
         let json = serde_json::from_str(&stdout).unwrap_or(Value::Null);
-        (status.code().unwrap_or(-1), json, String::from_utf8_lossy(&stderr).into_owned())
+        (
+            status.code().unwrap_or(-1),
+            json,
+            String::from_utf8_lossy(&stderr).into_owned(),
+        )
     }
 
     fn spawn(&self, args: &[&str], envs: &[(&str, String)]) -> Child {
@@ -94,7 +109,9 @@ impl Scratch {
     fn finished_trials(&self) -> Vec<Value> {
         let store = cerebros_bridge::store::Store::open(&self.path("store.db")).unwrap();
         let runs = store.runs().unwrap();
-        let Some(run) = runs.first() else { return Vec::new() };
+        let Some(run) = runs.first() else {
+            return Vec::new();
+        };
         store
             .trials(&run.run_id)
             .unwrap()
@@ -114,7 +131,10 @@ fn trials_by_index(doc: &Value) -> Vec<Value> {
 fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) {
     let start = Instant::now();
     while !condition() {
-        assert!(start.elapsed() < limit, "condition not met within {limit:?}");
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }
@@ -130,7 +150,16 @@ fn a_run_records_every_trial_and_goes_on_after_a_failed_one() {
     let run = &doc["run"];
     assert_eq!(run["status"], "succeeded");
     assert_eq!(run["trials_completed"], 4);
-    for key in ["run_id", "objective", "direction", "best_metric", "best_trial_id", "started_at", "finished_at", "mlflow_run_id"] {
+    for key in [
+        "run_id",
+        "objective",
+        "direction",
+        "best_metric",
+        "best_trial_id",
+        "started_at",
+        "finished_at",
+        "mlflow_run_id",
+    ] {
         assert!(run.get(key).is_some(), "run.{key} missing");
     }
     let trials = trials_by_index(&doc);
@@ -141,7 +170,10 @@ fn a_run_records_every_trial_and_goes_on_after_a_failed_one() {
         assert_eq!(trial["status"], "succeeded");
         assert!(trial["metrics"]["val_accuracy"].as_f64().unwrap() > 0.0);
         let uri = trial["artifact_uri"].as_str().unwrap();
-        assert!(Path::new(uri.trim_start_matches("file://")).is_file(), "{uri}");
+        assert!(
+            Path::new(uri.trim_start_matches("file://")).is_file(),
+            "{uri}"
+        );
     }
     let run_id = run["run_id"].as_str().unwrap();
     let (code, shown, _) = scratch.run(&["runs", "show", run_id, "--json"], &[]);
@@ -163,15 +195,23 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_best_trial() {
     let scratch = Scratch::new(trials);
     let slow = [("NAS_FIXTURE_SLEEP", "0.4".to_string())];
     let mut child = scratch.spawn(&["run", &scratch.spec(), "--json"], &slow);
-    wait_for(Duration::from_secs(60), || scratch.finished_trials().len() >= 3);
+    wait_for(Duration::from_secs(60), || {
+        scratch.finished_trials().len() >= 3
+    });
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     let before_resume = scratch.finished_trials();
-    assert!(before_resume.len() < trials as usize, "the run finished before the kill");
+    assert!(
+        before_resume.len() < trials as usize,
+        "the run finished before the kill"
+    );
 
     let (_, listed, _) = scratch.run(&["runs", "list", "--json"], &[]);
     let run_id = listed["runs"][0]["run_id"].as_str().unwrap().to_owned();
-    assert_eq!(listed["runs"][0]["status"], "interrupted", "recognised from the dead owner");
+    assert_eq!(
+        listed["runs"][0]["status"], "interrupted",
+        "recognised from the dead owner"
+    );
 
     let (code, resumed, stderr) = scratch.run(&["runs", "resume", &run_id, "--json"], &[]);
     assert_eq!(code, 0, "{stderr}");
@@ -184,19 +224,33 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_best_trial() {
     for kept in &before_resume {
         let id = kept["trial_id"].as_str().unwrap();
         let now = after.iter().find(|t| t["trial_id"] == id).unwrap();
-        assert_eq!(now["finished_at"], kept["finished_at"], "trial {id} was rewritten");
+        assert_eq!(
+            now["finished_at"], kept["finished_at"],
+            "trial {id} was rewritten"
+        );
         assert_eq!(now["metrics"], kept["metrics"]);
         assert_eq!(starts[id], 1, "trial {id} ran twice");
     }
     // Same seed, same trials: the same best trial as the uninterrupted run.
     let index_of_best = |doc: &Value| {
         let best = doc["run"]["best_trial_id"].as_str().unwrap().to_owned();
-        trials_by_index(doc).iter().find(|t| t["trial_id"] == best.as_str()).unwrap()["index"].clone()
+        trials_by_index(doc)
+            .iter()
+            .find(|t| t["trial_id"] == best.as_str())
+            .unwrap()["index"]
+            .clone()
     };
     assert_eq!(index_of_best(&resumed), index_of_best(&expected));
-    assert_eq!(resumed["run"]["best_metric"], expected["run"]["best_metric"]);
+    assert_eq!(
+        resumed["run"]["best_metric"],
+        expected["run"]["best_metric"]
+    );
     for (a, b) in after.iter().zip(trials_by_index(&expected)) {
-        assert_eq!(a["metrics"]["val_accuracy"], b["metrics"]["val_accuracy"], "trial {}", a["index"]);
+        assert_eq!(
+            a["metrics"]["val_accuracy"], b["metrics"]["val_accuracy"],
+            "trial {}",
+            a["index"]
+        );
     }
 }
 
@@ -205,7 +259,9 @@ fn runs_cancel_stops_a_running_run_and_keeps_finished_trials() {
     let scratch = Scratch::new(12);
     let slow = [("NAS_FIXTURE_SLEEP", "0.5".to_string())];
     let child = scratch.spawn(&["run", &scratch.spec(), "--json"], &slow);
-    wait_for(Duration::from_secs(60), || scratch.finished_trials().len() >= 2);
+    wait_for(Duration::from_secs(60), || {
+        scratch.finished_trials().len() >= 2
+    });
     let (_, listed, _) = scratch.run(&["runs", "list", "--json"], &[]);
     let run_id = listed["runs"][0]["run_id"].as_str().unwrap().to_owned();
     assert_eq!(listed["runs"][0]["status"], "running");
@@ -216,9 +272,18 @@ fn runs_cancel_stops_a_running_run_and_keeps_finished_trials() {
     assert_eq!(output.status.code(), Some(130));
     let doc: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(doc["run"]["status"], "cancelled");
-    let finished = doc["trials"].as_array().unwrap().iter().filter(|t| t["status"] == "succeeded").count();
-    assert!(finished >= 2 && finished < 12, "{finished} finished");
-    assert!(doc["trials"].as_array().unwrap().iter().all(|t| t["status"] != "running"));
+    let finished = doc["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "succeeded")
+        .count();
+    assert!((2..12).contains(&finished), "{finished} finished");
+    assert!(doc["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["status"] != "running"));
 }
 
 #[test]
@@ -226,14 +291,25 @@ fn ctrl_c_cancels_cleanly() {
     let scratch = Scratch::new(12);
     let slow = [("NAS_FIXTURE_SLEEP", "0.5".to_string())];
     let child = scratch.spawn(&["run", &scratch.spec(), "--json"], &slow);
-    wait_for(Duration::from_secs(60), || !scratch.finished_trials().is_empty());
+    wait_for(Duration::from_secs(60), || {
+        !scratch.finished_trials().is_empty()
+    });
     // SAFETY: sending SIGINT to our own child process.
     unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
     let output = child.wait_with_output().unwrap();
-    assert_eq!(output.status.code(), Some(130), "{}", String::from_utf8_lossy(&output.stderr));
+    assert_eq!(
+        output.status.code(),
+        Some(130),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
     let doc: Value = serde_json::from_slice(&output.stdout).unwrap();
     assert_eq!(doc["run"]["status"], "cancelled");
-    assert!(doc["trials"].as_array().unwrap().iter().any(|t| t["status"] == "succeeded"));
+    assert!(doc["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .any(|t| t["status"] == "succeeded"));
 }
 
 #[test]
@@ -242,5 +318,8 @@ fn an_invalid_spec_is_refused_naming_the_key() {
     let (code, doc, _) = scratch.run(&["run", &scratch.spec(), "--json"], &[]);
     assert_eq!(code, 2);
     assert_eq!(doc["error"]["class"], "contract");
-    assert!(doc["error"]["message"].as_str().unwrap().contains("budget.trials"));
+    assert!(doc["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("budget.trials"));
 }

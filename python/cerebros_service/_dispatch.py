@@ -1,7 +1,7 @@
 """Op resolution and invocation rules, for Python-side callers of a service module.
 
 The Rust bridge applies the same rules when it embeds CPython; this module is what the
-process-based modes (``python -m cerebros_service --bridge-op OP``, and later
+process-based modes (``python -m cerebros_service --bridge-op OP`` and
 ``--serve-stdio``) use, so that every mode refuses and reports the same things.
 
 Rules:
@@ -80,8 +80,9 @@ async def _await(awaitable):
 def call_op(module: ModuleType, name: str, payload: object) -> dict:
     """Resolve and run one op: check the payload, await coroutines, check the result.
 
-    Raises ``OpError`` with class ``contract`` for refused ops, a non-dict payload or a
-    non-dict result, and with class ``exception`` when the op raised.
+    Raises ``OpError`` with class ``contract`` for refused ops or a non-dict payload,
+    ``parse_error`` for a non-dict result, and ``exception`` when the op raised; an
+    ``OpError`` the op raises itself keeps its class (as in the in-process mode).
     """
     func = resolve_op(module, name)
     if not isinstance(payload, dict):
@@ -96,6 +97,8 @@ def call_op(module: ModuleType, name: str, payload: object) -> dict:
             result = asyncio.run(result)
         elif inspect.isawaitable(result):
             result = asyncio.run(_await(result))
+    except OpError:
+        raise
     except Exception as exc:
         raise exception_error(name, exc) from exc
     if not isinstance(result, dict):

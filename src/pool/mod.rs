@@ -10,7 +10,7 @@
 //! * **Latency.** One idle worker spins briefly for the next job before parking, and
 //!   callers spin briefly for their reply (see [`crate::reply`]), so a short call does
 //!   not pay two futex wake-ups.
-//! * **Timeouts.** A caller stops waiting at its deadline and asks the [`supervisor`] to
+//! * **Timeouts.** A caller stops waiting at its deadline and asks the supervisor to
 //!   cancel: an exception is raised in the interpreter thread running *that* job; if
 //!   the job is still running after the cancel grace, its worker is retired and a fresh
 //!   one takes its slot, so the pool keeps its size.

@@ -95,7 +95,7 @@ def test_public_callables_are_exactly_the_ops():
         for name in dir(cerebros_service)
         if not name.startswith("_") and callable(getattr(cerebros_service, name))
     }
-    assert public == {"health", "echo"}
+    assert public == {"health", "echo", "start_run", "run_trial", "record_trial", "finalize_run"}
 
 
 def test_echo_returns_an_equal_copy():
@@ -392,6 +392,138 @@ def test_cli_bad_results_exit_1(monkeypatch, capfd, op, message):
     doc = json.loads(out)
     assert doc["error"]["class"] == "parse_error"
     assert message in doc["error"]["message"]
+
+
+# -- --module and --serve-stdio -------------------------------------------------------------
+
+FIXTURES_DIR = Path(__file__).resolve().parents[1] / "fixtures"
+SERVICE_PATH = os.pathsep.join([str(PYTHON_DIR), str(FIXTURES_DIR)])
+
+
+def test_cli_module_dispatches_to_another_module(python_dir):
+    env = {"PYTHONPATH": SERVICE_PATH}
+    out = run_cli(python_dir, "--bridge-op", "health", "--module", "fault_service", env=env)
+    assert out.returncode == 0, out.stderr
+    assert json.loads(out.stdout) == {"status": "ok"}
+    out = run_cli(python_dir, "--bridge-op", "fail", "--module", "fault_service", env=env)
+    assert out.returncode == 1
+    error = json.loads(out.stdout)["error"]
+    assert error["class"] == "exception"
+    assert error["details"]["type"] == "ValueError"
+    out = run_cli(python_dir, "--bridge-op", "_secret", "--module", "fault_service", env=env)
+    assert out.returncode == 2
+    assert json.loads(out.stdout)["error"]["class"] == "contract"
+
+
+def test_cli_unknown_module_is_a_dependency_error(python_dir):
+    out = run_cli(python_dir, "--bridge-op", "health", "--module", "no_such_module_xyz")
+    assert out.returncode == 1
+    error = json.loads(out.stdout)["error"]
+    assert error["class"] == "dependency"
+    assert "no_such_module_xyz" in error["message"]
+
+
+def serve(requests: list[str], module: str = "fault_service") -> tuple[list[dict], str, int]:
+    """Run ``--serve-stdio``, write all request lines at once, close stdin, read replies."""
+    env = {**os.environ, "PYTHONPATH": SERVICE_PATH}
+    proc = subprocess.run(
+        [sys.executable, "-m", "cerebros_service", "--serve-stdio", "--module", module],
+        input="".join(line + "\n" for line in requests),
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    replies = [json.loads(line) for line in proc.stdout.splitlines()]
+    return replies, proc.stderr, proc.returncode
+
+
+def _request(request_id, op, payload=None) -> str:
+    return json.dumps({"id": request_id, "op": op, "payload": payload or {}})
+
+
+def test_serve_stdio_answers_pipelined_requests_in_order():
+    requests = [_request(n, "echo", {"n": n, "ü": "é"}) for n in range(1, 21)]
+    replies, _, code = serve(requests)
+    assert code == 0
+    ready, *answers = replies
+    assert ready["id"] == 0 and ready["ok"] is True
+    assert ready["result"]["ready"] is True
+    assert ready["result"]["module"] == "fault_service"
+    assert [a["id"] for a in answers] == list(range(1, 21))
+    assert all(a["ok"] for a in answers)
+    assert answers[4]["result"] == {"n": 5, "ü": "é"}
+
+
+def test_serve_stdio_keeps_op_output_off_the_protocol_stream():
+    requests = [
+        _request(1, "print_stdout", {"line": '{"id": 1, "ok": false}'}),
+        _request(2, "write_fd1", {"text": "raw fd write\n"}),
+        _request(3, "echo", {"after": True}),
+    ]
+    replies, stderr, code = serve(requests)
+    assert code == 0
+    assert [r["id"] for r in replies] == [0, 1, 2, 3]
+    assert replies[1] == {"id": 1, "ok": True, "result": {"printed": True}}
+    assert replies[2] == {"id": 2, "ok": True, "result": {"written": True}}
+    assert replies[3]["result"] == {"after": True}
+    assert '{"id": 1, "ok": false}' in stderr
+    assert "raw fd write" in stderr
+
+
+def test_serve_stdio_answers_bad_lines_with_contract_errors_and_goes_on():
+    requests = [
+        "not json",
+        "[1, 2]",
+        json.dumps({"op": "echo", "payload": {}}),
+        json.dumps({"id": 5}),
+        json.dumps({"id": 6, "op": "echo", "payload": [1]}),
+        _request(7, "nope"),
+        _request(8, "_secret"),
+        _request(9, "echo", {"still": "serving"}),
+    ]
+    replies, _, code = serve(requests)
+    assert code == 0
+    errors = replies[1:-1]
+    assert [e["id"] for e in errors] == [None, None, None, 5, 6, 7, 8]
+    assert all(e["ok"] is False and e["error"]["class"] == "contract" for e in errors)
+    assert replies[-1] == {"id": 9, "ok": True, "result": {"still": "serving"}}
+
+
+def test_serve_stdio_reports_op_failures_with_their_class():
+    requests = [
+        _request(1, "fail", {"message": "bad"}),
+        _request(2, "return_set"),
+        _request(3, "return_list"),
+        _request(4, "return_nan"),
+        _request(5, "async_echo", {"v": 1}),
+    ]
+    replies, _, _ = serve(requests)
+    by_id = {r["id"]: r for r in replies}
+    assert by_id[1]["error"]["class"] == "exception"
+    assert by_id[1]["error"]["details"]["type"] == "ValueError"
+    assert "ValueError: bad" in by_id[1]["error"]["details"]["traceback"]
+    assert {by_id[n]["error"]["class"] for n in (2, 3, 4)} == {"parse_error"}
+    assert by_id[5]["result"] == {"async": True, "v": 1}
+
+
+def test_serve_stdio_unknown_module_reports_dependency_and_exits():
+    replies, _, code = serve([_request(1, "echo")], module="no_such_module_xyz")
+    assert code == 1
+    assert len(replies) == 1
+    assert replies[0]["id"] == 0
+    assert replies[0]["error"]["class"] == "dependency"
+
+
+def test_reply_survives_system_exit_in_an_op(monkeypatch):
+    def leave(p):
+        raise SystemExit(3)
+
+    monkeypatch.setattr(fault_service, "leave", leave, raising=False)
+    reply = json.loads(cli._reply(fault_service, _request(4, "leave").encode()))
+    assert reply["id"] == 4
+    assert reply["error"]["class"] == "exception"
+    assert reply["error"]["details"]["type"] == "SystemExit"
 
 
 # -- the fault-injection fixture ------------------------------------------------------------

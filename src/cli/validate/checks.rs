@@ -28,7 +28,7 @@ pub fn run_all(config_path: Option<&Path>) -> Vec<Check> {
     checks.push(check_repo_path(&config.repo_path));
     checks.push(check_module(&config));
     checks.push(check_store(&config.store.url));
-    checks.push(check_mode(config.mode));
+    checks.push(check_mode(&config));
     checks
 }
 
@@ -186,14 +186,22 @@ fn probe_writable(folder: &Path) -> Result<(), String> {
     std::fs::remove_file(&probe).map_err(|err| format!("cannot remove {}: {err}", probe.display()))
 }
 
-/// `mode`: only `in_process` is available in this build.
-fn check_mode(mode: Mode) -> Check {
-    match mode {
-        Mode::InProcess => Check::ok("mode", mode.as_str()),
-        other => Check::warn(
+/// `mode`: what the configured mode needs. `in_process` needs the embedded interpreter
+/// (the checks above); the process modes need an interpreter that runs and, unless
+/// `subprocess` mode runs a `script_path` (which must exist), a working
+/// `python -m cerebros_service --help` with the children's `PYTHONPATH`.
+fn check_mode(config: &Config) -> Check {
+    let mode = config.mode;
+    if mode == Mode::InProcess {
+        return Check::ok("mode", mode.as_str());
+    }
+    match cerebros_bridge::process::probe(config) {
+        Ok(detail) => Check::ok("mode", format!("{mode}: {detail}")),
+        Err(err) => Check::fail(
             "mode",
-            format!("{other}: not available in this build yet"),
-            "set mode = \"in_process\" in the config file, or CEREBROS_MODE=in_process",
+            format!("{mode}: {}", err.message),
+            "set python_executable (CEREBROS_PYTHON) to a Python with the service's packages, \
+             check script_path (CEREBROS_SCRIPT) and repo_path, or use mode = \"in_process\"",
         ),
     }
 }
@@ -229,9 +237,19 @@ mod tests {
     }
 
     #[test]
-    fn only_in_process_mode_passes() {
-        assert_eq!(check_mode(Mode::InProcess).status, Status::Ok);
-        assert_eq!(check_mode(Mode::Subprocess).status, Status::Warn);
+    fn mode_check_probes_what_the_mode_needs() {
+        let with = |mode: Mode, script: Option<&str>| Config {
+            mode,
+            repo_path: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python"),
+            script_path: script.map(PathBuf::from),
+            ..Config::default()
+        };
+        assert_eq!(check_mode(&with(Mode::InProcess, None)).status, Status::Ok);
+        let check = check_mode(&with(Mode::WorkerProcess, None));
+        assert_eq!(check.status, Status::Ok, "{}", check.detail);
+        let check = check_mode(&with(Mode::Subprocess, Some("/nonexistent/run.py")));
+        assert_eq!(check.status, Status::Fail);
+        assert!(check.detail.contains("script_path"), "{}", check.detail);
     }
 
     #[test]

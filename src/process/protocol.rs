@@ -1,0 +1,301 @@
+//! The wire formats of the process modes.
+//!
+//! * `worker_process`: newline-delimited JSON over the child's stdin and stdout.
+//!   Requests are `{"id": 7, "op": "echo", "payload": {...}}`; replies are
+//!   `{"id": 7, "ok": true, "result": {...}}` or
+//!   `{"id": 7, "ok": false, "error": {"class", "message", "details"}}`. Id 0 is the
+//!   child's start-up report (`{"ready": true, "pid", "module"}` or a `dependency`
+//!   error). A reply with `"id": null` answers a line the child could not read.
+//! * `subprocess`: the result object on stdout, or, with a non-zero exit status,
+//!   `{"ok": false, "error": {...}}`.
+//!
+//! The `class` of an error maps back to the same [`ErrorClass`] the `in_process` mode
+//! gives for the same call.
+
+use crate::error::{BridgeError, ErrorClass, Result};
+use crate::payload::{excerpt, json_type, EXCERPT_CHARS};
+use serde::Deserialize;
+use serde_json::{Map, Value};
+use std::io::Write;
+
+/// The id of the start-up report of a `--serve-stdio` child.
+pub const READY_ID: u64 = 0;
+
+/// The deepest nesting read from a child. Python's `json.dumps` cannot write much
+/// deeper than its recursion limit (1000) anyway; this guards the reader's stack.
+pub const MAX_WIRE_DEPTH: usize = 1100;
+
+/// One request line, newline included.
+///
+/// ```
+/// use cerebros_bridge::process::protocol::encode_request;
+/// let line = encode_request(7, "echo", &serde_json::json!({"a": "é"}));
+/// assert_eq!(line, "{\"id\":7,\"op\":\"echo\",\"payload\":{\"a\":\"é\"}}\n".as_bytes());
+/// ```
+pub fn encode_request(id: u64, op: &str, payload: &Value) -> Vec<u8> {
+    let mut line = Vec::with_capacity(48 + op.len());
+    // Writing to a Vec cannot fail, and strings and Values always serialize.
+    let _ = write!(line, "{{\"id\":{id},\"op\":");
+    let _ = serde_json::to_writer(&mut line, op);
+    line.extend_from_slice(b",\"payload\":");
+    let _ = serde_json::to_writer(&mut line, payload);
+    line.extend_from_slice(b"}\n");
+    line
+}
+
+/// A reply line, decoded.
+#[derive(Debug)]
+pub struct Reply {
+    /// The request it answers (`None`: a line the child could not read).
+    pub id: Option<u64>,
+    /// The op's result or error.
+    pub outcome: Result<Value>,
+}
+
+/// Decodes one reply line (without its newline). An error is a line that breaks the
+/// protocol (not JSON, no `ok`): the stream can no longer be trusted.
+///
+/// ```
+/// use cerebros_bridge::error::ErrorClass;
+/// use cerebros_bridge::process::protocol::decode_reply;
+/// let reply = decode_reply(br#"{"id": 3, "ok": true, "result": {"x": 1}}"#).unwrap();
+/// assert_eq!((reply.id, reply.outcome.unwrap()["x"].as_i64()), (Some(3), Some(1)));
+/// let reply = decode_reply(
+///     br#"{"id": 4, "ok": false, "error": {"class": "contract", "message": "unknown op", "details": {}}}"#,
+/// )
+/// .unwrap();
+/// assert_eq!(reply.outcome.unwrap_err().class, ErrorClass::Contract);
+/// assert!(decode_reply(b"Traceback (most recent call last):").is_err());
+/// ```
+pub fn decode_reply(line: &[u8]) -> std::result::Result<Reply, String> {
+    let value = parse_wire_json(line)?;
+    let Value::Object(mut doc) = value else {
+        return Err(format!(
+            "a reply must be a JSON object, got {}",
+            json_type(&value)
+        ));
+    };
+    let id = match doc.get("id") {
+        Some(Value::Null) => None,
+        Some(id) => Some(
+            id.as_u64()
+                .ok_or_else(|| format!("a reply id must be a whole number, got {id}"))?,
+        ),
+        None => return Err("a reply has no id".to_owned()),
+    };
+    let outcome = match doc.get("ok") {
+        Some(Value::Bool(true)) => match doc.remove("result") {
+            Some(result @ Value::Object(_)) => Ok(result),
+            Some(other) => Err(BridgeError::new(
+                ErrorClass::ParseError,
+                format!(
+                    "the result must be a JSON object, got {}",
+                    json_type(&other)
+                ),
+            )),
+            None => Err(BridgeError::new(
+                ErrorClass::ParseError,
+                "the reply has no result",
+            )),
+        },
+        Some(Value::Bool(false)) => Err(error_from_wire(doc.get("error").unwrap_or(&Value::Null))),
+        _ => return Err("a reply has no ok flag".to_owned()),
+    };
+    Ok(Reply { id, outcome })
+}
+
+/// The [`BridgeError`] of a wire error object `{"class", "message", "details"}`. An
+/// unknown class reads as `exception`; details that are not an object are kept under
+/// `details`.
+pub fn error_from_wire(error: &Value) -> BridgeError {
+    let class = error
+        .get("class")
+        .and_then(Value::as_str)
+        .and_then(ErrorClass::parse)
+        .unwrap_or(ErrorClass::Exception);
+    let message = error
+        .get("message")
+        .and_then(Value::as_str)
+        .unwrap_or("the service reported an error without a message");
+    let mut err = BridgeError::new(class, message);
+    match error.get("details") {
+        Some(Value::Object(details)) => err.details = details.clone(),
+        None | Some(Value::Null) => {}
+        Some(other) => err.details = Map::from_iter([("details".to_owned(), other.clone())]),
+    }
+    err
+}
+
+/// What the stdout of a one-shot (`--bridge-op`) child holds.
+#[derive(Debug)]
+pub enum OneShotOutput {
+    /// A JSON object: the result, or, after a non-zero exit, possibly an error report.
+    Object(Map<String, Value>),
+    /// JSON that is not an object.
+    NotAnObject(&'static str),
+    /// Nothing, or text that is not JSON.
+    Unreadable(String),
+}
+
+/// Reads the stdout of a one-shot child: the whole text as JSON, else its last
+/// non-empty line (a script may print other lines first).
+pub fn read_one_shot(stdout: &[u8]) -> OneShotOutput {
+    let text = trim_ascii(stdout);
+    if text.is_empty() {
+        return OneShotOutput::Unreadable("the process wrote nothing to stdout".to_owned());
+    }
+    let parsed = parse_wire_json(text).or_else(|first| {
+        let last = text
+            .rsplit(|b| *b == b'\n')
+            .map(trim_ascii)
+            .find(|line| !line.is_empty())
+            .unwrap_or(text);
+        if last.len() == text.len() {
+            Err(first)
+        } else {
+            parse_wire_json(last).map_err(|_| first)
+        }
+    });
+    match parsed {
+        Ok(Value::Object(map)) => OneShotOutput::Object(map),
+        Ok(other) => OneShotOutput::NotAnObject(json_type(&other)),
+        Err(why) => OneShotOutput::Unreadable(why),
+    }
+}
+
+/// The error report of a one-shot child, if `doc` is one: `{"ok": false, "error": {}}`.
+pub fn one_shot_error(doc: &Map<String, Value>) -> Option<BridgeError> {
+    match (doc.get("ok"), doc.get("error")) {
+        (Some(Value::Bool(false)), Some(error @ Value::Object(_))) => Some(error_from_wire(error)),
+        _ => None,
+    }
+}
+
+fn trim_ascii(bytes: &[u8]) -> &[u8] {
+    let start = bytes.iter().position(|b| !b.is_ascii_whitespace());
+    let end = bytes.iter().rposition(|b| !b.is_ascii_whitespace());
+    match (start, end) {
+        (Some(start), Some(end)) => &bytes[start..=end],
+        _ => &[],
+    }
+}
+
+/// Parses JSON written by a child, allowing nesting up to [`MAX_WIRE_DEPTH`] (checked
+/// by a scan before parsing, so the parser's recursion stays bounded).
+fn parse_wire_json(bytes: &[u8]) -> std::result::Result<Value, String> {
+    let depth = nesting_depth(bytes);
+    if depth > MAX_WIRE_DEPTH {
+        return Err(format!(
+            "the output nests {depth} levels deep; the limit is {MAX_WIRE_DEPTH}"
+        ));
+    }
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    de.disable_recursion_limit();
+    let value = Value::deserialize(&mut de).and_then(|value| de.end().map(|()| value));
+    value.map_err(|err| {
+        let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(4 * EXCERPT_CHARS)]);
+        format!(
+            "not valid JSON ({err}): {}",
+            excerpt(shown.trim(), EXCERPT_CHARS)
+        )
+    })
+}
+
+/// The deepest nesting of `[` and `{` outside strings.
+fn nesting_depth(bytes: &[u8]) -> usize {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    for &byte in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if byte == b'\\' {
+                escaped = true;
+            } else if byte == b'"' {
+                in_string = false;
+            }
+        } else if byte == b'"' {
+            in_string = true;
+        } else if byte == b'[' || byte == b'{' {
+            depth += 1;
+            deepest = deepest.max(depth);
+        } else if byte == b']' || byte == b'}' {
+            depth = depth.saturating_sub(1);
+        }
+    }
+    deepest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn requests_round_trip_through_json() {
+        let payload = json!({"s": "a\nb\u{0}\u{1F600}", "n": [1, 2.5, null]});
+        let line = encode_request(42, "echo", &payload);
+        assert_eq!(line.iter().filter(|b| **b == b'\n').count(), 1);
+        let back: Value = serde_json::from_slice(&line).unwrap();
+        assert_eq!(back, json!({"id": 42, "op": "echo", "payload": payload}));
+    }
+
+    #[test]
+    fn replies_decode_with_classes_and_details() {
+        let reply = decode_reply(
+            br#"{"id": 9, "ok": false, "error": {"class": "exception", "message": "ValueError: boom", "details": {"type": "ValueError"}}}"#,
+        )
+        .unwrap();
+        let err = reply.outcome.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Exception);
+        assert_eq!(err.details["type"], "ValueError");
+        let reply = decode_reply(
+            br#"{"id": null, "ok": false, "error": {"class": "contract", "message": "bad line"}}"#,
+        )
+        .unwrap();
+        assert_eq!(reply.id, None);
+        let reply = decode_reply(br#"{"id": 1, "ok": true, "result": [1]}"#).unwrap();
+        assert_eq!(reply.outcome.unwrap_err().class, ErrorClass::ParseError);
+        let err = error_from_wire(&json!({"class": "weird", "details": 3}));
+        assert_eq!(err.class, ErrorClass::Exception);
+        assert_eq!(err.details["details"], 3);
+        assert!(decode_reply(br#"{"ok": true}"#).is_err());
+        assert!(decode_reply(br#"{"id": 1}"#).is_err());
+        assert!(decode_reply(br#"[1]"#).is_err());
+    }
+
+    #[test]
+    fn deep_but_bounded_nesting_is_read() {
+        let deep = format!(
+            "{{\"id\": 1, \"ok\": true, \"result\": {{\"a\": {}{}}}}}",
+            "[".repeat(1000),
+            "]".repeat(1000)
+        );
+        assert!(decode_reply(deep.as_bytes()).unwrap().outcome.is_ok());
+        let too_deep = "[".repeat(MAX_WIRE_DEPTH + 1);
+        assert!(decode_reply(too_deep.as_bytes())
+            .unwrap_err()
+            .contains("levels deep"));
+    }
+
+    #[test]
+    fn one_shot_output_is_read_from_the_last_line() {
+        match read_one_shot(b"noise\n{\"x\": 1}\n") {
+            OneShotOutput::Object(map) => assert_eq!(map["x"], 1),
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            read_one_shot(b"[1, 2]"),
+            OneShotOutput::NotAnObject("array")
+        ));
+        assert!(matches!(read_one_shot(b""), OneShotOutput::Unreadable(_)));
+        assert!(matches!(
+            read_one_shot(b"Segmentation fault"),
+            OneShotOutput::Unreadable(_)
+        ));
+        let doc = json!({"ok": false, "error": {"class": "parse_error", "message": "m"}});
+        let err = one_shot_error(doc.as_object().unwrap()).unwrap();
+        assert_eq!(err.class, ErrorClass::ParseError);
+        assert!(one_shot_error(json!({"ok": true}).as_object().unwrap()).is_none());
+    }
+}
