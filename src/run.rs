@@ -13,7 +13,9 @@ use crate::client::{CallOptions, Client};
 use crate::contracts::{RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequestedV1};
 use crate::error::{BridgeError, ErrorClass, Result};
 use crate::spec::{budget_map, trial_seed, RunSpec};
-use crate::store::{now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, TrialRecord, HEARTBEAT_EVERY};
+use crate::store::{
+    now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, TrialRecord, HEARTBEAT_EVERY,
+};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -137,7 +139,8 @@ impl RunWorker {
             Ok(status) => (status.clone(), None),
             Err(err) => ("failed".to_owned(), Some(err.to_string())),
         };
-        self.finalize(run_id, &spec, &status, error.as_deref(), started.elapsed()).await
+        self.finalize(run_id, &spec, &status, error.as_deref(), started.elapsed())
+            .await
     }
 
     fn spawn_heartbeat(&self, run_id: &str, cancel: CancelSignal) -> tokio::task::JoinHandle<()> {
@@ -157,7 +160,12 @@ impl RunWorker {
     }
 
     /// start_run, then the trials; returns the run's final status.
-    async fn drive_claimed(&self, run_id: &str, spec: &RunSpec, cancel: &CancelSignal) -> Result<String> {
+    async fn drive_claimed(
+        &self,
+        run_id: &str,
+        spec: &RunSpec,
+        cancel: &CancelSignal,
+    ) -> Result<String> {
         let artifact_dir = self.artifact_dir.clone();
         let started = spec.run_started(run_id, &now_rfc3339(), &artifact_dir);
         let info = self.client.start_run(&started).await?;
@@ -182,12 +190,18 @@ impl RunWorker {
             .filter(|t| t.status == "succeeded" || t.status == "failed")
             .map(|t| t.index)
             .collect();
-        let pending: Vec<u32> = (0..spec.budget.trials).filter(|i| !finished.contains(i)).collect();
+        let pending: Vec<u32> = (0..spec.budget.trials)
+            .filter(|i| !finished.contains(i))
+            .collect();
         run_trials(context, pending, cancel).await?;
         if cancel.is_cancelled() {
             return Ok("cancelled".into());
         }
-        let succeeded = self.store.trials(run_id)?.iter().any(|t| t.status == "succeeded");
+        let succeeded = self
+            .store
+            .trials(run_id)?
+            .iter()
+            .any(|t| t.status == "succeeded");
         Ok(if succeeded { "succeeded" } else { "failed" }.into())
     }
 
@@ -209,7 +223,9 @@ impl RunWorker {
             finalized.best_trial_id = run.best_trial_id.clone();
             finalized.duration_ms = took.as_millis() as u64;
             if let Some(best) = run.best_metric {
-                finalized.metrics.insert(spec.objective.clone(), json!(best));
+                finalized
+                    .metrics
+                    .insert(spec.objective.clone(), json!(best));
             }
             finalized
                 .metrics
@@ -224,7 +240,11 @@ impl RunWorker {
         }
         self.store.finish_run(run_id, &status, error.as_deref())?;
         let run = self.store.run(run_id)?;
-        let kind = if status == "failed" { "ml.run.exception" } else { "ml.run.stop" };
+        let kind = if status == "failed" {
+            "ml.run.exception"
+        } else {
+            "ml.run.stop"
+        };
         self.emit(kind, run_id, serde_json::to_value(&run).unwrap_or_default());
         Ok(run)
     }
@@ -253,7 +273,11 @@ fn run_status(status: &str) -> RunStatus {
 /// Runs the pending trials, `parallelism` at a time, until all are done or `cancel` is
 /// raised (then the running ones are dropped, which cancels their Python calls, and
 /// recorded as cancelled).
-async fn run_trials(context: Arc<TrialContext>, pending: Vec<u32>, cancel: &CancelSignal) -> Result<()> {
+async fn run_trials(
+    context: Arc<TrialContext>,
+    pending: Vec<u32>,
+    cancel: &CancelSignal,
+) -> Result<()> {
     let parallelism = context.spec.budget.parallelism.max(1) as usize;
     let mut queue = pending.into_iter();
     let mut running: JoinSet<(u32, Result<()>)> = JoinSet::new();
@@ -340,10 +364,17 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     };
     let started_at = now_rfc3339();
     let clock = Instant::now();
-    let outcome = context.worker.client.run_trial_with(&request, options).await;
+    let outcome = context
+        .worker
+        .client
+        .run_trial_with(&request, options)
+        .await;
     let (record, artifact) = match outcome {
         Ok(report) => trial_from_report(&report, index, seed, started_at, clock.elapsed()),
-        Err(err) => (failed_trial(&request, &err, started_at, clock.elapsed()), None),
+        Err(err) => (
+            failed_trial(&request, &err, started_at, clock.elapsed()),
+            None,
+        ),
     };
     store.record_trial(&record, artifact.as_ref())?;
     if record.status == "succeeded" {
@@ -360,7 +391,11 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
 /// Tells the service the trial was recorded (`record_trial`, the seed's persistence
 /// hook; cached by (run_id, trial_id, status)). Its failure is logged, not fatal.
 async fn acknowledge(context: &TrialContext, record: &TrialRecord) {
-    let mut report = TrialReportedV1::new(record.run_id.clone(), record.trial_id.clone(), crate::contracts::TrialStatus::Succeeded);
+    let mut report = TrialReportedV1::new(
+        record.run_id.clone(),
+        record.trial_id.clone(),
+        crate::contracts::TrialStatus::Succeeded,
+    );
     report.metrics = record.metrics.as_object().cloned().unwrap_or_default();
     report.artifact_uri = record.artifact_uri.clone();
     report.duration_ms = record.duration_ms;
@@ -382,7 +417,10 @@ fn trial_from_report(
         ArtifactRecord {
             kind: "model".into(),
             uri: uri.clone(),
-            sha256: info.and_then(|a| a.get("sha256")).and_then(Value::as_str).map(str::to_owned),
+            sha256: info
+                .and_then(|a| a.get("sha256"))
+                .and_then(Value::as_str)
+                .map(str::to_owned),
             bytes: info.and_then(|a| a.get("bytes")).and_then(Value::as_u64),
         }
     });
@@ -398,7 +436,11 @@ fn trial_from_report(
         status,
         metrics: Value::Object(report.metrics.clone()),
         parameters,
-        duration_ms: if report.duration_ms > 0 { report.duration_ms } else { took.as_millis() as u64 },
+        duration_ms: if report.duration_ms > 0 {
+            report.duration_ms
+        } else {
+            took.as_millis() as u64
+        },
         artifact_uri: report.artifact_uri.clone(),
         error: None,
         attempts: 1,
@@ -409,7 +451,12 @@ fn trial_from_report(
     (record, artifact)
 }
 
-fn failed_trial(request: &TrialRequestedV1, err: &BridgeError, started_at: String, took: Duration) -> TrialRecord {
+fn failed_trial(
+    request: &TrialRequestedV1,
+    err: &BridgeError,
+    started_at: String,
+    took: Duration,
+) -> TrialRecord {
     TrialRecord {
         run_id: request.run_id.clone(),
         trial_id: request.trial_id.clone(),

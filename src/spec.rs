@@ -139,9 +139,8 @@ fn default_seed() -> u64 {
 impl RunSpec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<RunSpec> {
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            spec_error(format!("cannot read run spec {}: {e}", path.display()))
-        })?;
+        let text = std::fs::read_to_string(path)
+            .map_err(|e| spec_error(format!("cannot read run spec {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         RunSpec::from_toml_str(&text, base).map_err(|mut e| {
             e.message = format!("{}: {}", path.display(), e.message);
@@ -180,7 +179,11 @@ impl RunSpec {
         if !OBJECTIVES.contains(&self.objective.as_str()) {
             return Err(key_error(
                 "objective",
-                &format!("{:?} is not one of {}", self.objective, OBJECTIVES.join(", ")),
+                &format!(
+                    "{:?} is not one of {}",
+                    self.objective,
+                    OBJECTIVES.join(", ")
+                ),
             ));
         }
         self.validate_search_space()?;
@@ -209,10 +212,16 @@ impl RunSpec {
 
     fn validate_search_space(&self) -> Result<()> {
         let space = &self.search_space;
-        if let Some(unknown) = space.keys().find(|k| !SEARCH_SPACE_KEYS.contains(&k.as_str())) {
+        if let Some(unknown) = space
+            .keys()
+            .find(|k| !SEARCH_SPACE_KEYS.contains(&k.as_str()))
+        {
             return Err(key_error(
                 &format!("search_space.{unknown}"),
-                &format!("is not a search-space key; expected one of {}", SEARCH_SPACE_KEYS.join(", ")),
+                &format!(
+                    "is not a search-space key; expected one of {}",
+                    SEARCH_SPACE_KEYS.join(", ")
+                ),
             ));
         }
         for (low, high) in [
@@ -224,7 +233,10 @@ impl RunSpec {
                 continue;
             };
             let (Some(lo), Some(hi)) = (lo.as_f64(), hi.as_f64()) else {
-                return Err(key_error(&format!("search_space.{low}"), "must be a number"));
+                return Err(key_error(
+                    &format!("search_space.{low}"),
+                    "must be a number",
+                ));
             };
             if lo > hi {
                 return Err(key_error(
@@ -250,9 +262,10 @@ impl RunSpec {
     }
 
     fn validate_dataset(&self) -> Result<()> {
-        let (kind, rest) = self.dataset.split_once(':').ok_or_else(|| {
-            key_error("dataset", "must be sklearn:NAME, csv:PATH or npz:PATH")
-        })?;
+        let (kind, rest) = self
+            .dataset
+            .split_once(':')
+            .ok_or_else(|| key_error("dataset", "must be sklearn:NAME, csv:PATH or npz:PATH"))?;
         match kind {
             "sklearn" => Ok(()),
             "csv" | "npz" => {
@@ -288,7 +301,11 @@ impl RunSpec {
             .get("target")
             .and_then(Value::as_str)
             .unwrap_or("target");
-        let columns: Vec<&str> = header.trim_end().split(',').map(|c| c.trim().trim_matches('"')).collect();
+        let columns: Vec<&str> = header
+            .trim_end()
+            .split(',')
+            .map(|c| c.trim().trim_matches('"'))
+            .collect();
         if !columns.contains(&target) {
             return Err(key_error(
                 "dataset_options.target",
@@ -328,10 +345,16 @@ impl RunSpec {
         parameters.insert("name".into(), self.name.clone().into());
         parameters.insert("objective".into(), self.objective.clone().into());
         parameters.insert("direction".into(), self.direction.as_str().into());
-        parameters.insert("dataset_options".into(), Value::Object(self.dataset_options.clone()));
+        parameters.insert(
+            "dataset_options".into(),
+            Value::Object(self.dataset_options.clone()),
+        );
         parameters.insert("seed".into(), self.seed.into());
         parameters.insert("run_seed".into(), self.seed.into());
-        parameters.insert("artifact_dir".into(), artifact_dir.display().to_string().into());
+        parameters.insert(
+            "artifact_dir".into(),
+            artifact_dir.display().to_string().into(),
+        );
         parameters
     }
 }
@@ -347,8 +370,7 @@ pub fn budget_map(budget: &Budget) -> Map<String, Value> {
 /// The seed of trial `index` of a run seeded with `run_seed` (SplitMix64: distinct,
 /// well-mixed, and the same on every machine).
 pub fn trial_seed(run_seed: u64, index: u32) -> u64 {
-    let mut z = run_seed
-        .wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(index as u64 + 1));
+    let mut z = run_seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(index as u64 + 1));
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)) & ((1 << 53) - 1)
@@ -391,11 +413,23 @@ mod tests {
             (format!("{BASE}colour = 1\n"), "colour"),
             (format!("{BASE}[budget]\ntrials = 0\n"), "budget.trials"),
             (format!("{BASE}[budget]\nepochz = 3\n"), "epochz"),
-            (format!("{BASE}[search_space]\nminimum_levels = 3\nmaximum_levels = 1\n"), "search_space.minimum_levels"),
-            (format!("{BASE}[search_space]\nlevels = 3\n"), "search_space.levels"),
-            (format!("{BASE}[search_space]\nlearning_rate = [0.1, 0.01]\n"), "search_space.learning_rate"),
+            (
+                format!("{BASE}[search_space]\nminimum_levels = 3\nmaximum_levels = 1\n"),
+                "search_space.minimum_levels",
+            ),
+            (
+                format!("{BASE}[search_space]\nlevels = 3\n"),
+                "search_space.levels",
+            ),
+            (
+                format!("{BASE}[search_space]\nlearning_rate = [0.1, 0.01]\n"),
+                "search_space.learning_rate",
+            ),
             (format!("{BASE}objective = \"auc\"\n"), "objective"),
-            ("name = \"t\"\ndataset = \"csv:/nonexistent/x.csv\"\n".to_string(), "dataset"),
+            (
+                "name = \"t\"\ndataset = \"csv:/nonexistent/x.csv\"\n".to_string(),
+                "dataset",
+            ),
         ];
         for (text, key) in cases {
             let err = parse(&text).unwrap_err();
@@ -410,7 +444,11 @@ mod tests {
         std::fs::write(dir.path().join("d.csv"), "a,b,label\n1,2,0\n").unwrap();
         let text = "name = \"t\"\ndataset = \"csv:d.csv\"\n";
         let err = RunSpec::from_toml_str(text, dir.path()).unwrap_err();
-        assert!(err.message.contains("dataset_options.target"), "{}", err.message);
+        assert!(
+            err.message.contains("dataset_options.target"),
+            "{}",
+            err.message
+        );
         let ok = format!("{text}[dataset_options]\ntarget = \"label\"\n");
         let spec = RunSpec::from_toml_str(&ok, dir.path()).unwrap();
         assert!(spec.dataset.starts_with("csv:/"));

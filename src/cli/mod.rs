@@ -49,7 +49,9 @@ enum Command {
     #[command(after_help = EXIT_CODES_HELP)]
     Call(call::CallArgs),
     /// Run a whole NAS run from a spec, with a progress display (Ctrl-C cancels).
-    #[command(after_help = "Exit codes:\n  0  the run succeeded\n  1  it failed\n  2  invalid spec or config\n  130  it was cancelled")]
+    #[command(
+        after_help = "Exit codes:\n  0  the run succeeded\n  1  it failed\n  2  invalid spec or config\n  130  it was cancelled"
+    )]
     Run(run::RunArgs),
     /// The runs in the store: list, show, resume, cancel.
     Runs(runs::RunsArgs),

@@ -44,7 +44,10 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> i32 {
     let outcome = with_worker(&config, |runtime, worker| {
         let run_id = worker.create(&spec)?;
         if !args.json {
-            eprintln!("run {run_id}: {} on {}, {} trials", spec.name, spec.dataset, spec.budget.trials);
+            eprintln!(
+                "run {run_id}: {} on {}, {} trials",
+                spec.name, spec.dataset, spec.budget.trials
+            );
         }
         let run = runtime.block_on(drive_with_progress(worker, &run_id, args.json))?;
         let trials = worker.store().trials(&run_id)?;
@@ -63,7 +66,12 @@ pub fn with_worker<T>(
         .worker_threads(2)
         .enable_all()
         .build()
-        .map_err(|e| BridgeError::new(ErrorClass::SystemError, format!("cannot start a runtime: {e}")))?;
+        .map_err(|e| {
+            BridgeError::new(
+                ErrorClass::SystemError,
+                format!("cannot start a runtime: {e}"),
+            )
+        })?;
     let store_file = store::store_path(&config.store.url)?;
     let store = Arc::new(Store::open(&store_file)?);
     let artifact_dir = artifact_dir(&store_file);
@@ -76,13 +84,20 @@ pub fn with_worker<T>(
 
 /// Artifacts live in `artifacts/` beside the store file, as absolute paths.
 fn artifact_dir(store_file: &Path) -> PathBuf {
-    let parent = store_file.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let parent = store_file
+        .parent()
+        .filter(|p| !p.as_os_str().is_empty())
+        .unwrap_or(Path::new("."));
     let dir = parent.join("artifacts");
     std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Drives `run_id` with a progress display on stderr; Ctrl-C cancels it cleanly.
-pub async fn drive_with_progress(worker: &RunWorker, run_id: &str, quiet: bool) -> Result<RunRecord> {
+pub async fn drive_with_progress(
+    worker: &RunWorker,
+    run_id: &str,
+    quiet: bool,
+) -> Result<RunRecord> {
     let cancel = CancelSignal::new();
     let on_interrupt = cancel.clone();
     let interrupt = tokio::spawn(async move {
@@ -124,9 +139,11 @@ impl Progress {
             ProgressBar::hidden()
         };
         bar.set_style(
-            ProgressStyle::with_template("{spinner} trials {pos}/{len} [{bar:30}] {msg} · eta {eta}")
-                .unwrap_or_else(|_| ProgressStyle::default_bar())
-                .progress_chars("=> "),
+            ProgressStyle::with_template(
+                "{spinner} trials {pos}/{len} [{bar:30}] {msg} · eta {eta}",
+            )
+            .unwrap_or_else(|_| ProgressStyle::default_bar())
+            .progress_chars("=> "),
         );
         bar.set_position(run.trials_completed as u64);
         bar.enable_steady_tick(Duration::from_millis(200));
@@ -144,7 +161,9 @@ impl Progress {
             if event.kind != "ml.run.trial" {
                 continue;
             }
-            let metric = event.data["metrics"].get(&self.objective).and_then(Value::as_f64);
+            let metric = event.data["metrics"]
+                .get(&self.objective)
+                .and_then(Value::as_f64);
             let direction_min = self.objective != "val_accuracy";
             if let Some(m) = metric {
                 let better = best.is_none_or(|b| if direction_min { m < b } else { m > b });
@@ -154,7 +173,8 @@ impl Progress {
             }
             self.bar.inc(1);
             let best_text = best.map_or("-".to_owned(), |b| format!("{b:.4}"));
-            self.bar.set_message(format!("best {} {best_text}", self.objective));
+            self.bar
+                .set_message(format!("best {} {best_text}", self.objective));
             if !self.terminal {
                 let index = event.data["index"].as_u64().unwrap_or(0);
                 let status = event.data["status"].as_str().unwrap_or("?");
@@ -210,32 +230,56 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
     ranked.sort_by(|a, b| {
         let (a, b) = (metric(a).unwrap_or(f64::NAN), metric(b).unwrap_or(f64::NAN));
         let order = a.partial_cmp(&b).unwrap_or(std::cmp::Ordering::Equal);
-        if run.direction == "minimize" { order } else { order.reverse() }
+        if run.direction == "minimize" {
+            order
+        } else {
+            order.reverse()
+        }
     });
     if !ranked.is_empty() {
-        out(&format!("\n{:<5} {:<34} {:>12} {:>9} {:>9}  levels", "rank", "trial", run.objective, "params", "seconds"));
+        out(&format!(
+            "\n{:<5} {:<34} {:>12} {:>9} {:>9}  levels",
+            "rank", "trial", run.objective, "params", "seconds"
+        ));
         for (rank, trial) in ranked.iter().take(5).enumerate() {
             out(&format!(
                 "{:<5} {:<34} {:>12} {:>9} {:>9.1}  {}",
                 rank + 1,
                 trial.trial_id,
                 metric(trial).map_or("-".into(), |m| format!("{m:.4}")),
-                trial.metrics.get("params").map_or("-".into(), |p| p.to_string()),
+                trial
+                    .metrics
+                    .get("params")
+                    .map_or("-".into(), |p| p.to_string()),
                 trial.duration_ms as f64 / 1e3,
-                trial.parameters.get("levels").map_or("-".into(), |l| l.to_string()),
+                trial
+                    .parameters
+                    .get("levels")
+                    .map_or("-".into(), |l| l.to_string()),
             ));
         }
     }
     let failed = trials.iter().filter(|t| t.status == "failed").count();
     if failed > 0 {
-        out(&format!("\n{failed} trial(s) failed; see `runs show {}`", run.run_id));
+        out(&format!(
+            "\n{failed} trial(s) failed; see `runs show {}`",
+            run.run_id
+        ));
     }
     if let Some(best) = ranked.first() {
         if let Some(uri) = &best.artifact_uri {
-            out(&format!("\nbest model: {} ({} = {})", uri, run.objective, metric(best).map_or("-".into(), |m| format!("{m:.4}"))));
+            out(&format!(
+                "\nbest model: {} ({} = {})",
+                uri,
+                run.objective,
+                metric(best).map_or("-".into(), |m| format!("{m:.4}"))
+            ));
         }
     }
     if run.status == "cancelled" || run.status == "interrupted" {
-        out(&format!("resume with: cerebros-bridge runs resume {}", run.run_id));
+        out(&format!(
+            "resume with: cerebros-bridge runs resume {}",
+            run.run_id
+        ));
     }
 }

@@ -72,7 +72,9 @@ fn list(store: &Store, json: bool) -> Result<i32> {
         return Ok(EXIT_OK);
     }
     if runs.is_empty() {
-        output::stdout_line("no runs yet: start one with `cerebros-bridge run examples/digits.toml`");
+        output::stdout_line(
+            "no runs yet: start one with `cerebros-bridge run examples/digits.toml`",
+        );
         return Ok(EXIT_OK);
     }
     output::stdout_line(&format!(
@@ -106,8 +108,15 @@ fn show(store: &Store, run_id: &str, json: bool) -> Result<i32> {
         print_report(&run, &trials);
         output::stdout_line("");
         for trial in &trials {
-            let metric = trial.metrics.get(&run.objective).map_or("-".into(), |m| m.to_string());
-            let error = trial.error.as_ref().and_then(|e| e.get("message")).and_then(|m| m.as_str());
+            let metric = trial
+                .metrics
+                .get(&run.objective)
+                .map_or("-".into(), |m| m.to_string());
+            let error = trial
+                .error
+                .as_ref()
+                .and_then(|e| e.get("message"))
+                .and_then(|m| m.as_str());
             output::stdout_line(&format!(
                 "{:>4} {:<34} {:<10} {} {}{}",
                 trial.index,

@@ -134,7 +134,10 @@ fn db_error(context: &str) -> impl Fn(rusqlite::Error) -> BridgeError + '_ {
             rusqlite::Error::SqliteFailure(f, _) if f.code == rusqlite::ErrorCode::DiskFull
         );
         let hint = if full { " (the disk is full)" } else { "" };
-        BridgeError::new(ErrorClass::SystemError, format!("store: {context}: {e}{hint}"))
+        BridgeError::new(
+            ErrorClass::SystemError,
+            format!("store: {context}: {e}{hint}"),
+        )
     }
 }
 
@@ -156,10 +159,14 @@ impl Store {
             })?;
         }
         let conn = Connection::open(path).map_err(db_error("open"))?;
-        conn.busy_timeout(Duration::from_secs(10)).map_err(db_error("busy timeout"))?;
-        conn.pragma_update(None, "journal_mode", "WAL").map_err(db_error("WAL"))?;
-        conn.pragma_update(None, "synchronous", "NORMAL").map_err(db_error("synchronous"))?;
-        conn.pragma_update(None, "foreign_keys", "ON").map_err(db_error("foreign keys"))?;
+        conn.busy_timeout(Duration::from_secs(10))
+            .map_err(db_error("busy timeout"))?;
+        conn.pragma_update(None, "journal_mode", "WAL")
+            .map_err(db_error("WAL"))?;
+        conn.pragma_update(None, "synchronous", "NORMAL")
+            .map_err(db_error("synchronous"))?;
+        conn.pragma_update(None, "foreign_keys", "ON")
+            .map_err(db_error("foreign keys"))?;
         let store = Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),
@@ -206,7 +213,11 @@ impl Store {
         }
     }
 
-    fn write<T>(&self, context: &str, f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>) -> Result<T> {
+    fn write<T>(
+        &self,
+        context: &str,
+        f: impl FnOnce(&Transaction<'_>) -> rusqlite::Result<T>,
+    ) -> Result<T> {
         let mut conn = self.conn.lock();
         let tx = conn
             .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)
@@ -331,7 +342,11 @@ impl Store {
 
     /// Records a finished trial, its artifact, its event and the run's new counters and
     /// best trial, all in one transaction.
-    pub fn record_trial(&self, trial: &TrialRecord, artifact: Option<&ArtifactRecord>) -> Result<()> {
+    pub fn record_trial(
+        &self,
+        trial: &TrialRecord,
+        artifact: Option<&ArtifactRecord>,
+    ) -> Result<()> {
         self.write("record trial", |tx| {
             tx.execute(
                 "INSERT INTO model_trials (run_id, trial_id, idx, seed, status, metrics, parameters,
@@ -388,7 +403,11 @@ impl Store {
                  WHERE run_id = ?1",
                 params![run_id, status, error, now_rfc3339()],
             )?;
-            let kind = if status == "failed" { "ml.run.exception" } else { "ml.run.stop" };
+            let kind = if status == "failed" {
+                "ml.run.exception"
+            } else {
+                "ml.run.stop"
+            };
             insert_event(tx, run_id, kind, &json!({"status": status, "error": error}))
         })
     }
@@ -423,20 +442,29 @@ impl Store {
     /// One run, with `running` reported as `interrupted` when its owner is gone.
     pub fn run(&self, run_id: &str) -> Result<RunRecord> {
         let conn = self.conn.lock();
-        conn.query_row(&format!("{RUN_SELECT} WHERE run_id = ?1"), [run_id], run_from_row)
-            .optional()
-            .map_err(db_error("read run"))?
-            .ok_or_else(|| not_found(run_id))
+        conn.query_row(
+            &format!("{RUN_SELECT} WHERE run_id = ?1"),
+            [run_id],
+            run_from_row,
+        )
+        .optional()
+        .map_err(db_error("read run"))?
+        .ok_or_else(|| not_found(run_id))
     }
 
     /// All runs, newest first.
     pub fn runs(&self) -> Result<Vec<RunRecord>> {
         let conn = self.conn.lock();
         let mut stmt = conn
-            .prepare(&format!("{RUN_SELECT} ORDER BY created_at DESC, rowid DESC"))
+            .prepare(&format!(
+                "{RUN_SELECT} ORDER BY created_at DESC, rowid DESC"
+            ))
             .map_err(db_error("list runs"))?;
-        let rows = stmt.query_map([], run_from_row).map_err(db_error("list runs"))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error("list runs"))
+        let rows = stmt
+            .query_map([], run_from_row)
+            .map_err(db_error("list runs"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_error("list runs"))
     }
 
     /// The trials of a run, by index.
@@ -449,8 +477,11 @@ impl Store {
                  FROM model_trials WHERE run_id = ?1 ORDER BY idx",
             )
             .map_err(db_error("read trials"))?;
-        let rows = stmt.query_map([run_id], trial_from_row).map_err(db_error("read trials"))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error("read trials"))
+        let rows = stmt
+            .query_map([run_id], trial_from_row)
+            .map_err(db_error("read trials"))?;
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_error("read trials"))
     }
 
     /// The artifacts of a run.
@@ -472,7 +503,8 @@ impl Store {
                 ))
             })
             .map_err(db_error("read artifacts"))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error("read artifacts"))
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_error("read artifacts"))
     }
 
     /// The events of a run, oldest first.
@@ -490,7 +522,8 @@ impl Store {
                 })
             })
             .map_err(db_error("read events"))?;
-        rows.collect::<rusqlite::Result<Vec<_>>>().map_err(db_error("read events"))
+        rows.collect::<rusqlite::Result<Vec<_>>>()
+            .map_err(db_error("read events"))
     }
 }
 
@@ -511,11 +544,19 @@ fn is_final(status: &str) -> bool {
 }
 
 fn not_found(run_id: &str) -> BridgeError {
-    BridgeError::new(ErrorClass::Contract, format!("no run {run_id:?} in the store"))
-        .with_run_id(Some(run_id.to_owned()))
+    BridgeError::new(
+        ErrorClass::Contract,
+        format!("no run {run_id:?} in the store"),
+    )
+    .with_run_id(Some(run_id.to_owned()))
 }
 
-fn insert_event(tx: &Transaction<'_>, run_id: &str, kind: &str, data: &Value) -> rusqlite::Result<()> {
+fn insert_event(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    kind: &str,
+    data: &Value,
+) -> rusqlite::Result<()> {
     tx.execute(
         "INSERT INTO run_events (run_id, kind, at, data) VALUES (?1, ?2, ?3, ?4)",
         params![run_id, kind, now_rfc3339(), data.to_string()],
@@ -534,7 +575,11 @@ fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Res
     let metric = trial.metrics.get(&objective).and_then(Value::as_f64);
     if let (true, Some(metric)) = (trial.status == "succeeded", metric) {
         let better = best.is_none_or(|best| {
-            if direction == "minimize" { metric < best } else { metric > best }
+            if direction == "minimize" {
+                metric < best
+            } else {
+                metric > best
+            }
         });
         if better {
             tx.execute(
@@ -560,7 +605,11 @@ fn update_run_summary(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()
         [run_id],
         |r| Ok((r.get(0)?, r.get(1)?)),
     )?;
-    let order = if direction == "minimize" { "ASC" } else { "DESC" };
+    let order = if direction == "minimize" {
+        "ASC"
+    } else {
+        "DESC"
+    };
     let path = format!("$.{objective}");
     let best: Option<(String, f64)> = tx
         .query_row(
@@ -579,7 +628,11 @@ fn update_run_summary(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()
                                  WHERE run_id = ?1 AND status IN ('succeeded', 'failed')),
              best_trial_id = ?2, best_metric = ?3
          WHERE run_id = ?1",
-        params![run_id, best.as_ref().map(|b| &b.0), best.as_ref().map(|b| b.1)],
+        params![
+            run_id,
+            best.as_ref().map(|b| &b.0),
+            best.as_ref().map(|b| b.1)
+        ],
     )?;
     Ok(())
 }
@@ -591,7 +644,11 @@ const RUN_SELECT: &str = "SELECT run_id, name, status, objective, direction, dat
 fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let mut status: String = r.get(2)?;
     if status == "running" {
-        let owner = match (r.get::<_, Option<String>>(18)?, r.get::<_, Option<u32>>(19)?, r.get::<_, Option<String>>(20)?) {
+        let owner = match (
+            r.get::<_, Option<String>>(18)?,
+            r.get::<_, Option<u32>>(19)?,
+            r.get::<_, Option<String>>(20)?,
+        ) {
             (Some(host), Some(pid), Some(start)) => Some(Owner { host, pid, start }),
             _ => None,
         };

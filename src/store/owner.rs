@@ -39,7 +39,8 @@ impl Owner {
 
     /// Whether this owner still drives its run, given its last heartbeat.
     pub fn is_alive(&self, heartbeat_ms: Option<i64>) -> bool {
-        let since_beat = heartbeat_ms.map(|ms| Duration::from_millis((now_ms() - ms).max(0) as u64));
+        let since_beat =
+            heartbeat_ms.map(|ms| Duration::from_millis((now_ms() - ms).max(0) as u64));
         if self.host == host_name() {
             let same_process = process_start(self.pid).is_some_and(|start| start == self.start);
             same_process && since_beat.is_none_or(|d| d < HUNG_AFTER)
