@@ -42,8 +42,7 @@ fn plain_thread(c: &mut Criterion) {
     group.finish();
 }
 
-/// Runs `calls` sequential echo calls in each of `tasks` tokio tasks; returns the wall
-/// time scaled to exactly `calls` calls in all.
+/// The wall time of `calls` echo calls made by `tasks` tokio tasks at once.
 fn run_tasks(
     runtime: &tokio::runtime::Runtime,
     client: &Arc<Client>,
@@ -51,26 +50,8 @@ fn run_tasks(
     tasks: u64,
     calls: u64,
 ) -> Duration {
-    let per_task = calls.div_ceil(tasks);
-    let started = runtime.block_on(async {
-        let start = Instant::now();
-        let handles: Vec<_> = (0..tasks)
-            .map(|_| {
-                let client = client.clone();
-                let payload = payload.clone();
-                tokio::spawn(async move {
-                    for _ in 0..per_task {
-                        client.call("echo", payload.clone()).await.unwrap();
-                    }
-                })
-            })
-            .collect();
-        for handle in handles {
-            handle.await.unwrap();
-        }
-        start.elapsed()
-    });
-    started.mul_f64(calls as f64 / (per_task * tasks) as f64)
+    let summary = common::concurrent_echo(runtime, client, payload, tasks, calls);
+    Duration::from_secs_f64(calls as f64 / summary.calls_per_s)
 }
 
 fn tokio_tasks(c: &mut Criterion) {

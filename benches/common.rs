@@ -51,3 +51,39 @@ pub fn parking_client() -> Client {
     let invoker = cerebros_bridge::invoker::InProcessInvoker::start(options).expect("pool");
     Client::with_invoker(std::sync::Arc::new(invoker), &config)
 }
+
+/// `calls` echo calls made by `tasks` tokio tasks at once on `runtime`; every call is
+/// timed, and calls/s is over the wall time of the whole batch.
+pub fn concurrent_echo(
+    runtime: &tokio::runtime::Runtime,
+    client: &std::sync::Arc<Client>,
+    payload: &Value,
+    tasks: u64,
+    calls: u64,
+) -> cerebros_bridge::bench::Summary {
+    let per_task = (calls / tasks).max(1);
+    let (mut latencies, wall) = runtime.block_on(async {
+        let start = std::time::Instant::now();
+        let handles: Vec<_> = (0..tasks)
+            .map(|_| {
+                let client = client.clone();
+                let payload = payload.clone();
+                tokio::spawn(async move {
+                    let mut own = Vec::with_capacity(per_task as usize);
+                    for _ in 0..per_task {
+                        let t = std::time::Instant::now();
+                        client.call("echo", payload.clone()).await.unwrap();
+                        own.push(t.elapsed());
+                    }
+                    own
+                })
+            })
+            .collect();
+        let mut all = Vec::new();
+        for handle in handles {
+            all.extend(handle.await.unwrap());
+        }
+        (all, start.elapsed())
+    });
+    cerebros_bridge::bench::summarize(&mut latencies, wall)
+}

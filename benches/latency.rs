@@ -5,7 +5,7 @@
 mod common;
 
 use cerebros_bridge::bench::{self, Summary};
-use cerebros_bridge::client::{CallOptions, Client};
+use cerebros_bridge::client::CallOptions;
 use cerebros_bridge::invoker::Request;
 use serde_json::{json, Value};
 use std::sync::Arc;
@@ -25,41 +25,6 @@ fn rss_kib() -> u64 {
         .find_map(|l| l.strip_prefix("VmRSS:"))
         .and_then(|v| v.trim().trim_end_matches(" kB").trim().parse().ok())
         .unwrap_or(0)
-}
-
-/// `calls` echo calls made by `tasks` tokio tasks at once; every call timed.
-fn concurrent(
-    rt: &tokio::runtime::Runtime,
-    client: &Arc<Client>,
-    payload: &Value,
-    tasks: u64,
-    calls: u64,
-) -> Summary {
-    let per_task = calls / tasks;
-    let (mut latencies, wall) = rt.block_on(async {
-        let start = Instant::now();
-        let handles: Vec<_> = (0..tasks)
-            .map(|_| {
-                let client = client.clone();
-                let payload = payload.clone();
-                tokio::spawn(async move {
-                    let mut own = Vec::with_capacity(per_task as usize);
-                    for _ in 0..per_task {
-                        let t = Instant::now();
-                        client.call("echo", payload.clone()).await.unwrap();
-                        own.push(t.elapsed());
-                    }
-                    own
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for handle in handles {
-            all.extend(handle.await.unwrap());
-        }
-        (all, start.elapsed())
-    });
-    bench::summarize(&mut latencies, wall)
 }
 
 /// The same work as an echo call (pythonize, call, strict conversion back) done on the
@@ -92,7 +57,7 @@ fn main() {
         for _ in 0..4 {
             row(
                 "tokio, 16 concurrent callers, small",
-                concurrent(&rt, &client, &json!({"run_id": "r"}), 16, 100_000),
+                common::concurrent_echo(&rt, &client, &json!({"run_id": "r"}), 16, 100_000),
             );
         }
         return;
@@ -138,11 +103,11 @@ fn main() {
         );
         row(
             &format!("tokio task, 1 in flight, {name}"),
-            concurrent(&rt, &client, payload, 1, n),
+            common::concurrent_echo(&rt, &client, payload, 1, n),
         );
         row(
             &format!("tokio, 16 concurrent callers, {name}"),
-            concurrent(&rt, &client, payload, 16, n),
+            common::concurrent_echo(&rt, &client, payload, 16, n),
         );
     }
     // The option not taken: hand-offs through the kernel only (no busy-waiting).
@@ -157,11 +122,11 @@ fn main() {
         );
         row(
             &format!("no spinning: tokio, 1 in flight, {name}"),
-            concurrent(&rt, &parking, payload, 1, calls),
+            common::concurrent_echo(&rt, &parking, payload, 1, calls),
         );
         row(
             &format!("no spinning: tokio, 16 concurrent, {name}"),
-            concurrent(&rt, &parking, payload, 16, calls),
+            common::concurrent_echo(&rt, &parking, payload, 16, calls),
         );
     }
     parking.shutdown(Duration::from_millis(100));

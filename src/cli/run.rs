@@ -126,6 +126,7 @@ pub async fn drive_with_progress(
 struct Progress {
     bar: ProgressBar,
     objective: String,
+    minimize: bool,
     planned: u64,
     terminal: bool,
 }
@@ -150,6 +151,7 @@ impl Progress {
         Progress {
             bar,
             objective: run.objective.clone(),
+            minimize: run.direction == "minimize",
             planned: run.trials_planned as u64,
             terminal,
         }
@@ -164,9 +166,8 @@ impl Progress {
             let metric = event.data["metrics"]
                 .get(&self.objective)
                 .and_then(Value::as_f64);
-            let direction_min = self.objective != "val_accuracy";
             if let Some(m) = metric {
-                let better = best.is_none_or(|b| if direction_min { m < b } else { m > b });
+                let better = best.is_none_or(|b| if self.minimize { m < b } else { m > b });
                 if better {
                     best = Some(m);
                 }
