@@ -177,15 +177,15 @@ fn tail(text: &str, max_chars: usize) -> String {
 
 /// Maps an exception raised by an op to a [`BridgeError`]. An exception that carries an
 /// `error_class` attribute naming a bridge class (the service's `OpError`) keeps that
-/// class; anything else is `exception`, with its type, message and traceback.
+/// class and its own message; an `ImportError` is `dependency` (a package is missing
+/// from the venv); anything else is `exception`. Details: type, message, traceback.
 pub fn exception_error(py: Python<'_>, err: &PyErr) -> BridgeError {
     let value = err.value(py);
-    let class = value
+    let declared = value
         .getattr("error_class")
         .ok()
         .and_then(|c| c.extract::<String>().ok())
-        .and_then(|c| ErrorClass::parse(&c))
-        .unwrap_or(ErrorClass::Exception);
+        .and_then(|c| ErrorClass::parse(&c));
     let type_name = err
         .get_type(py)
         .name()
@@ -196,10 +196,27 @@ pub fn exception_error(py: Python<'_>, err: &PyErr) -> BridgeError {
         .ok()
         .and_then(|m| m.extract::<String>().ok())
         .unwrap_or_else(|| value.to_string());
-    BridgeError::new(class, format!("{type_name}: {message}"))
+    let missing_package = err.is_instance_of::<pyo3::exceptions::PyImportError>(py);
+    let (class, text) = match declared {
+        Some(class) => (class, message.clone()),
+        None if missing_package => (
+            ErrorClass::Dependency,
+            format!("{type_name}: {message}; install the package into the venv (make setup)"),
+        ),
+        None => (ErrorClass::Exception, format!("{type_name}: {message}")),
+    };
+    let mut error = BridgeError::new(class, text)
         .with_detail("type", type_name)
         .with_detail("message", message)
-        .with_detail("traceback", format_traceback(py, err))
+        .with_detail("traceback", format_traceback(py, err));
+    if let Ok(details) = value.getattr("details") {
+        if let Ok(Value::Object(extra)) = from_python(&details) {
+            for (key, detail) in extra {
+                error.details.entry(key).or_insert(detail);
+            }
+        }
+    }
+    error
 }
 
 #[cfg(test)]

@@ -279,6 +279,15 @@ fn ops_are_refused_by_name_and_results_must_be_json_dicts() {
         assert!(err.message.contains(what), "{op}: {}", err.message);
     }
     let err = client
+        .call_blocking("missing_package", json!({}))
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Dependency, "{err}");
+    assert!(
+        err.message.contains("cerebros_no_such_package"),
+        "{}",
+        err.message
+    );
+    let err = client
         .call_blocking("fail", json!({"message": "kaput"}))
         .unwrap_err();
     assert_eq!(err.class, ErrorClass::Exception);

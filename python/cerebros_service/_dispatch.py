@@ -111,14 +111,17 @@ def call_op(module: ModuleType, name: str, payload: object) -> dict:
 
 
 def exception_error(name: str, exc: BaseException) -> OpError:
-    """Wrap an exception raised by op ``name`` as an ``exception``-class ``OpError``."""
+    """Wrap an exception raised by op ``name`` as an ``OpError``: ``dependency`` for an
+    ``ImportError`` (a package missing from the venv), ``exception`` for anything else."""
     kind = type(exc)
     qualname = kind.__qualname__
     if kind.__module__ not in ("builtins", "__main__"):
         qualname = f"{kind.__module__}.{qualname}"
+    missing = isinstance(exc, ImportError)
+    hint = "; install the package into the venv (make setup)" if missing else ""
     return OpError(
-        "exception",
-        f"{qualname}: {exc}",
+        "dependency" if missing else "exception",
+        f"{qualname}: {exc}{hint}",
         {
             "op": name,
             "type": qualname,

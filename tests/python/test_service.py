@@ -664,3 +664,10 @@ def test_fault_service_spin_stops_on_async_exception():
 def test_fault_service_never_ops():
     assert fault_service._secret({}) == {"secret": True}
     assert callable(fault_service.NotAnOp)
+
+
+def test_call_op_reports_a_missing_package_as_dependency():
+    with pytest.raises(OpError) as info:
+        call_op(fault_service, "missing_package", {})
+    assert info.value.error_class == "dependency"
+    assert "cerebros_no_such_package" in info.value.message
