@@ -64,15 +64,16 @@ struct Counters {
 
 /// The bridge client.
 ///
-/// ```no_run
+/// ```
 /// use cerebros_bridge::{client::Client, config::Config};
-/// # async fn demo() -> cerebros_bridge::error::Result<()> {
+/// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let client = Client::start(&Config::load(None)?)?;
 /// let health = client.health().await?;
-/// println!("{}", health["python_version"]);
+/// assert_eq!(health["status"], "ok");
 /// let echoed = client.call("echo", serde_json::json!({"run_id": "r1"})).await?;
 /// assert_eq!(echoed["run_id"], "r1");
-/// # Ok(()) }
+/// # Ok::<(), cerebros_bridge::error::BridgeError>(())
+/// # }).unwrap();
 /// ```
 pub struct Client {
     invoker: Arc<dyn Invoker>,
@@ -219,7 +220,7 @@ impl Client {
     /// [`Client::call`] for hosts without an async runtime: blocks the current thread
     /// (which must not be an async runtime's thread).
     ///
-    /// ```no_run
+    /// ```
     /// # use cerebros_bridge::{client::Client, config::Config};
     /// let client = Client::start(&Config::default())?;
     /// let reply = client.call_blocking("echo", serde_json::json!({"n": 1}))?;

@@ -117,7 +117,7 @@ struct Shared {
 
 /// A pool of interpreter threads running the ops of one service module.
 ///
-/// ```no_run
+/// ```
 /// use cerebros_bridge::pool::{Pool, PoolOptions};
 /// use std::time::Duration;
 /// let pool = Pool::start(PoolOptions {

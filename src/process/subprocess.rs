@@ -35,7 +35,7 @@ const PAYLOAD_FIELD_ENV: [(&str, &str); 4] = [
 
 /// The `subprocess` mode's invoker.
 ///
-/// ```no_run
+/// ```
 /// use cerebros_bridge::config::Config;
 /// use cerebros_bridge::invoker::{Invoker, Request};
 /// use cerebros_bridge::process::{ProcessOptions, SubprocessInvoker};

@@ -64,7 +64,7 @@ type Reply = Arc<ReplySlot<Result<Value>>>;
 
 /// The `worker_process` mode's invoker.
 ///
-/// ```no_run
+/// ```
 /// use cerebros_bridge::config::Config;
 /// use cerebros_bridge::invoker::{Invoker, Request};
 /// use cerebros_bridge::process::{ProcessOptions, WorkerProcessInvoker};
