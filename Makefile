@@ -17,13 +17,24 @@ run: build
 	$(BIN) validate
 	$(BIN) run examples/digits.toml
 
-## setup: create .venv and install the Python packages (only when requirements change)
-setup: $(VENV)/.installed
+## setup: create .venv and install the Python packages (only when requirements change), then
+## build the native module cerebros_service._bridge into it (only when the Rust sources change)
+setup: $(VENV)/.installed $(VENV)/.bridge
 
 $(VENV)/.installed: requirements.txt requirements-dev.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install --quiet --upgrade pip
 	$(VENV_PY) -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+# `maturin develop` installs cerebros_service into the venv in editable mode: the compiled
+# _bridge module lands in python/cerebros_service/ next to the Python sources. It builds in
+# its own target folder: the extension and the embedding build configure pyo3 differently,
+# and sharing one folder would make each rebuild the other's dependencies every time.
+BRIDGE_SOURCES := Cargo.toml Cargo.lock build.rs pyproject.toml $(shell find src -name '*.rs')
+
+$(VENV)/.bridge: $(VENV)/.installed $(BRIDGE_SOURCES)
+	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --release --quiet --target-dir target/maturin
 	touch $@
 
 ## build: the release binary
@@ -37,12 +48,14 @@ test-rust: setup
 	cargo test
 
 test-python: setup
+	$(VENV_PY) -m mypy.stubtest cerebros_service._bridge
 	$(VENV_PY) -m pytest -q
 
-## lint: rustfmt, clippy (warnings are errors), ruff
+## lint: rustfmt, clippy of both builds (warnings are errors), ruff
 lint: setup
 	cargo fmt --all -- --check
 	cargo clippy --all-targets -- -D warnings
+	cargo clippy --lib --no-default-features --features extension-module --target-dir target/maturin -- -D warnings
 	$(VENV)/bin/ruff check python tests
 	$(VENV)/bin/ruff format --check python tests
 

@@ -65,7 +65,7 @@ fn name_of<T: ContractV1>() -> String {
 }
 
 /// The outcome of one trial.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum TrialStatus {
     /// The trial trained and was evaluated.
@@ -97,7 +97,7 @@ impl fmt::Display for TrialStatus {
 }
 
 /// The outcome of a whole run.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum RunStatus {
     /// The run finished.
@@ -129,7 +129,7 @@ impl fmt::Display for RunStatus {
 }
 
 /// A run has started (`run_started` v1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunStartedV1 {
     /// Always `run_started`.
@@ -198,7 +198,7 @@ impl RunStartedV1 {
 }
 
 /// The host asks for one trial (`trial_requested` v1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrialRequestedV1 {
     /// Always `trial_requested`.
@@ -253,7 +253,7 @@ impl TrialRequestedV1 {
 }
 
 /// The outcome of one trial (`trial_reported` v1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct TrialReportedV1 {
     /// Always `trial_reported`.
@@ -325,7 +325,7 @@ impl TrialReportedV1 {
 }
 
 /// A run has ended (`run_finalized` v1).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RunFinalizedV1 {
     /// Always `run_finalized`.

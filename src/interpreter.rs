@@ -1,7 +1,8 @@
 //! Starting the embedded CPython interpreter and pointing it at the project's venv.
 //!
 //! The interpreter is process-wide: the first pool to start it decides which venv's
-//! packages it sees. Embedding does not read `pyvenv.cfg` (the host binary is not a
+//! packages it sees. When the bridge is loaded into a running Python (the extension
+//! module), the interpreter belongs to that host and no venv is activated. Embedding does not read `pyvenv.cfg` (the host binary is not a
 //! venv's `python`), so [`ensure_started`] does what a venv's `python` would do at
 //! start-up: it swaps the base installation's `site-packages` for the venv's and sets
 //! `sys.executable` to the venv's interpreter (so child processes use it too).
@@ -44,8 +45,18 @@ pub fn ensure_started(python_executable: Option<&Path>) -> Result<&'static Inter
 }
 
 fn start(python_executable: Option<&Path>) -> Result<InterpreterInfo> {
-    Python::initialize();
-    let python = find_python(python_executable);
+    // Inside a Python host (the extension module, built without `embed`) the interpreter
+    // and its import state are the host's: only the switch interval is set, no venv is
+    // activated. An embedding build owns its interpreter, even when something attached
+    // (and so auto-initialised it) before this point.
+    // SAFETY: a plain query, valid before and after initialisation.
+    let hosted = !cfg!(feature = "embed") && unsafe { pyo3::ffi::Py_IsInitialized() } != 0;
+    let python = if hosted {
+        None
+    } else {
+        Python::initialize();
+        find_python(python_executable)
+    };
     let venv = python.as_deref().and_then(venv_root);
     Python::attach(|py| activate(py, python.as_deref(), venv.as_deref())).map_err(|e| {
         BridgeError::new(

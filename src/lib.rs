@@ -11,10 +11,13 @@ pub mod invoker;
 pub mod payload;
 pub mod pool;
 pub mod process;
+#[cfg(feature = "extension-module")]
+pub mod python_api;
 pub mod reply;
 pub mod retry;
 pub mod run;
 pub mod spec;
 pub mod spin;
 pub mod store;
+pub mod sync;
 pub mod telemetry;

@@ -8,6 +8,10 @@
 //! Resuming is the same drive over a run whose owner died: finished trials are skipped,
 //! so none runs twice, and every trial's seed depends only on the run seed and its index,
 //! so a resumed run ends with the same best trial as an uninterrupted one.
+//!
+//! With [`RunWorker::with_mlflow`], each drive also runs a [`SyncWorker`] beside the
+//! trials: woken after every recorded trial, it mirrors the store's MLflow outbox into
+//! MLflow without ever holding a trial up, and flushes once more when the run has ended.
 
 use crate::client::{CallOptions, Client};
 use crate::contracts::{RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequestedV1};
@@ -16,6 +20,7 @@ use crate::spec::{budget_map, trial_seed, RunSpec};
 use crate::store::{
     now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, TrialRecord, HEARTBEAT_EVERY,
 };
+use crate::sync::{SyncSettings, SyncWorker};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -79,6 +84,8 @@ pub struct RunWorker {
     store: Arc<Store>,
     artifact_dir: PathBuf,
     events: broadcast::Sender<RunEvent>,
+    mlflow: Option<SyncSettings>,
+    sync_wake: Arc<Notify>,
 }
 
 /// Everything a trial task needs, shared by all trials of one drive.
@@ -99,7 +106,16 @@ impl RunWorker {
             store,
             artifact_dir,
             events,
+            mlflow: None,
+            sync_wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Syncs to MLflow while runs are driven (see [`crate::sync`]). Without it, finished
+    /// trials and runs still queue their items in the store, for `mlflow sync`.
+    pub fn with_mlflow(mut self, settings: SyncSettings) -> RunWorker {
+        self.mlflow = Some(settings);
+        self
     }
 
     /// Receives this worker's run events from now on.
@@ -132,6 +148,9 @@ impl RunWorker {
         })?;
         self.store.claim(run_id, &Owner::current())?;
         let heartbeat = self.spawn_heartbeat(run_id, cancel.clone());
+        let sync = self.mlflow.clone().map(|settings| {
+            SyncWorker::spawn(settings, self.store.clone(), self.sync_wake.clone())
+        });
         let started = Instant::now();
         let outcome = self.drive_claimed(run_id, &spec, &cancel).await;
         heartbeat.abort();
@@ -139,8 +158,17 @@ impl RunWorker {
             Ok(status) => (status.clone(), None),
             Err(err) => ("failed".to_owned(), Some(err.to_string())),
         };
-        self.finalize(run_id, &spec, &status, error.as_deref(), started.elapsed())
-            .await
+        let finished = self
+            .finalize(run_id, &spec, &status, error.as_deref(), started.elapsed())
+            .await;
+        match sync {
+            Some(sync) => {
+                sync.finish().await;
+                // Read again: the final flush wrote the MLflow ids back.
+                finished.and_then(|_| self.store.run(run_id))
+            }
+            None => finished,
+        }
     }
 
     fn spawn_heartbeat(&self, run_id: &str, cancel: CancelSignal) -> tokio::task::JoinHandle<()> {
@@ -377,6 +405,7 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
         ),
     };
     store.record_trial(&record, artifact.as_ref())?;
+    context.worker.sync_wake.notify_one();
     if record.status == "succeeded" {
         acknowledge(context, &record).await;
     }

@@ -262,6 +262,7 @@ fn validate_passes_in_this_repo() {
         "module",
         "store",
         "mode",
+        "mlflow",
     ];
     assert_eq!(names, expected);
     for check in doc["checks"].as_array().unwrap() {

@@ -84,3 +84,11 @@ def finalize_run(payload: dict) -> dict:
     from .nas import ops
 
     return ops.finalize_run(payload)
+
+
+def sync_mlflow(payload: dict) -> dict:
+    """Mirror a stored run (parent MLflow run) and optionally one trial (nested child run)
+    into MLflow at ``tracking_uri``; idempotent. Returns the MLflow run ids."""
+    from . import mlflow_sync
+
+    return mlflow_sync.sync(payload)

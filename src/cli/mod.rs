@@ -1,7 +1,9 @@
 //! The command line: argument parsing, logging set-up and dispatch to subcommands.
 
+mod bench;
 mod call;
 mod logging;
+mod mlflow;
 pub mod output;
 mod run;
 mod runs;
@@ -55,6 +57,12 @@ enum Command {
     Run(run::RunArgs),
     /// The runs in the store: list, show, resume, cancel.
     Runs(runs::RunsArgs),
+    /// MLflow, a view of the store: `mlflow sync` flushes the pending runs and trials.
+    Mlflow(mlflow::MlflowArgs),
+    /// Measure the execution modes side by side: per-call p50/p99, calls/s alone and
+    /// with concurrent callers, cache hits, and the hand-off and pipe floors.
+    #[command(after_help = EXIT_CODES_HELP)]
+    Bench(bench::BenchArgs),
 }
 
 /// Parses the command line, sets up logging and runs the subcommand; returns the
@@ -68,5 +76,7 @@ pub fn run() -> i32 {
         Command::Call(args) => call::run(config_path, args),
         Command::Run(args) => run::run(config_path, args),
         Command::Runs(args) => runs::run(config_path, args),
+        Command::Mlflow(args) => mlflow::run(config_path, args),
+        Command::Bench(args) => bench::run(config_path, args),
     }
 }

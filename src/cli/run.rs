@@ -76,7 +76,8 @@ pub fn with_worker<T>(
     let store = Arc::new(Store::open(&store_file)?);
     let artifact_dir = artifact_dir(&store_file);
     let client = Arc::new(Client::start(config)?);
-    let worker = RunWorker::new(client.clone(), store, artifact_dir);
+    let mlflow = cerebros_bridge::sync::SyncSettings::from_config(config, &store_file);
+    let worker = RunWorker::new(client.clone(), store, artifact_dir).with_mlflow(mlflow);
     let outcome = body(&runtime, &worker);
     client.shutdown(Duration::from_millis(500));
     outcome

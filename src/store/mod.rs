@@ -3,9 +3,11 @@
 //! its artifact, its event and the run's counters, so a killed process loses nothing it
 //! had reported.
 
+mod outbox;
 mod owner;
 mod schema;
 
+pub use outbox::{OutboxCounts, OutboxItem, OutboxKind};
 pub use owner::{now_ms, Owner, HEARTBEAT_EVERY, LEASE};
 
 use crate::error::{BridgeError, ErrorClass, Result};
@@ -340,8 +342,8 @@ impl Store {
         })
     }
 
-    /// Records a finished trial, its artifact, its event and the run's new counters and
-    /// best trial, all in one transaction.
+    /// Records a finished trial, its artifact, its event, the run's new counters and best
+    /// trial, and its MLflow outbox item, all in one transaction.
     pub fn record_trial(
         &self,
         trial: &TrialRecord,
@@ -387,13 +389,17 @@ impl Store {
                 )?;
             }
             note_trial_in_run(tx, trial)?;
+            if is_trial_final(&trial.status) {
+                outbox::enqueue(tx, OutboxKind::Trial, &trial.run_id, Some(&trial.trial_id))?;
+            }
             let event = json!({"trial_id": trial.trial_id, "index": trial.index, "status": trial.status,
                                "metrics": trial.metrics});
             insert_event(tx, &trial.run_id, "ml.run.trial", &event)
         })
     }
 
-    /// Ends a run with `status` (succeeded, failed or cancelled) and releases it.
+    /// Ends a run with `status` (succeeded, failed or cancelled) and releases it; queues
+    /// its MLflow sync in the same transaction.
     pub fn finish_run(&self, run_id: &str, status: &str, error: Option<&str>) -> Result<()> {
         self.write("finish run", |tx| {
             update_run_summary(tx, run_id)?;
@@ -408,6 +414,7 @@ impl Store {
             } else {
                 "ml.run.stop"
             };
+            outbox::enqueue(tx, OutboxKind::Run, run_id, None)?;
             insert_event(tx, run_id, kind, &json!({"status": status, "error": error}))
         })
     }
@@ -540,6 +547,11 @@ pub fn store_path(url: &str) -> Result<PathBuf> {
 }
 
 fn is_final(status: &str) -> bool {
+    matches!(status, "succeeded" | "failed" | "cancelled")
+}
+
+/// A trial status that ends it (and so queues its MLflow sync).
+fn is_trial_final(status: &str) -> bool {
     matches!(status, "succeeded" | "failed" | "cancelled")
 }
 

@@ -68,4 +68,31 @@ pub const MIGRATIONS: &[&str] = &[
     CREATE INDEX run_events_by_run ON run_events(run_id, id);
     CREATE INDEX model_artifacts_by_run ON model_artifacts(run_id);
     "#,
+    // 2: the MLflow outbox (see `outbox.rs`), filled with what earlier versions finished.
+    r#"
+    CREATE TABLE mlflow_outbox (
+        id               INTEGER PRIMARY KEY,
+        kind             TEXT NOT NULL CHECK (kind IN ('run', 'trial')),
+        run_id           TEXT NOT NULL REFERENCES model_runs(run_id),
+        trial_id         TEXT,
+        status           TEXT NOT NULL DEFAULT 'pending' CHECK (status IN ('pending', 'synced')),
+        revision         INTEGER NOT NULL DEFAULT 1,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms  INTEGER NOT NULL DEFAULT 0,
+        lease_owner      TEXT,
+        lease_until_ms   INTEGER,
+        last_error       TEXT,
+        created_at       TEXT NOT NULL,
+        synced_at        TEXT
+    );
+    CREATE INDEX mlflow_outbox_by_status ON mlflow_outbox(status, run_id, id);
+    INSERT INTO mlflow_outbox (kind, run_id, trial_id, created_at)
+        SELECT 'trial', run_id, trial_id, strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM model_trials
+        WHERE status IN ('succeeded', 'failed', 'cancelled') AND mlflow_run_id IS NULL
+        ORDER BY run_id, idx;
+    INSERT INTO mlflow_outbox (kind, run_id, created_at)
+        SELECT 'run', run_id, strftime('%Y-%m-%dT%H:%M:%fZ', 'now') FROM model_runs
+        WHERE status IN ('succeeded', 'failed', 'cancelled') AND mlflow_run_id IS NULL
+        ORDER BY created_at;
+    "#,
 ];

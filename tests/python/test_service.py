@@ -95,7 +95,15 @@ def test_public_callables_are_exactly_the_ops():
         for name in dir(cerebros_service)
         if not name.startswith("_") and callable(getattr(cerebros_service, name))
     }
-    assert public == {"health", "echo", "start_run", "run_trial", "record_trial", "finalize_run"}
+    assert public == {
+        "health",
+        "echo",
+        "start_run",
+        "run_trial",
+        "record_trial",
+        "finalize_run",
+        "sync_mlflow",
+    }
 
 
 def test_echo_returns_an_equal_copy():

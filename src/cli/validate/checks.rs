@@ -5,6 +5,8 @@ use super::Check;
 use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::config::{Config, Mode};
 use cerebros_bridge::error::BridgeError;
+use cerebros_bridge::store;
+use cerebros_bridge::sync::SyncSettings;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -29,6 +31,7 @@ pub fn run_all(config_path: Option<&Path>) -> Vec<Check> {
     checks.push(check_module(&config));
     checks.push(check_store(&config.store.url));
     checks.push(check_mode(&config));
+    checks.push(check_mlflow(&config));
     checks
 }
 
@@ -203,6 +206,40 @@ fn check_mode(config: &Config) -> Check {
             "set python_executable (CEREBROS_PYTHON) to a Python with the service's packages, \
              check script_path (CEREBROS_SCRIPT) and repo_path, or use mode = \"in_process\"",
         ),
+    }
+}
+
+/// The deadline of the `mlflow` probe (the first import of MLflow takes seconds).
+const MLFLOW_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// `mlflow`: MLflow imports and `mlflow.tracking_uri` answers (a sqlite database that
+/// does not exist yet only needs its folder). A warning, never a failure: runs go on
+/// without MLflow and their items are synced later.
+fn check_mlflow(config: &Config) -> Check {
+    let hint = "install mlflow into the venv (pip install mlflow) and point mlflow.tracking_uri \
+                (MLFLOW_TRACKING_URI) at a sqlite:/// file or a server that answers; runs go on \
+                meanwhile and `cerebros-bridge mlflow sync` flushes them later";
+    let store_file =
+        store::store_path(&config.store.url).unwrap_or_else(|_| PathBuf::from("cerebros.db"));
+    let settings = SyncSettings::from_config(config, &store_file);
+    let uri = settings.tracking_uri().to_owned();
+    let outcome = settings.probe(MLFLOW_TIMEOUT);
+    match outcome {
+        Ok(reply) => {
+            let field = |name: &str| reply.get(name).and_then(Value::as_str).unwrap_or("?");
+            Check::ok(
+                "mlflow",
+                format!(
+                    "mlflow {}, {uri}: {}",
+                    field("mlflow_version"),
+                    field("detail")
+                ),
+            )
+        }
+        Err(err) => {
+            let message: String = err.message.chars().take(300).collect();
+            Check::warn("mlflow", format!("{uri}: {message}"), hint)
+        }
     }
 }
 

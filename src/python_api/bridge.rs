@@ -1,0 +1,407 @@
+//! The `Bridge` class: a [`Client`] owned by Python.
+//!
+//! `Bridge(...)` loads the configuration like the CLI does (`config` file, else
+//! `CEREBROS_CONFIG`, else `./cerebros.toml`, else defaults; then the environment) and
+//! applies its keyword arguments on top. `call` converts the payload while holding the
+//! GIL, then releases it for the whole wait: in `in_process` mode the pool's worker
+//! threads need it to run the op (holding it would deadlock until the deadline). While
+//! waiting on the main thread, it still notices Ctrl-C: it checks for signals every
+//! [`SIGNAL_POLL`] and abandons (cancels) the call when a handler raises.
+
+use super::errors::to_py_err;
+use super::{host, payload};
+use crate::client::{CallOptions, Client};
+use crate::config::{Config, Mode};
+use crate::error::{BridgeError, ErrorClass};
+use parking_lot::Mutex;
+use pyo3::prelude::*;
+use pyo3::types::PyType;
+use serde_json::Value;
+use std::cell::OnceCell;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Weak};
+use std::time::Duration;
+
+/// How often a call waiting on the main thread checks for signals (Ctrl-C).
+pub const SIGNAL_POLL: Duration = Duration::from_millis(50);
+
+/// The longest per-call timeout, as for `invoke.default_timeout_ms` (24 h).
+const MAX_TIMEOUT_MS: u64 = 86_400_000;
+
+/// Bridges that are not closed yet, for the `atexit` hook.
+static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());
+
+/// What a `Bridge` shares with the calls in flight on other threads.
+struct Inner {
+    client: Client,
+    closed: AtomicBool,
+    mode: Mode,
+    module: String,
+    pool_size: usize,
+    default_timeout_ms: u64,
+    cancel_grace: Duration,
+}
+
+impl Inner {
+    /// Stops the client once, waiting up to `grace` for running calls.
+    fn close(&self, grace: Duration) {
+        if !self.closed.swap(true, Ordering::AcqRel) {
+            self.client.shutdown(grace);
+        }
+    }
+}
+
+impl Drop for Inner {
+    /// A bridge dropped without `close()` stops its workers without waiting (the GIL
+    /// may be held here, and workers need it to finish).
+    fn drop(&mut self) {
+        self.close(Duration::ZERO);
+    }
+}
+
+/// A bridge client: calls ops of a Python service module through the configured mode.
+///
+/// `Bridge(config=None, module=None, repo_path=None, mode=None, pool_size=None,
+/// timeout_ms=None, max_retries=None)`; each `None` keeps the value of the configuration
+/// (file, environment, defaults). A `with` block closes it.
+#[pyclass(module = "cerebros_service._bridge", name = "Bridge", frozen)]
+pub struct Bridge {
+    inner: Arc<Inner>,
+}
+
+#[pymethods]
+impl Bridge {
+    /// Loads the configuration, applies the arguments and starts the client (in
+    /// `in_process` mode: the worker pool, importing the service module). Raises
+    /// `ConfigError` for an invalid value, `DependencyError` when the bridge is disabled
+    /// or the module cannot be imported.
+    #[new]
+    #[pyo3(signature = (config=None, module=None, repo_path=None, mode=None, pool_size=None, timeout_ms=None, max_retries=None))]
+    #[allow(clippy::too_many_arguments)]
+    fn new(
+        py: Python<'_>,
+        config: Option<PathBuf>,
+        module: Option<String>,
+        repo_path: Option<PathBuf>,
+        mode: Option<String>,
+        pool_size: Option<usize>,
+        timeout_ms: Option<u64>,
+        max_retries: Option<u32>,
+    ) -> PyResult<Self> {
+        let arguments = Arguments {
+            config,
+            module,
+            repo_path,
+            mode,
+            pool_size,
+            timeout_ms,
+            max_retries,
+        };
+        let mut config = arguments.config().map_err(|e| to_py_err(py, &e))?;
+        if config.python_executable.is_none() {
+            // The process modes start children with the host's interpreter.
+            config.python_executable = host::host_executable(py);
+        }
+        let client = py
+            .detach(|| Client::start(&config))
+            .map_err(|e| to_py_err(py, &e))?;
+        let inner = Arc::new(Inner {
+            client,
+            closed: AtomicBool::new(false),
+            mode: config.mode,
+            module: config.module.clone(),
+            pool_size: config.invoke.pool_size,
+            default_timeout_ms: config.invoke.default_timeout_ms,
+            cancel_grace: Duration::from_millis(config.invoke.cancel_grace_ms),
+        });
+        let mut open = OPEN.lock();
+        open.retain(|weak| weak.strong_count() > 0);
+        open.push(Arc::downgrade(&inner));
+        Ok(Bridge { inner })
+    }
+
+    /// Calls `op` with `payload` (a dict of JSON-like values) and returns its result
+    /// dict. `timeout_ms` overrides the default deadline of each attempt; `cache_key`
+    /// caches the result under that key; `max_retries` overrides the retries. The GIL is
+    /// released while the call runs. Raises the `BridgeError` subclass of the failure.
+    #[pyo3(signature = (op, payload, timeout_ms=None, *, cache_key=None, max_retries=None))]
+    fn call<'py>(
+        &self,
+        py: Python<'py>,
+        op: &str,
+        payload: &Bound<'py, PyAny>,
+        timeout_ms: Option<u64>,
+        cache_key: Option<String>,
+        max_retries: Option<u32>,
+    ) -> PyResult<Bound<'py, PyAny>> {
+        let fail = |err: BridgeError| to_py_err(py, &err.with_op(op));
+        self.check_open(py)?;
+        let timeout = timeout_ms.map(per_call_timeout).transpose().map_err(fail)?;
+        let payload = payload::from_python(payload, "payload").map_err(fail)?;
+        let options = CallOptions {
+            timeout,
+            cache_key,
+            max_retries,
+        };
+        let watch_signals = on_main_thread(py);
+        let (inner, op) = (self.inner.clone(), op.to_owned());
+        let outcome =
+            py.detach(move || wait_for(&inner.client, &op, payload, options, watch_signals));
+        match outcome {
+            Ok(Ok(value)) => Ok(pythonize::pythonize(py, &value)?),
+            Ok(Err(err)) => Err(to_py_err(py, &err)),
+            Err(interrupted) => Err(interrupted),
+        }
+    }
+
+    /// Counters and worker state: `mode`, `calls`, `errors` (by class), `retries`,
+    /// `cache_hits`, `cache_misses`, `cache` (the cache's own counters), `workers`,
+    /// `workers_alive`, `workers_retired`, `workers_stuck`, `workers_replaced`, `queued`,
+    /// `submitted`, and `closed`.
+    fn stats<'py>(&self, py: Python<'py>) -> PyResult<Bound<'py, PyAny>> {
+        let mut stats = serde_json::to_value(self.inner.client.stats())
+            .map_err(|e| to_py_err(py, &system_error(format!("cannot report stats: {e}"))))?;
+        if let Value::Object(map) = &mut stats {
+            map.insert("closed".into(), Value::Bool(self.closed()));
+        }
+        Ok(pythonize::pythonize(py, &stats)?)
+    }
+
+    /// Stops the bridge: no new calls; running calls get up to `invoke.cancel_grace_ms`
+    /// to finish, then are cancelled; queued calls fail with `CallCancelledError`.
+    /// Idempotent. The GIL is released while it waits.
+    fn close(&self, py: Python<'_>) {
+        let inner = self.inner.clone();
+        py.detach(move || inner.close(inner.cancel_grace));
+    }
+
+    /// Whether `close()` was called.
+    #[getter]
+    fn closed(&self) -> bool {
+        self.inner.closed.load(Ordering::Acquire)
+    }
+
+    /// The execution mode: `in_process`, `worker_process` or `subprocess`.
+    #[getter]
+    fn mode(&self) -> &'static str {
+        self.inner.mode.as_str()
+    }
+
+    /// The service module whose functions are the ops.
+    #[getter]
+    fn module(&self) -> &str {
+        &self.inner.module
+    }
+
+    /// The number of workers.
+    #[getter]
+    fn pool_size(&self) -> usize {
+        self.inner.pool_size
+    }
+
+    /// The default deadline of a call, in milliseconds.
+    #[getter]
+    fn timeout_ms(&self) -> u64 {
+        self.inner.default_timeout_ms
+    }
+
+    /// Returns the bridge itself.
+    fn __enter__(slf: Py<Self>) -> Py<Self> {
+        slf
+    }
+
+    /// Closes the bridge; exceptions propagate.
+    #[pyo3(signature = (exc_type=None, exc_value=None, traceback=None))]
+    fn __exit__(
+        &self,
+        py: Python<'_>,
+        exc_type: Option<&Bound<'_, PyType>>,
+        exc_value: Option<&Bound<'_, PyAny>>,
+        traceback: Option<&Bound<'_, PyAny>>,
+    ) -> bool {
+        let _ = (exc_type, exc_value, traceback);
+        self.close(py);
+        false
+    }
+
+    fn __repr__(&self) -> String {
+        format!(
+            "Bridge(mode={:?}, module={:?}, pool_size={}, closed={})",
+            self.inner.mode.as_str(),
+            self.inner.module,
+            self.inner.pool_size,
+            if self.closed() { "True" } else { "False" }
+        )
+    }
+}
+
+impl Bridge {
+    /// `CallCancelledError` once the bridge is closed.
+    fn check_open(&self, py: Python<'_>) -> PyResult<()> {
+        if !self.closed() {
+            return Ok(());
+        }
+        let err = BridgeError::new(ErrorClass::Cancelled, "the bridge is closed");
+        Err(to_py_err(py, &err))
+    }
+}
+
+/// Closes every open bridge; registered with `atexit` so that worker threads stop
+/// while the interpreter can still let them finish.
+#[pyfunction]
+#[pyo3(name = "_close_all")]
+pub fn close_all(py: Python<'_>) {
+    let open: Vec<Arc<Inner>> = OPEN.lock().drain(..).filter_map(|w| w.upgrade()).collect();
+    py.detach(move || {
+        for inner in open {
+            inner.close(inner.cancel_grace);
+        }
+    });
+}
+
+/// The constructor's arguments, applied over the loaded configuration.
+struct Arguments {
+    config: Option<PathBuf>,
+    module: Option<String>,
+    repo_path: Option<PathBuf>,
+    mode: Option<String>,
+    pool_size: Option<usize>,
+    timeout_ms: Option<u64>,
+    max_retries: Option<u32>,
+}
+
+impl Arguments {
+    /// The configuration file/environment/defaults with the arguments on top, validated.
+    /// A key set here reports `Bridge(<argument>=...)` as its source in messages.
+    fn config(self) -> Result<Config, BridgeError> {
+        let mut config = Config::load(self.config.as_deref())?;
+        let mut set = |key: &str, argument: &str| {
+            config
+                .env_overrides
+                .insert(key.to_owned(), format!("Bridge({argument}=...)"));
+        };
+        let mode = self.mode.map(|m| (m.parse::<Mode>(), m));
+        if self.module.is_some() {
+            set("module", "module");
+        }
+        if self.repo_path.is_some() {
+            set("repo_path", "repo_path");
+        }
+        if mode.is_some() {
+            set("mode", "mode");
+        }
+        if self.pool_size.is_some() {
+            set("invoke.pool_size", "pool_size");
+        }
+        if self.timeout_ms.is_some() {
+            set("invoke.default_timeout_ms", "timeout_ms");
+        }
+        if self.max_retries.is_some() {
+            set("invoke.max_retries", "max_retries");
+        }
+        if let Some(module) = self.module {
+            config.module = module;
+        }
+        if let Some(repo_path) = self.repo_path {
+            config.repo_path = std::env::current_dir()
+                .map(|cwd| cwd.join(&repo_path))
+                .unwrap_or(repo_path);
+        }
+        if let Some((parsed, text)) = mode {
+            config.mode = parsed.map_err(|err| {
+                BridgeError::new(
+                    ErrorClass::Config,
+                    format!("mode = {text:?} (from Bridge(mode=...)): {err}"),
+                )
+                .with_detail("key", "mode")
+                .with_detail("source", "Bridge(mode=...)")
+            })?;
+        }
+        if let Some(pool_size) = self.pool_size {
+            config.invoke.pool_size = pool_size;
+        }
+        if let Some(timeout_ms) = self.timeout_ms {
+            config.invoke.default_timeout_ms = timeout_ms;
+        }
+        if let Some(max_retries) = self.max_retries {
+            config.invoke.max_retries = max_retries;
+        }
+        config.validate()?;
+        Ok(config)
+    }
+}
+
+/// A per-call `timeout_ms`, from 1 ms to 24 h.
+fn per_call_timeout(timeout_ms: u64) -> Result<Duration, BridgeError> {
+    if (1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+        return Ok(Duration::from_millis(timeout_ms));
+    }
+    Err(BridgeError::new(
+        ErrorClass::Config,
+        format!(
+            "timeout_ms = {timeout_ms}: expected a whole number of milliseconds from 1 to {MAX_TIMEOUT_MS}"
+        ),
+    )
+    .with_detail("key", "timeout_ms"))
+}
+
+fn system_error(message: String) -> BridgeError {
+    BridgeError::new(ErrorClass::SystemError, message)
+}
+
+/// Whether this is the interpreter's main thread (the only one signal handlers run on).
+fn on_main_thread(py: Python<'_>) -> bool {
+    let check = || -> PyResult<bool> {
+        let threading = py.import("threading")?;
+        let main = threading.call_method0("main_thread")?;
+        let current = threading.call_method0("current_thread")?;
+        Ok(main.is(&current))
+    };
+    check().unwrap_or(false)
+}
+
+/// Runs the call to completion on this thread's runtime (detached from the
+/// interpreter). With `watch_signals`, checks for signals every [`SIGNAL_POLL`]: when a
+/// handler raises (Ctrl-C's `KeyboardInterrupt`), the call is dropped, which cancels it,
+/// and the exception is returned.
+fn wait_for(
+    client: &Client,
+    op: &str,
+    payload: Value,
+    options: CallOptions,
+    watch_signals: bool,
+) -> Result<Result<Value, BridgeError>, PyErr> {
+    thread_local! {
+        static RUNTIME: OnceCell<Result<tokio::runtime::Runtime, String>> = const { OnceCell::new() };
+    }
+    RUNTIME.with(|cell| {
+        let runtime = cell.get_or_init(|| {
+            tokio::runtime::Builder::new_current_thread()
+                .enable_time()
+                .build()
+                .map_err(|e| e.to_string())
+        });
+        let runtime = match runtime {
+            Ok(runtime) => runtime,
+            Err(e) => {
+                return Ok(Err(system_error(format!(
+                    "cannot start a runtime for the call: {e}"
+                ))))
+            }
+        };
+        runtime.block_on(async {
+            let call = client.call_with(op, payload, options);
+            if !watch_signals {
+                return Ok(call.await);
+            }
+            tokio::pin!(call);
+            loop {
+                match tokio::time::timeout(SIGNAL_POLL, &mut call).await {
+                    Ok(outcome) => return Ok(outcome),
+                    Err(_) => Python::attach(|py| py.check_signals())?,
+                }
+            }
+        })
+    })
+}
