@@ -26,7 +26,7 @@ const PACKAGES_HINT: &str = ".venv/bin/pip install -r requirements.txt";
 /// Packages the service needs: (import name, distribution name).
 const REQUIRED_PACKAGES: [(&str, &str); 2] = [("numpy", "numpy"), ("sklearn", "scikit-learn")];
 
-/// Packages a later feature needs (MLflow sync): missing ones are a warning.
+/// Packages only MLflow sync needs: missing ones are a warning (runs go on without it).
 const OPTIONAL_PACKAGES: [(&str, &str); 1] = [("mlflow", "mlflow")];
 
 /// `python`: the Python executable exists, runs, and has the embedded interpreter's
@@ -238,7 +238,7 @@ fn packages_verdict(required: &[Found], optional: &[Found]) -> Check {
     if missing(required) {
         Check::fail("packages", detail, PACKAGES_HINT)
     } else if missing(optional) {
-        let hint = ".venv/bin/pip install mlflow (MLflow sync, a later feature, needs it)";
+        let hint = ".venv/bin/pip install mlflow (MLflow sync needs it; runs go on without it)";
         Check::warn("packages", detail, hint)
     } else {
         Check::ok("packages", detail)
