@@ -8,28 +8,11 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use cerebros_bridge::client::Client;
 use cerebros_bridge::config::Config;
-use cerebros_bridge::contracts::{ContractV1, TrialReportedV1, TrialStatus};
-use serde_json::{json, Value};
+use serde_json::Value;
 
-/// A `record_trial`-sized payload.
+/// A `record_trial`-sized payload (the CLI's `bench` uses the same one).
 pub fn contract_payload() -> Value {
-    let mut report = TrialReportedV1::new("run-bench-0001", "trial-0007", TrialStatus::Succeeded);
-    report.metrics = json!({"val_accuracy": 0.9733, "val_loss": 0.0871, "params": 12_345})
-        .as_object()
-        .unwrap()
-        .clone();
-    report.parameters = json!({
-        "levels": [[32, 16], [64]],
-        "activation": "relu",
-        "learning_rate": 0.0031,
-        "p_lateral_connection": 0.5,
-    })
-    .as_object()
-    .unwrap()
-    .clone();
-    report.artifact_uri = Some("file:///tmp/artifacts/run-bench-0001/trial-0007.npz".into());
-    report.duration_ms = 1834;
-    report.to_value()
+    cerebros_bridge::bench::contract_payload()
 }
 
 /// A client configured like the CLI (`cerebros.toml`, env, defaults: 2 workers), with
@@ -61,29 +44,14 @@ pub fn concurrent_echo(
     tasks: u64,
     calls: u64,
 ) -> cerebros_bridge::bench::Summary {
-    let per_task = (calls / tasks).max(1);
-    let (mut latencies, wall) = runtime.block_on(async {
-        let start = std::time::Instant::now();
-        let handles: Vec<_> = (0..tasks)
-            .map(|_| {
-                let client = client.clone();
-                let payload = payload.clone();
-                tokio::spawn(async move {
-                    let mut own = Vec::with_capacity(per_task as usize);
-                    for _ in 0..per_task {
-                        let t = std::time::Instant::now();
-                        client.call("echo", payload.clone()).await.unwrap();
-                        own.push(t.elapsed());
-                    }
-                    own
-                })
-            })
-            .collect();
-        let mut all = Vec::new();
-        for handle in handles {
-            all.extend(handle.await.unwrap());
-        }
-        (all, start.elapsed())
-    });
-    cerebros_bridge::bench::summarize(&mut latencies, wall)
+    let client = client.clone();
+    let payload = payload.clone();
+    let call = move || {
+        let client = client.clone();
+        let payload = payload.clone();
+        async move { client.call("echo", payload).await.map(drop) }
+    };
+    runtime
+        .block_on(cerebros_bridge::bench::concurrent(tasks, calls, call))
+        .expect("echo succeeds")
 }

@@ -17,7 +17,6 @@ MLflow) are imported only inside the ops that need them.
 
 import platform as _platform
 import sys as _sys
-from importlib import metadata as _metadata
 
 from ._dispatch import OpError as _OpError  # noqa: F401  (re-exported for Python callers)
 from ._dispatch import resolve_op as _resolve_op  # noqa: F401
@@ -30,9 +29,13 @@ _REPORTED_PACKAGES = {"numpy": "numpy", "scikit-learn": "sklearn", "mlflow": "ml
 
 
 def _package_version(distribution: str) -> str | None:
+    # Imported here: importlib.metadata costs ~50 ms, which every subprocess-mode call
+    # would pay at start-up if the module imported it.
+    from importlib import metadata
+
     try:
-        return _metadata.version(distribution)
-    except _metadata.PackageNotFoundError:
+        return metadata.version(distribution)
+    except metadata.PackageNotFoundError:
         return None
 
 
