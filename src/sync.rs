@@ -17,7 +17,7 @@
 //! user set win), and each bridge call has its own deadline ([`CALL_TIMEOUT`]).
 
 use crate::client::{CallOptions, Client};
-use crate::config::Config;
+use crate::config::{Config, Mode};
 use crate::error::{BridgeError, ErrorClass, Result};
 use crate::store::{now_ms, OutboxItem, OutboxKind, Store};
 use serde::Serialize;
@@ -56,6 +56,13 @@ const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(30);
 /// Grace given to the sync client's worker when it stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
+/// Whether MLflow sync is on: `mlflow.tracking_uri = ""` or `"off"` turns it off (items
+/// still queue in the outbox, so turning it on later syncs them).
+pub fn enabled(config: &Config) -> bool {
+    let uri = config.mlflow.tracking_uri.trim();
+    !(uri.is_empty() || uri.eq_ignore_ascii_case("off"))
+}
+
 /// Where and how to sync, from a configuration and the store's file.
 #[derive(Debug, Clone)]
 pub struct SyncSettings {
@@ -73,6 +80,9 @@ impl SyncSettings {
             client_config.repo_path = service_root(config);
             client_config.script_path = None;
         }
+        // MLflow runs in a child process of its own: importing it and creating its
+        // database take seconds of GIL time that would otherwise slow in-process trials.
+        client_config.mode = Mode::WorkerProcess;
         client_config.invoke.pool_size = 1;
         client_config.invoke.max_retries = 0;
         client_config.invoke.default_timeout_ms = CALL_TIMEOUT.as_millis() as u64;

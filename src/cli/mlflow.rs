@@ -58,6 +58,12 @@ pub fn run(config_path: Option<&Path>, args: &MlflowArgs) -> i32 {
 fn sync(config: &Config) -> Result<(String, FlushReport)> {
     let store_file = store::store_path(&config.store.url)?;
     let store = Arc::new(Store::open(&store_file)?);
+    if !cerebros_bridge::sync::enabled(config) {
+        return Err(BridgeError::new(
+            ErrorClass::Config,
+            "MLflow sync is off (mlflow.tracking_uri = \"off\"); set mlflow.tracking_uri or MLFLOW_TRACKING_URI to sync",
+        ));
+    }
     let settings = SyncSettings::from_config(config, &store_file);
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()

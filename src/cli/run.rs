@@ -8,6 +8,7 @@ use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
 use cerebros_bridge::run::{CancelSignal, RunEvent, RunWorker};
 use cerebros_bridge::spec::RunSpec;
 use cerebros_bridge::store::{self, RunRecord, Store, TrialRecord};
+use cerebros_bridge::sync;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressStyle};
 use serde_json::{json, Value};
@@ -76,8 +77,10 @@ pub fn with_worker<T>(
     let store = Arc::new(Store::open(&store_file)?);
     let artifact_dir = artifact_dir(&store_file);
     let client = Arc::new(Client::start(config)?);
-    let mlflow = cerebros_bridge::sync::SyncSettings::from_config(config, &store_file);
-    let worker = RunWorker::new(client.clone(), store, artifact_dir).with_mlflow(mlflow);
+    let mut worker = RunWorker::new(client.clone(), store, artifact_dir);
+    if sync::enabled(config) {
+        worker = worker.with_mlflow(sync::SyncSettings::from_config(config, &store_file));
+    }
     let outcome = body(&runtime, &worker);
     client.shutdown(Duration::from_millis(500));
     outcome

@@ -219,6 +219,12 @@ fn check_mlflow(config: &Config) -> Check {
     let hint = "install mlflow into the venv (pip install mlflow) and point mlflow.tracking_uri \
                 (MLFLOW_TRACKING_URI) at a sqlite:/// file or a server that answers; runs go on \
                 meanwhile and `cerebros-bridge mlflow sync` flushes them later";
+    if !cerebros_bridge::sync::enabled(config) {
+        return Check::ok(
+            "mlflow",
+            "MLflow sync is off (mlflow.tracking_uri = \"off\")",
+        );
+    }
     let store_file =
         store::store_path(&config.store.url).unwrap_or_else(|_| PathBuf::from("cerebros.db"));
     let settings = SyncSettings::from_config(config, &store_file);
