@@ -27,6 +27,31 @@ fn rss_kib() -> u64 {
         .unwrap_or(0)
 }
 
+/// The client's rows: a plain thread, one tokio task, 16 tokio tasks.
+fn client_rows(
+    rt: &tokio::runtime::Runtime,
+    client: &Arc<cerebros_bridge::client::Client>,
+    prefix: &str,
+    name: &str,
+    payload: &Value,
+    calls: u64,
+) {
+    row(
+        &format!("{prefix}plain thread, client.call_blocking, {name}"),
+        bench::sequential(calls, || {
+            client.call_blocking("echo", payload.clone()).unwrap();
+        }),
+    );
+    row(
+        &format!("{prefix}tokio task, 1 in flight, {name}"),
+        common::concurrent_echo(rt, client, payload, 1, calls),
+    );
+    row(
+        &format!("{prefix}tokio, 16 concurrent callers, {name}"),
+        common::concurrent_echo(rt, client, payload, 16, calls),
+    );
+}
+
 /// The same work as an echo call (pythonize, call, strict conversion back) done on the
 /// calling thread while attached: the floor that every hand-off adds to.
 fn inline_floor(n: u64, payload: &Value) -> Summary {
@@ -95,39 +120,12 @@ fn main() {
                 invoker.invoke_blocking(request).unwrap();
             }),
         );
-        row(
-            &format!("plain thread, client.call_blocking, {name}"),
-            bench::sequential(n, || {
-                client.call_blocking("echo", payload.clone()).unwrap();
-            }),
-        );
-        row(
-            &format!("tokio task, 1 in flight, {name}"),
-            common::concurrent_echo(&rt, &client, payload, 1, n),
-        );
-        row(
-            &format!("tokio, 16 concurrent callers, {name}"),
-            common::concurrent_echo(&rt, &client, payload, 16, n),
-        );
+        client_rows(&rt, &client, "", name, payload, n);
     }
     // The option not taken: hand-offs through the kernel only (no busy-waiting).
     let parking = Arc::new(common::parking_client());
     for (name, payload) in [("contract", &contract), ("small", &small)] {
-        let calls = n / 10;
-        row(
-            &format!("no spinning: plain thread, {name}"),
-            bench::sequential(calls, || {
-                parking.call_blocking("echo", payload.clone()).unwrap();
-            }),
-        );
-        row(
-            &format!("no spinning: tokio, 1 in flight, {name}"),
-            common::concurrent_echo(&rt, &parking, payload, 1, calls),
-        );
-        row(
-            &format!("no spinning: tokio, 16 concurrent, {name}"),
-            common::concurrent_echo(&rt, &parking, payload, 16, calls),
-        );
+        client_rows(&rt, &parking, "no spinning: ", name, payload, n / 10);
     }
     parking.shutdown(Duration::from_millis(100));
     let hit = CallOptions {
