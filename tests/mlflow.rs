@@ -13,26 +13,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-const SPEC: &str = r#"
-name = "iris-mlflow"
-dataset = "sklearn:iris"
-seed = 11
-[search_space]
-minimum_levels = 1
-maximum_levels = 2
-minimum_units_per_level = 1
-maximum_units_per_level = 2
-minimum_neurons_per_unit = 4
-maximum_neurons_per_unit = 16
-[budget]
-trials = 3
-epochs = 6
-batch_size = 16
-patience = 3
-parallelism = 2
-trial_timeout_ms = 30000
-"#;
-
 /// Reads an MLflow experiment back: every run with its parent, status, tags, metrics,
 /// the length of its `curve/val_loss` history and its artifacts, as JSON on stdout.
 const READ_BACK: &str = r#"
@@ -73,7 +53,11 @@ struct Outcome {
 impl Scratch {
     fn new() -> Scratch {
         let dir = tempfile::tempdir().unwrap();
-        std::fs::write(dir.path().join("spec.toml"), SPEC).unwrap();
+        std::fs::write(
+            dir.path().join("spec.toml"),
+            common::iris_spec("iris-mlflow", 3, 6),
+        )
+        .unwrap();
         Scratch { dir }
     }
 

@@ -8,26 +8,6 @@ use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
-const SPEC: &str = r#"
-name = "iris-test"
-dataset = "sklearn:iris"
-seed = 11
-[search_space]
-minimum_levels = 1
-maximum_levels = 2
-minimum_units_per_level = 1
-maximum_units_per_level = 2
-minimum_neurons_per_unit = 4
-maximum_neurons_per_unit = 16
-[budget]
-trials = TRIALS
-epochs = 8
-batch_size = 16
-patience = 3
-parallelism = 2
-trial_timeout_ms = 30000
-"#;
-
 /// A scratch folder with a spec of `trials` trials and its own store.
 struct Scratch {
     dir: tempfile::TempDir,
@@ -38,7 +18,7 @@ impl Scratch {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(
             dir.path().join("spec.toml"),
-            SPEC.replace("TRIALS", &trials.to_string()),
+            common::iris_spec("iris-test", trials, 8),
         )
         .unwrap();
         Scratch { dir }

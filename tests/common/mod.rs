@@ -53,3 +53,28 @@ pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
     }
     condition()
 }
+
+/// A small real NAS run spec on iris (fast trials) with `trials` trials of `epochs` epochs.
+pub fn iris_spec(name: &str, trials: u32, epochs: u32) -> String {
+    format!(
+        r#"
+name = "{name}"
+dataset = "sklearn:iris"
+seed = 11
+[search_space]
+minimum_levels = 1
+maximum_levels = 2
+minimum_units_per_level = 1
+maximum_units_per_level = 2
+minimum_neurons_per_unit = 4
+maximum_neurons_per_unit = 16
+[budget]
+trials = {trials}
+epochs = {epochs}
+batch_size = 16
+patience = 3
+parallelism = 2
+trial_timeout_ms = 30000
+"#
+    )
+}
