@@ -26,17 +26,7 @@ from cerebros_service.nas.search_space import (
 )
 from cerebros_service.nas.trainer import evaluate, train
 
-DEMO_SPACE = {
-    "minimum_levels": 1,
-    "maximum_levels": 3,
-    "minimum_units_per_level": 1,
-    "maximum_units_per_level": 3,
-    "minimum_neurons_per_unit": 8,
-    "maximum_neurons_per_unit": 64,
-    "p_lateral_connection": 0.5,
-    "activation": ["relu", "elu"],
-    "learning_rate": [0.001, 0.01],
-}
+DEMO_SPACE = dict(DEFAULT_SEARCH_SPACE)  # the example of DESIGN §4
 
 
 def contract_failure(func, *args, **kwargs) -> OpError:

@@ -30,21 +30,11 @@ import numpy as np
 
 from .datasets import load_dataset
 from .network import Network
-from .search_space import mlp_architecture
+from .search_space import DEFAULT_SEARCH_SPACE, mlp_architecture
 from .trainer import train
 
 LAYERS = [(64,), (64, 32), (128, 64), (64, 64, 64)]
-DEMO_SPACE = {
-    "minimum_levels": 1,
-    "maximum_levels": 3,
-    "minimum_units_per_level": 1,
-    "maximum_units_per_level": 3,
-    "minimum_neurons_per_unit": 8,
-    "maximum_neurons_per_unit": 64,
-    "p_lateral_connection": 0.5,
-    "activation": ["relu", "elu"],
-    "learning_rate": [0.001, 0.01],
-}
+DEMO_SPACE = dict(DEFAULT_SEARCH_SPACE)  # the example of DESIGN §4
 
 
 def _time_sklearn(data, layers, epochs: int, batch: int, lr: float, repeat: int) -> float:
