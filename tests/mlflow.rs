@@ -66,16 +66,8 @@ impl Scratch {
     }
 
     fn cli(&self, args: &[&str], tracking_uri: Option<&str>) -> Outcome {
-        let mut command = Command::new(env!("CARGO_BIN_EXE_cerebros-bridge"));
+        let mut command = common::nas_cli(&self.path("store.db"), args);
         command
-            .args(args)
-            .current_dir(common::root())
-            .env(
-                "CEREBROS_STORE_URL",
-                format!("sqlite://{}", self.path("store.db").display()),
-            )
-            .env("CEREBROS_MODULE", "nas_fixture")
-            .env("CEREBROS_REPO", common::root().join("tests/fixtures"))
             .env_remove("NAS_FIXTURE_FAIL_INDEX")
             .env_remove("NAS_FIXTURE_LOG")
             .env_remove("RUST_LOG")

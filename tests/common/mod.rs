@@ -78,3 +78,19 @@ trial_timeout_ms = 30000
 "#
     )
 }
+
+/// The CLI binary set up for a NAS run on the fixture module `nas_fixture`, with its store
+/// at `store` and the repository root as working directory.
+pub fn nas_cli(store: &std::path::Path, args: &[&str]) -> std::process::Command {
+    let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_cerebros-bridge"));
+    command
+        .args(args)
+        .current_dir(root())
+        .env(
+            "CEREBROS_STORE_URL",
+            format!("sqlite://{}", store.display()),
+        )
+        .env("CEREBROS_MODULE", "nas_fixture")
+        .env("CEREBROS_REPO", root().join("tests/fixtures"));
+    command
+}
