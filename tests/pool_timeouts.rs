@@ -37,22 +37,34 @@ fn assert_timed_out(elapsed: Duration, result: Result<Value, cerebros_bridge::er
 }
 
 /// All `size` workers serve at once: `size` calls of 500 ms finish well before 1 s (run one
-/// after another they would take at least 1 s).
+/// after another they would take at least 1 s). Best of three rounds, so that a round
+/// slowed by another test's leftover thread (a swallowing loop still burning its 1.5 s)
+/// or by the machine cannot fail it; a pool short of a worker fails every round.
 fn assert_full_size(pool: &cerebros_bridge::pool::Pool, size: usize) {
-    let start = Instant::now();
-    let pending: Vec<_> = (0..size)
-        .map(|_| {
-            pool.submit("sleep", json!({"seconds": 0.5}), Duration::from_secs(5))
-                .unwrap()
-        })
-        .collect();
-    for call in pending {
-        call.wait_blocking().expect("sleep succeeds");
+    let round = || {
+        let start = Instant::now();
+        let pending: Vec<_> = (0..size)
+            .map(|_| {
+                pool.submit("sleep", json!({"seconds": 0.5}), Duration::from_secs(5))
+                    .unwrap()
+            })
+            .collect();
+        for call in pending {
+            call.wait_blocking().expect("sleep succeeds");
+        }
+        start.elapsed()
+    };
+    let bound = Duration::from_millis(900);
+    let mut took = round();
+    for _ in 1..3 {
+        if took < bound {
+            break;
+        }
+        took = took.min(round());
     }
-    let took = start.elapsed();
     assert!(
-        took < Duration::from_millis(900),
-        "the pool ran {size} sleeps in {took:?}: not in parallel"
+        took < bound,
+        "the pool ran {size} sleeps in {took:?} at best: not in parallel"
     );
 }
 
