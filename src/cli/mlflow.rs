@@ -126,7 +126,10 @@ fn print_report(uri: &str, out: &SyncOutput) {
     ));
     for error in &report.errors {
         let field = |name: &str| error.get(name).and_then(Value::as_str).unwrap_or("");
-        let what = describe(field("run_id"), error.get("trial_id").and_then(Value::as_str));
+        let what = describe(
+            field("run_id"),
+            error.get("trial_id").and_then(Value::as_str),
+        );
         let parked = if error.get("parked") == Some(&Value::Bool(true)) {
             ", parked"
         } else {

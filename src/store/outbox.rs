@@ -472,7 +472,10 @@ mod tests {
             [OutboxKind::Trial, OutboxKind::Trial, OutboxKind::Run]
         );
         // Another syncer (of this live process) finds the run leased.
-        assert!(store.outbox_lease(&b, 0, MINUTE, false, 10).unwrap().is_empty());
+        assert!(store
+            .outbox_lease(&b, 0, MINUTE, false, 10)
+            .unwrap()
+            .is_empty());
 
         assert!(store
             .outbox_synced(&items[0], Some("p1"), Some("c1"))
@@ -511,7 +514,13 @@ mod tests {
             .record_trial(&trial(&run, 0, "succeeded"), None)
             .unwrap();
         let gone = gone_holder();
-        assert_eq!(store.outbox_lease(&gone, 0, MINUTE, false, 10).unwrap().len(), 1);
+        assert_eq!(
+            store
+                .outbox_lease(&gone, 0, MINUTE, false, 10)
+                .unwrap()
+                .len(),
+            1
+        );
         let items = store
             .outbox_lease(&LeaseHolder::current(), 0, MINUTE, false, 10)
             .unwrap();
@@ -536,7 +545,10 @@ mod tests {
         assert_eq!(failed[0].trial_id.as_deref(), Some("r1-t000"));
         assert_eq!(failed[0].attempts, 1);
         assert!(failed[0].failed_at.is_some());
-        assert!(store.outbox_lease(&holder, 0, MINUTE, false, 10).unwrap().is_empty());
+        assert!(store
+            .outbox_lease(&holder, 0, MINUTE, false, 10)
+            .unwrap()
+            .is_empty());
 
         // Recorded again (a resume ran it again): pending, as a fresh item.
         store
@@ -601,7 +613,10 @@ mod tests {
         assert_eq!(store.outbox_counts().unwrap().pending, 1);
         // An old lease names no process: it is kept until it expires.
         let holder = LeaseHolder::current();
-        assert!(store.outbox_lease(&holder, 0, MINUTE, false, 10).unwrap().is_empty());
+        assert!(store
+            .outbox_lease(&holder, 0, MINUTE, false, 10)
+            .unwrap()
+            .is_empty());
         let items = store
             .outbox_lease(&holder, 9_000_000_000_001, MINUTE, false, 10)
             .unwrap();

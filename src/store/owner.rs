@@ -120,6 +120,9 @@ mod tests {
         assert!(remote.is_alive(Some(now_ms())));
         assert!(!remote.is_alive(Some(now_ms() - 60_000)));
         assert!(!remote.is_alive(None));
-        assert!(!remote.is_gone(), "only a heartbeat tells of a remote owner");
+        assert!(
+            !remote.is_gone(),
+            "only a heartbeat tells of a remote owner"
+        );
     }
 }

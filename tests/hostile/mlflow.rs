@@ -262,7 +262,10 @@ fn an_item_that_can_never_sync_is_parked_as_failed_and_listed() {
         .iter()
         .map(|f| {
             assert_eq!(f["run_id"], run_id.as_str());
-            (f["trial_id"].as_str().unwrap(), f["error"].as_str().unwrap())
+            (
+                f["trial_id"].as_str().unwrap(),
+                f["error"].as_str().unwrap(),
+            )
         })
         .collect();
     assert_eq!(parked.len(), 2, "{first:?}");
@@ -279,7 +282,10 @@ fn an_item_that_can_never_sync_is_parked_as_failed_and_listed() {
     let text = scratch.sync(&[]);
     assert_eq!(text.code, 0, "{text:?}");
     assert!(text.stdout.contains("2 parked as failed"), "{text:?}");
-    assert!(text.stdout.contains(&format!("trial {}", trial(1))), "{text:?}");
+    assert!(
+        text.stdout.contains(&format!("trial {}", trial(1))),
+        "{text:?}"
+    );
 
     // Once the cause is fixed, --retry-failed syncs them.
     scratch.sql(&format!(
