@@ -513,17 +513,27 @@ async fn run_worker(
     let start = tokio::task::spawn_blocking(move || {
         MlflowSync::start(&settings, starting, LeaseHolder::current())
     });
-    let sync = tokio::select! {
-        started = start => match started {
-            Ok(Ok(sync)) => Arc::new(sync),
-            Ok(Err(err)) => return health.note(&Err(err)),
-            Err(err) => {
-                let err = BridgeError::new(ErrorClass::SystemError, err.to_string());
-                return health.note(&Err(err));
-            }
-        },
-        // The client is dropped (and stopped) whenever its start returns.
-        _ = deadline(stopped.clone()) => return gave_up(&store, flush_timeout),
+    let started = tokio::select! {
+        started = start => started,
+        _ = deadline(stopped.clone()) => {
+            // The client is dropped (and stopped) whenever its start returns.
+            gave_up(&store, flush_timeout);
+            return;
+        }
+    };
+    let sync = match started {
+        Ok(Ok(sync)) => sync,
+        Ok(Err(err)) => {
+            health.note(&Err(err));
+            return;
+        }
+        Err(err) => {
+            health.note(&Err(BridgeError::new(
+                ErrorClass::SystemError,
+                err.to_string(),
+            )));
+            return;
+        }
     };
     tokio::select! {
         _ = drain(&sync, &mut health, &wake, stopped.clone()) => {}
@@ -533,8 +543,7 @@ async fn run_worker(
             gave_up(&store, flush_timeout);
         }
     }
-    let closing = sync.clone();
-    let _ = tokio::task::spawn_blocking(move || closing.shutdown()).await;
+    let _ = tokio::task::spawn_blocking(move || sync.shutdown()).await;
 }
 
 /// Flushes the due items when woken, every few seconds, or after a backoff while failing;
@@ -653,6 +662,12 @@ mod tests {
         assert!(is_outage(&err(ErrorClass::Timeout)));
         assert!(is_outage(&err(ErrorClass::Dependency)));
         assert!(!is_outage(&err(ErrorClass::Exception)));
+        // Only an error marked permanent parks its item.
+        assert!(!is_permanent(&err(ErrorClass::Exception)));
+        assert!(!is_permanent(&err(ErrorClass::Contract)));
+        assert!(is_permanent(
+            &err(ErrorClass::Exception).with_detail(PERMANENT, true)
+        ));
         assert_eq!(item_retry_delay(1), Duration::from_secs(2));
         assert_eq!(item_retry_delay(3), Duration::from_secs(8));
         assert_eq!(item_retry_delay(30), ITEM_RETRY_MAX);
