@@ -211,12 +211,16 @@ impl Default for StoreConfig {
 pub struct MlflowConfig {
     /// The MLflow tracking URI.
     pub tracking_uri: String,
+    /// The longest a run's end waits for the outbox to sync (a sync call already in
+    /// flight included); what is left stays pending. `0`: no wait.
+    pub flush_timeout_ms: u64,
 }
 
 impl Default for MlflowConfig {
     fn default() -> Self {
         MlflowConfig {
             tracking_uri: "sqlite:///mlflow.db".to_owned(),
+            flush_timeout_ms: 30_000,
         }
     }
 }
@@ -556,6 +560,12 @@ impl Config {
                 INT,
             ),
             ("cache.ttl_ms", cache.ttl_ms, 1..=u64::MAX, MS),
+            (
+                "mlflow.flush_timeout_ms",
+                self.mlflow.flush_timeout_ms,
+                0..=MAX_TIMEOUT_MS,
+                MS,
+            ),
         ];
         if cache.enabled {
             limits.push((
@@ -901,6 +911,7 @@ mod tests {
         assert_eq!(c.cache.max_entries, 512);
         assert_eq!(c.store.url, "sqlite://cerebros.db");
         assert_eq!(c.mlflow.tracking_uri, "sqlite:///mlflow.db");
+        assert_eq!(c.mlflow.flush_timeout_ms, 30_000);
         assert_eq!(c.source, ConfigSource::Defaults);
         c.validate().unwrap();
     }
@@ -1243,6 +1254,8 @@ mod tests {
         );
         let m = validation_message(|c| c.cache.ttl_ms = 0);
         assert!(m.starts_with("cache.ttl_ms = 0"));
+        let m = validation_message(|c| c.mlflow.flush_timeout_ms = 86_400_001);
+        assert!(m.ends_with("expected a whole number of milliseconds from 0 to 86400000"));
         let m = validation_message(|c| c.cache.max_entries = 0);
         assert!(m.starts_with("cache.max_entries = 0"));
         let mut c = Config::default();

@@ -9,8 +9,17 @@
 //!   rest pending. `cerebros-bridge mlflow sync` is one forced flush.
 //! * [`SyncWorker`] runs flushes in the background while a run goes on: woken after each
 //!   trial, retrying with backoff while MLflow is unreachable, and flushing once more when
-//!   the run ends. It logs one warning when syncing starts failing and one when it
-//!   recovers, never one per trial.
+//!   the run ends, for at most `mlflow.flush_timeout_ms` in all. It logs one warning when
+//!   syncing starts failing and one when it recovers, never one per trial.
+//!
+//! **Transient or permanent** ([`is_permanent`]): an item that can never sync as it is
+//! gets parked as `failed` with its reason and is not tried again (until it is recorded
+//! again, or `mlflow sync --retry-failed`). That is only when its own content is refused:
+//! its payload fails the bridge's payload check (over `invoke.max_payload_bytes`, nested
+//! too deep), or MLflow refuses the request itself (`sync_mlflow` marks the error
+//! `permanent`: MLflow's `INVALID_PARAMETER_VALUE`, `BAD_REQUEST`, `MALFORMED_REQUEST`).
+//! Everything else may pass later and leaves the item pending: an outage, a timeout, a
+//! crashed worker, a denied permission, an unknown exception (retried with backoff).
 //!
 //! Short timeouts keep a dead server from hanging anything: MLflow's own HTTP client gets
 //! one try and a few seconds per request ([`HTTP_TIMEOUT_S`]; environment variables the
@@ -19,13 +28,15 @@
 use crate::client::{CallOptions, Client};
 use crate::config::{Config, Mode};
 use crate::error::{BridgeError, ErrorClass, Result};
-use crate::store::{now_ms, OutboxItem, OutboxKind, Store};
+use crate::payload;
+use crate::store::{now_ms, LeaseHolder, OutboxItem, OutboxKind, Store};
 use serde::Serialize;
 use serde_json::{json, Value};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::Notify;
+use tokio::sync::{watch, Notify};
+use tokio::time::Instant;
 
 /// The op that syncs one item.
 pub const SYNC_OP: &str = "sync_mlflow";
@@ -50,9 +61,6 @@ const ITEM_RETRY_START: Duration = Duration::from_secs(2);
 const ITEM_RETRY_MAX: Duration = Duration::from_secs(300);
 /// How often the background worker looks for due items when nothing woke it.
 const IDLE_POLL: Duration = Duration::from_secs(5);
-/// The longest the flush at the end of a run may take; what it has not synced by then
-/// stays pending (for the next run or `mlflow sync`).
-const FINAL_FLUSH_LIMIT: Duration = Duration::from_secs(30);
 /// Grace given to the sync client's worker when it stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
@@ -68,6 +76,7 @@ pub fn enabled(config: &Config) -> bool {
 pub struct SyncSettings {
     tracking_uri: String,
     client_config: Config,
+    flush_timeout: Duration,
 }
 
 impl SyncSettings {
@@ -90,6 +99,7 @@ impl SyncSettings {
         SyncSettings {
             tracking_uri: resolve_tracking_uri(&config.mlflow.tracking_uri, store_file),
             client_config,
+            flush_timeout: Duration::from_millis(config.mlflow.flush_timeout_ms),
         }
     }
 
@@ -188,41 +198,43 @@ fn http_settings() -> Value {
 pub struct FlushReport {
     /// Items synced by this flush.
     pub synced: u64,
-    /// Items still pending afterwards (those that failed included).
+    /// Items still pending afterwards (those that failed and may pass later included;
+    /// parked ones not).
     pub pending: u64,
-    /// Items this flush tried and could not sync.
+    /// Items this flush tried and could not sync (those it parked included).
     pub failed: u64,
-    /// One entry per failure: `{"item", "kind", "run_id", "trial_id", "class", "message"}`.
+    /// One entry per failure: `{"item", "kind", "run_id", "trial_id", "class", "message",
+    /// "parked"}` (`parked`: it can never sync as it is and is now `failed`).
     pub errors: Vec<Value>,
     /// The failure that stopped the flush, when MLflow could not be reached.
     #[serde(skip)]
     pub outage: Option<BridgeError>,
 }
 
-/// A syncer: the store, a client for `sync_mlflow` and a lease identity.
+/// A syncer: the store, a client for `sync_mlflow` and the identity its leases carry.
 pub struct MlflowSync {
     store: Arc<Store>,
     client: Client,
     tracking_uri: String,
-    owner: String,
+    holder: LeaseHolder,
+    max_payload_bytes: usize,
 }
 
 impl MlflowSync {
-    /// Starts the sync client (one worker of the configured mode running
-    /// [`SYNC_MODULE`]).
-    pub fn start(settings: &SyncSettings, store: Arc<Store>) -> Result<MlflowSync> {
+    /// Starts the sync client (one worker process running [`SYNC_MODULE`]); its leases
+    /// are `holder`'s.
+    pub fn start(
+        settings: &SyncSettings,
+        store: Arc<Store>,
+        holder: LeaseHolder,
+    ) -> Result<MlflowSync> {
         let client = Client::start(&settings.client_config)?;
-        let owner = format!(
-            "{}:{}:{:08x}",
-            std::process::id(),
-            now_ms(),
-            fastrand::u32(..)
-        );
         Ok(MlflowSync {
             store,
             client,
             tracking_uri: settings.tracking_uri.clone(),
-            owner,
+            holder,
+            max_payload_bytes: settings.client_config.invoke.max_payload_bytes,
         })
     }
 
@@ -233,14 +245,14 @@ impl MlflowSync {
 
     /// Syncs the pending items once, oldest first (with `due_only`, only those whose
     /// retry time has come). Stops at the first outage-like failure; other failures are
-    /// recorded on their item and the pass goes on.
+    /// recorded on their item (parking those that can never sync) and the pass goes on.
     pub async fn flush(&self, due_only: bool) -> Result<FlushReport> {
         let items = self
             .store
-            .outbox_lease(&self.owner, now_ms(), LEASE, due_only, BATCH)?;
+            .outbox_lease(&self.holder, now_ms(), LEASE, due_only, BATCH)?;
         let mut report = FlushReport::default();
         let outcome = self.sync_items(&items, &mut report).await;
-        let released = self.store.outbox_release(&self.owner);
+        let released = self.store.outbox_release(&self.holder.id);
         outcome?;
         released?;
         report.pending = self.store.outbox_counts()?.pending;
@@ -250,7 +262,7 @@ impl MlflowSync {
     async fn sync_items(&self, items: &[OutboxItem], report: &mut FlushReport) -> Result<()> {
         for item in items {
             self.store
-                .outbox_renew(&self.owner, now_ms() + LEASE.as_millis() as i64)?;
+                .outbox_renew(&self.holder.id, now_ms() + LEASE.as_millis() as i64)?;
             let outcome = match self.payload(item) {
                 Ok(Some(payload)) => self.call(payload).await,
                 Ok(None) => Ok((None, None)),
@@ -265,16 +277,23 @@ impl MlflowSync {
                         report.synced += 1;
                     }
                 }
+                Err(err) if is_permanent(&err) => {
+                    let parked = self.store.outbox_park(item, &err.message)?;
+                    report.note_failure(item, &err, parked);
+                    if parked {
+                        tracing::warn!(
+                            target: "mlflow.sync",
+                            item = item.id,
+                            run_id = %item.run_id,
+                            trial_id = item.trial_id.as_deref().unwrap_or(""),
+                            "this item can never sync to MLflow as it is; parked as failed \
+                             (listed by `cerebros-bridge mlflow sync`): {}",
+                            err.message
+                        );
+                    }
+                }
                 Err(err) => {
-                    report.failed += 1;
-                    report.errors.push(json!({
-                        "item": item.id,
-                        "kind": item.kind,
-                        "run_id": item.run_id,
-                        "trial_id": item.trial_id,
-                        "class": err.class.as_str(),
-                        "message": err.message,
-                    }));
+                    report.note_failure(item, &err, false);
                     let retry = item_retry_delay(item.attempts + 1);
                     self.store.outbox_failed(
                         item,
@@ -302,7 +321,9 @@ impl MlflowSync {
     }
 
     /// The `sync_mlflow` payload of `item`, from what the store holds now; `None` for a
-    /// trial the store no longer has (nothing to sync).
+    /// trial the store no longer has (nothing to sync). A payload the bridge would refuse
+    /// (over `invoke.max_payload_bytes`, nested too deep) is a permanent error: the same
+    /// item always builds the same payload.
     fn payload(&self, item: &OutboxItem) -> Result<Option<Value>> {
         let run = self.store.run(&item.run_id)?;
         let final_run = item.kind == OutboxKind::Run
@@ -316,13 +337,19 @@ impl MlflowSync {
             }
             _ => None,
         };
-        Ok(Some(json!({
+        let payload = json!({
             "tracking_uri": self.tracking_uri,
             "run": run,
             "final": final_run,
             "trial": trial,
             "http": http_settings(),
-        })))
+        });
+        payload::check_value(&payload, self.max_payload_bytes).map_err(|err| {
+            let mut err = err.with_op(SYNC_OP).with_detail(PERMANENT, true);
+            err.message = format!("its sync_mlflow payload cannot be sent: {}", err.message);
+            err
+        })?;
+        Ok(Some(payload))
     }
 
     /// Calls `sync_mlflow`; returns the parent's and the child's MLflow ids.
@@ -349,6 +376,16 @@ impl MlflowSync {
     }
 }
 
+/// The detail that marks an error as permanent (set by [`MlflowSync`]'s payload check and
+/// by `sync_mlflow` for a request MLflow refuses).
+const PERMANENT: &str = "permanent";
+
+/// Whether `err` means the item can never sync as it is (it is parked as `failed`); see
+/// the module's doc for the rule.
+fn is_permanent(err: &BridgeError) -> bool {
+    err.details.get(PERMANENT) == Some(&Value::Bool(true))
+}
+
 /// Whether `err` means MLflow (or the bridge) cannot sync anything right now, rather
 /// than that this one item is bad.
 fn is_outage(err: &BridgeError) -> bool {
@@ -356,6 +393,21 @@ fn is_outage(err: &BridgeError) -> bool {
         err.class,
         ErrorClass::Exception | ErrorClass::Contract | ErrorClass::ParseError
     )
+}
+
+impl FlushReport {
+    fn note_failure(&mut self, item: &OutboxItem, err: &BridgeError, parked: bool) {
+        self.failed += 1;
+        self.errors.push(json!({
+            "item": item.id,
+            "kind": item.kind,
+            "run_id": item.run_id,
+            "trial_id": item.trial_id,
+            "class": err.class.as_str(),
+            "message": err.message,
+            "parked": parked,
+        }));
+    }
 }
 
 fn item_retry_delay(attempt: u32) -> Duration {
@@ -410,7 +462,9 @@ impl Health {
 /// The background sync of one run: a task that flushes the outbox when woken, every few
 /// seconds, and with backoff while MLflow is unreachable, and once more when finished.
 pub struct SyncWorker {
-    stop: Arc<Notify>,
+    /// Set by [`SyncWorker::finish`] to the time the task must be done by.
+    stop: watch::Sender<Option<Instant>>,
+    flush_timeout: Duration,
     handle: tokio::task::JoinHandle<()>,
 }
 
@@ -419,68 +473,124 @@ impl SyncWorker {
     /// trial. The sync client starts inside the task, so a failure to start it (MLflow
     /// or the service package missing) is logged once and costs the run nothing.
     pub fn spawn(settings: SyncSettings, store: Arc<Store>, wake: Arc<Notify>) -> SyncWorker {
-        let stop = Arc::new(Notify::new());
-        let stopped = stop.clone();
-        let handle = tokio::spawn(async move {
-            let mut health = Health {
-                tracking_uri: settings.tracking_uri.clone(),
-                failing: false,
-                backoff: BACKOFF_START,
-            };
-            let start = tokio::task::spawn_blocking(move || MlflowSync::start(&settings, store));
-            let sync = match start.await {
-                Ok(Ok(sync)) => Arc::new(sync),
-                Ok(Err(err)) => {
-                    health.note(&Err(err));
-                    return;
-                }
-                Err(err) => {
-                    let err = BridgeError::new(ErrorClass::SystemError, err.to_string());
-                    health.note(&Err(err));
-                    return;
-                }
-            };
-            loop {
-                let wait = if health.failing {
-                    health.backoff
-                } else {
-                    IDLE_POLL
-                };
-                tokio::select! {
-                    _ = stopped.notified() => break,
-                    _ = wake.notified(), if !health.failing => {}
-                    _ = tokio::time::sleep(wait) => {}
-                }
-                health.note(&sync.flush(true).await);
-            }
-            match tokio::time::timeout(FINAL_FLUSH_LIMIT, sync.flush(false)).await {
-                Ok(outcome) => health.note(&outcome),
-                Err(_) => {
-                    // The dropped call was cancelled; give its run back at once.
-                    let _ = sync.store.outbox_release(&sync.owner);
-                    let pending = sync.store.outbox_counts().map(|c| c.pending).unwrap_or(0);
-                    tracing::warn!(
-                        target: "mlflow.sync",
-                        pending,
-                        "MLflow sync did not finish within {FINAL_FLUSH_LIMIT:?} of the run's end; \
-                         the rest stays pending for the next run or `cerebros-bridge mlflow sync`"
-                    );
-                }
-            }
-            let closing = sync.clone();
-            let _ = tokio::task::spawn_blocking(move || closing.shutdown()).await;
-        });
-        SyncWorker { stop, handle }
+        let (stop, stopped) = watch::channel(None);
+        let flush_timeout = settings.flush_timeout;
+        let handle = tokio::spawn(run_worker(settings, store, wake, stopped));
+        SyncWorker {
+            stop,
+            flush_timeout,
+            handle,
+        }
     }
 
-    /// Flushes once more (every pending item, due or not; for at most 30 s), then stops
-    /// the worker and its client.
+    /// Flushes once more (every pending item, due or not), then stops the worker and its
+    /// client. The whole wait, a sync call already in flight included, lasts at most
+    /// `mlflow.flush_timeout_ms` (plus the client's shutdown grace); what is not synced by
+    /// then stays pending, for the next run or `mlflow sync`.
     pub async fn finish(self) {
-        self.stop.notify_one();
+        let _ = self.stop.send(Some(Instant::now() + self.flush_timeout));
         if let Err(err) = self.handle.await {
             tracing::warn!(target: "mlflow.sync", "the MLflow sync task failed: {err}");
         }
     }
+}
+
+/// The worker's task: starts the client, drains the outbox until told to finish, and
+/// gives up when the finish deadline passes.
+async fn run_worker(
+    settings: SyncSettings,
+    store: Arc<Store>,
+    wake: Arc<Notify>,
+    stopped: watch::Receiver<Option<Instant>>,
+) {
+    let mut health = Health {
+        tracking_uri: settings.tracking_uri.clone(),
+        failing: false,
+        backoff: BACKOFF_START,
+    };
+    let flush_timeout = settings.flush_timeout;
+    let starting = store.clone();
+    let start = tokio::task::spawn_blocking(move || {
+        MlflowSync::start(&settings, starting, LeaseHolder::current())
+    });
+    let started = tokio::select! {
+        started = start => started,
+        _ = deadline(stopped.clone()) => {
+            // The client is dropped (and stopped) whenever its start returns.
+            gave_up(&store, flush_timeout);
+            return;
+        }
+    };
+    let sync = match started {
+        Ok(Ok(sync)) => sync,
+        Ok(Err(err)) => {
+            health.note(&Err(err));
+            return;
+        }
+        Err(err) => {
+            health.note(&Err(BridgeError::new(
+                ErrorClass::SystemError,
+                err.to_string(),
+            )));
+            return;
+        }
+    };
+    tokio::select! {
+        _ = drain(&sync, &mut health, &wake, stopped.clone()) => {}
+        _ = deadline(stopped) => {
+            // The dropped call was cancelled; give its run back at once.
+            let _ = store.outbox_release(&sync.holder.id);
+            gave_up(&store, flush_timeout);
+        }
+    }
+    let _ = tokio::task::spawn_blocking(move || sync.shutdown()).await;
+}
+
+/// Flushes the due items when woken, every few seconds, or after a backoff while failing;
+/// once finishing is asked for, flushes every pending item once more and returns.
+async fn drain(
+    sync: &MlflowSync,
+    health: &mut Health,
+    wake: &Notify,
+    mut stopped: watch::Receiver<Option<Instant>>,
+) {
+    loop {
+        let wait = if health.failing {
+            health.backoff
+        } else {
+            IDLE_POLL
+        };
+        tokio::select! {
+            _ = stopped.wait_for(Option::is_some) => break,
+            _ = wake.notified(), if !health.failing => {}
+            _ = tokio::time::sleep(wait) => {}
+        }
+        health.note(&sync.flush(true).await);
+    }
+    health.note(&sync.flush(false).await);
+}
+
+/// Resolves when the finish deadline has passed (at once if the [`SyncWorker`] was
+/// dropped without finishing).
+async fn deadline(mut stopped: watch::Receiver<Option<Instant>>) {
+    let at = match stopped.wait_for(Option::is_some).await {
+        Ok(at) => *at,
+        Err(_) => None,
+    };
+    if let Some(at) = at {
+        tokio::time::sleep_until(at).await;
+    }
+}
+
+fn gave_up(store: &Store, flush_timeout: Duration) {
+    let pending = store.outbox_counts().map(|c| c.pending).unwrap_or(0);
+    tracing::warn!(
+        target: "mlflow.sync",
+        pending,
+        "MLflow sync did not finish within mlflow.flush_timeout_ms = {} of the run's end; \
+         the rest stays pending for the next run or `cerebros-bridge mlflow sync`",
+        flush_timeout.as_millis()
+    );
 }
 
 #[cfg(test)]
@@ -552,6 +662,12 @@ mod tests {
         assert!(is_outage(&err(ErrorClass::Timeout)));
         assert!(is_outage(&err(ErrorClass::Dependency)));
         assert!(!is_outage(&err(ErrorClass::Exception)));
+        // Only an error marked permanent parks its item.
+        assert!(!is_permanent(&err(ErrorClass::Exception)));
+        assert!(!is_permanent(&err(ErrorClass::Contract)));
+        assert!(is_permanent(
+            &err(ErrorClass::Exception).with_detail(PERMANENT, true)
+        ));
         assert_eq!(item_retry_delay(1), Duration::from_secs(2));
         assert_eq!(item_retry_delay(3), Duration::from_secs(8));
         assert_eq!(item_retry_delay(30), ITEM_RETRY_MAX);

@@ -18,17 +18,26 @@ Every step is idempotent: a retried call finds what an earlier (possibly interru
 created and adds only what is missing, and a run already marked complete for its status
 (tag ``cerebros.synced``) is returned untouched. A tracking server that cannot be reached
 is reported as ``OpError("system_error", ..., {"unreachable": True})`` so the host can tell
-an outage from a bad item.
+an outage from a bad item; a request MLflow refuses whatever the state of the server
+(``INVALID_PARAMETER_VALUE``, ``BAD_REQUEST``, ``MALFORMED_REQUEST``) as
+``OpError("exception", ..., {"permanent": True})``: that item can never sync as it is.
+
+MLflow creates (and migrates) a sqlite tracking database the first time a process opens
+it, and two processes doing that at once break it; the first opening in each process
+holds an OS lock on ``<database>.lock`` beside the file, so they take turns.
 """
 
 from __future__ import annotations
 
+import fcntl
 import json
 import math
 import os
 import re
 import threading
-from collections.abc import Mapping
+import time
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -61,6 +70,8 @@ _MAX_PARAM = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 _MAX_TAG = 8000  # MAX_TAG_VAL_LENGTH
 _BATCH_METRICS = 1000  # MAX_METRICS_PER_BATCH
 _BATCH_PARAMS_TAGS = 100  # MAX_PARAMS_TAGS_PER_BATCH
+#: MLflow error codes of a request refused for what it holds: retrying it never helps.
+_REFUSED = frozenset({"INVALID_PARAMETER_VALUE", "BAD_REQUEST", "MALFORMED_REQUEST"})
 
 _setup_lock = threading.Lock()
 _configured = False
@@ -148,9 +159,24 @@ def _client(uri: str):
     if client is None:
         from mlflow import MlflowClient
 
-        client = MlflowClient(tracking_uri=uri)
+        # Opening the store creates and migrates a new database: one process at a time.
+        with _creation_lock(uri):
+            client = MlflowClient(tracking_uri=uri)
         _clients[uri] = client
     return client
+
+
+@contextmanager
+def _creation_lock(uri: str) -> Iterator[None]:
+    """Holds an exclusive OS lock on ``<database>.lock`` beside a sqlite tracking database
+    (nothing for other URIs); the OS releases it if the process dies. The file stays."""
+    path = _sqlite_path(uri)
+    if path is None:
+        yield
+        return
+    with open(path.with_name(path.name + ".lock"), "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        yield
 
 
 def _artifact_location(uri: str) -> str | None:
@@ -220,7 +246,7 @@ def _parent(client, experiment_id: str, run: Mapping[str, Any], final: bool) -> 
     params = {k: v for k, v in _flatten(run.get("spec") or {}).items() if k not in present}
     _log(client, mlflow_id, params=params)
     if final:
-        stamp = _ms(run.get("finished_at"))
+        stamp = _stamp(run.get("finished_at"))
         metrics = {
             "trials_completed": run.get("trials_completed"),
             "trials_planned": run.get("trials_planned"),
@@ -275,7 +301,7 @@ def _child(
             run_name=f"trial {trial.get('index', trial_id)}",
         )
     mlflow_id = existing.info.run_id
-    stamp = _ms(trial.get("finished_at"))
+    stamp = _stamp(trial.get("finished_at"), trial.get("started_at"))
     params = {"index": trial.get("index"), "seed": trial.get("seed")}
     params.update(_flatten(trial.get("parameters") or {}))
     params = {k: v for k, v in params.items() if k not in existing.data.params and v != ""}
@@ -444,6 +470,16 @@ def _spec_name(run: Mapping[str, Any]) -> str:
     return str(run.get("name") or spec.get("name") or "cerebros")
 
 
+def _stamp(*stamps: Any) -> int:
+    """The first readable time of ``stamps`` in milliseconds, else now: MLflow refuses a
+    metric without a timestamp."""
+    for stamp in stamps:
+        ms = _ms(stamp)
+        if ms is not None:
+            return ms
+    return int(time.time() * 1000)
+
+
 def _ms(stamp: Any) -> int | None:
     """Milliseconds since the epoch of an RFC 3339 time (``None`` when absent or unreadable)."""
     if not isinstance(stamp, str) or not stamp:
@@ -452,6 +488,16 @@ def _ms(stamp: Any) -> int | None:
         return int(datetime.fromisoformat(stamp.replace("Z", "+00:00")).timestamp() * 1000)
     except ValueError:
         return None
+
+
+def _chain(exc: BaseException) -> Iterator[BaseException]:
+    """``exc`` and what caused it (at most 10 links)."""
+    current: BaseException | None = exc
+    for _ in range(10):
+        if current is None:
+            return
+        yield current
+        current = current.__cause__ or current.__context__
 
 
 def _unreachable(exc: BaseException) -> bool:
@@ -464,9 +510,7 @@ def _unreachable(exc: BaseException) -> bool:
         network += (requests.exceptions.RequestException,)
     except ImportError:
         pass
-    seen = 0
-    current: BaseException | None = exc
-    while current is not None and seen < 10:
+    for current in _chain(exc):
         if isinstance(current, network):
             return True
         code = getattr(current, "error_code", None)
@@ -475,9 +519,17 @@ def _unreachable(exc: BaseException) -> bool:
         text = str(current)
         if "Max retries exceeded" in text or "database is locked" in text:
             return True
-        current = current.__cause__ or current.__context__
-        seen += 1
     return False
+
+
+def _refused(exc: BaseException) -> str | None:
+    """The MLflow error code when MLflow refused the request for what it holds (see
+    ``_REFUSED``), else ``None``."""
+    for current in _chain(exc):
+        code = getattr(current, "error_code", None)
+        if code in _REFUSED:
+            return code
+    return None
 
 
 def _reason(exc: BaseException) -> str:
@@ -494,7 +546,8 @@ def _reason(exc: BaseException) -> str:
 def _classify(exc: Exception, uri: str, server_wide: bool = False) -> OpError:
     """The ``OpError`` of a failed sync: ``dependency`` when MLflow is missing,
     ``system_error`` when the tracking store cannot be reached or fails whatever the item
-    (``server_wide``), ``exception`` for a failure of this item."""
+    (``server_wide``), ``exception`` for a failure of this item (marked ``permanent`` when
+    MLflow refused the request itself)."""
     kind = type(exc)
     name = f"{kind.__module__}.{kind.__qualname__}"
     details = {"type": name, "tracking_uri": uri}
@@ -510,4 +563,9 @@ def _classify(exc: Exception, uri: str, server_wide: bool = False) -> OpError:
         return OpError("system_error", f"MLflow at {uri} is unreachable: {_reason(exc)}", details)
     if server_wide:
         return OpError("system_error", f"MLflow at {uri} failed: {_reason(exc)}", details)
+    code = _refused(exc)
+    if code is not None:
+        details["permanent"] = True
+        details["error_code"] = code
+        return OpError("exception", f"MLflow refused this item ({code}): {_reason(exc)}", details)
     return OpError("exception", f"{name}: {exc}", details)

@@ -1,11 +1,13 @@
-//! `cerebros-bridge mlflow sync`: flush the store's MLflow outbox now.
+//! `cerebros-bridge mlflow sync`: flush the store's MLflow outbox now, and list the items
+//! parked as `failed` (they can never sync as they are).
 
 use super::output::{self, EXIT_FAILURE, EXIT_OK};
 use cerebros_bridge::config::Config;
 use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
-use cerebros_bridge::store::{self, Store};
+use cerebros_bridge::store::{self, FailedItem, LeaseHolder, Store};
 use cerebros_bridge::sync::{FlushReport, MlflowSync, SyncSettings};
 use clap::{Args, Subcommand};
+use serde::Serialize;
 use serde_json::Value;
 use std::path::Path;
 use std::sync::Arc;
@@ -25,26 +27,41 @@ pub struct MlflowArgs {
 #[derive(Debug, Subcommand)]
 enum MlflowCommand {
     /// Sync every pending run and trial to MLflow now (mlflow.tracking_uri, or
-    /// MLFLOW_TRACKING_URI); prints {"synced", "pending", "failed", "errors"} with --json.
+    /// MLFLOW_TRACKING_URI) and list the items parked as failed; prints {"synced",
+    /// "pending", "failed", "errors", "failed_items"} with --json.
     #[command(
-        after_help = "Exit codes:\n  0  every item tried was synced\n  1  some could not be synced; they stay pending\n  2  invalid config"
+        after_help = "Exit codes:\n  0  nothing is left pending (items parked as failed may remain: they are listed)\n  1  some items are still pending (MLflow unreachable, an item failing for now, or held by a sync still running)\n  2  invalid config"
     )]
-    Sync,
+    Sync {
+        /// First put the items parked as failed back to pending (once what made them
+        /// fail is fixed, e.g. a larger invoke.max_payload_bytes).
+        #[arg(long)]
+        retry_failed: bool,
+    },
+}
+
+/// What `mlflow sync --json` prints: the flush's report and every parked item.
+#[derive(Debug, Serialize)]
+struct SyncOutput {
+    #[serde(flatten)]
+    report: FlushReport,
+    /// Items parked as `failed`, this flush's and earlier ones.
+    failed_items: Vec<FailedItem>,
 }
 
 /// Runs `mlflow …` and returns the exit code.
 pub fn run(config_path: Option<&Path>, args: &MlflowArgs) -> i32 {
     let outcome = Config::load(config_path).and_then(|config| match args.command {
-        MlflowCommand::Sync => sync(&config),
+        MlflowCommand::Sync { retry_failed } => sync(&config, retry_failed),
     });
     match outcome {
-        Ok((uri, report)) => {
+        Ok((uri, out)) => {
             if args.json {
-                output::print_json(&serde_json::to_value(&report).unwrap_or_default(), false);
+                output::print_json(&serde_json::to_value(&out).unwrap_or_default(), false);
             } else {
-                print_report(&uri, &report);
+                print_report(&uri, &out);
             }
-            if report.failed == 0 {
+            if out.report.pending == 0 {
                 EXIT_OK
             } else {
                 EXIT_FAILURE
@@ -55,7 +72,7 @@ pub fn run(config_path: Option<&Path>, args: &MlflowArgs) -> i32 {
 }
 
 /// One forced flush of the outbox: every pending item, due or not.
-fn sync(config: &Config) -> Result<(String, FlushReport)> {
+fn sync(config: &Config, retry_failed: bool) -> Result<(String, SyncOutput)> {
     let store_file = store::store_path(&config.store.url)?;
     let store = Arc::new(Store::open(&store_file)?);
     if !cerebros_bridge::sync::enabled(config) {
@@ -65,6 +82,27 @@ fn sync(config: &Config) -> Result<(String, FlushReport)> {
         ));
     }
     let settings = SyncSettings::from_config(config, &store_file);
+    let uri = settings.tracking_uri().to_owned();
+    if retry_failed {
+        store.outbox_retry_failed()?;
+    }
+    let report = if store.outbox_counts()?.pending == 0 {
+        // Nothing to do: no need to start Python at all.
+        FlushReport::default()
+    } else {
+        flush(&settings, store.clone())?
+    };
+    let failed_items = store.outbox_failed_items()?;
+    Ok((
+        uri,
+        SyncOutput {
+            report,
+            failed_items,
+        },
+    ))
+}
+
+fn flush(settings: &SyncSettings, store: Arc<Store>) -> Result<FlushReport> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
@@ -74,37 +112,59 @@ fn sync(config: &Config) -> Result<(String, FlushReport)> {
                 format!("cannot start a runtime: {e}"),
             )
         })?;
-    let pending = store.outbox_counts()?.pending;
-    if pending == 0 {
-        // Nothing to do: no need to start Python at all.
-        return Ok((settings.tracking_uri().to_owned(), FlushReport::default()));
-    }
-    let sync = MlflowSync::start(&settings, store)?;
+    let sync = MlflowSync::start(settings, store, LeaseHolder::current())?;
     let report = runtime.block_on(sync.flush(false));
     sync.shutdown();
-    Ok((settings.tracking_uri().to_owned(), report?))
+    report
 }
 
-fn print_report(uri: &str, report: &FlushReport) {
+fn print_report(uri: &str, out: &SyncOutput) {
+    let report = &out.report;
     output::stdout_line(&format!(
         "MLflow ({uri}): {} synced, {} pending, {} failed",
         report.synced, report.pending, report.failed
     ));
     for error in &report.errors {
         let field = |name: &str| error.get(name).and_then(Value::as_str).unwrap_or("");
-        let what = match field("trial_id") {
-            "" => format!("run {}", field("run_id")),
-            trial => format!("trial {trial}"),
+        let what = describe(
+            field("run_id"),
+            error.get("trial_id").and_then(Value::as_str),
+        );
+        let parked = if error.get("parked") == Some(&Value::Bool(true)) {
+            ", parked"
+        } else {
+            ""
         };
         output::stdout_line(&format!(
-            "  {what}: {} ({})",
+            "  {what}: {} ({}{parked})",
             field("message"),
             field("class")
         ));
     }
-    if report.outage.is_some() && report.pending > 0 {
-        output::stdout_line(
-            "MLflow is unreachable; the items stay pending: run `cerebros-bridge mlflow sync` again once it answers",
-        );
+    if !out.failed_items.is_empty() {
+        output::stdout_line(&format!(
+            "{} parked as failed (they can never sync as they are; `cerebros-bridge mlflow sync --retry-failed` tries them again):",
+            out.failed_items.len()
+        ));
+        for item in &out.failed_items {
+            let what = describe(&item.run_id, item.trial_id.as_deref());
+            output::stdout_line(&format!("  {what}: {}", item.error));
+        }
+    }
+    if report.pending > 0 {
+        let why = if report.outage.is_some() {
+            "MLflow is unreachable; the items stay pending: run `cerebros-bridge mlflow sync` again once it answers"
+        } else {
+            "some items are still pending (failing for now, or held by a sync still running): run `cerebros-bridge mlflow sync` again later"
+        };
+        output::stdout_line(why);
+    }
+}
+
+/// `run ID` or `trial ID`.
+fn describe(run_id: &str, trial_id: Option<&str>) -> String {
+    match trial_id {
+        Some(trial) if !trial.is_empty() => format!("trial {trial}"),
+        _ => format!("run {run_id}"),
     }
 }

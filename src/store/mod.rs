@@ -7,7 +7,7 @@ mod outbox;
 mod owner;
 mod schema;
 
-pub use outbox::{OutboxCounts, OutboxItem, OutboxKind};
+pub use outbox::{FailedItem, LeaseHolder, OutboxCounts, OutboxItem, OutboxKind};
 pub use owner::{now_ms, Owner, HEARTBEAT_EVERY, LEASE};
 
 use crate::error::{BridgeError, ErrorClass, Result};

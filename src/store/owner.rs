@@ -42,11 +42,23 @@ impl Owner {
         let since_beat =
             heartbeat_ms.map(|ms| Duration::from_millis((now_ms() - ms).max(0) as u64));
         if self.host == host_name() {
-            let same_process = process_start(self.pid).is_some_and(|start| start == self.start);
-            same_process && since_beat.is_none_or(|d| d < HUNG_AFTER)
+            self.runs_here() && since_beat.is_none_or(|d| d < HUNG_AFTER)
         } else {
             since_beat.is_some_and(|d| d < LEASE)
         }
+    }
+
+    /// Whether this owner's process is known to be gone: it ran on this host, and its
+    /// pid is gone or now belongs to a process started at another time. An owner on
+    /// another host, or whose start time was never known, is never known to be gone
+    /// (only a lease or a heartbeat can tell).
+    pub fn is_gone(&self) -> bool {
+        self.host == host_name() && !self.start.is_empty() && !self.runs_here()
+    }
+
+    /// Whether this owner's pid runs the process that started at its start time.
+    fn runs_here(&self) -> bool {
+        process_start(self.pid).is_some_and(|start| start == self.start)
     }
 }
 
@@ -94,6 +106,8 @@ mod tests {
             ..Owner::current()
         };
         assert!(!reused.is_alive(Some(now_ms())), "pid reuse is detected");
+        assert!(!me.is_gone());
+        assert!(gone.is_gone() && reused.is_gone());
     }
 
     #[test]
@@ -106,5 +120,9 @@ mod tests {
         assert!(remote.is_alive(Some(now_ms())));
         assert!(!remote.is_alive(Some(now_ms() - 60_000)));
         assert!(!remote.is_alive(None));
+        assert!(
+            !remote.is_gone(),
+            "only a heartbeat tells of a remote owner"
+        );
     }
 }

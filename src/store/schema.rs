@@ -95,4 +95,38 @@ pub const MIGRATIONS: &[&str] = &[
         WHERE status IN ('succeeded', 'failed', 'cancelled') AND mlflow_run_id IS NULL
         ORDER BY created_at;
     "#,
+    // 3: outbox items that can never sync are parked as `failed` (a new status, so the
+    // table is rebuilt: SQLite cannot change a CHECK constraint), and a lease names the
+    // process that holds it (host, pid, start time), so a dead holder's leases are freed
+    // at once instead of when they expire.
+    r#"
+    CREATE TABLE mlflow_outbox_v3 (
+        id               INTEGER PRIMARY KEY,
+        kind             TEXT NOT NULL CHECK (kind IN ('run', 'trial')),
+        run_id           TEXT NOT NULL REFERENCES model_runs(run_id),
+        trial_id         TEXT,
+        status           TEXT NOT NULL DEFAULT 'pending'
+                             CHECK (status IN ('pending', 'synced', 'failed')),
+        revision         INTEGER NOT NULL DEFAULT 1,
+        attempts         INTEGER NOT NULL DEFAULT 0,
+        next_attempt_ms  INTEGER NOT NULL DEFAULT 0,
+        lease_owner      TEXT,
+        lease_until_ms   INTEGER,
+        lease_host       TEXT,
+        lease_pid        INTEGER,
+        lease_start      TEXT,
+        last_error       TEXT,
+        created_at       TEXT NOT NULL,
+        synced_at        TEXT,
+        failed_at        TEXT
+    );
+    INSERT INTO mlflow_outbox_v3 (id, kind, run_id, trial_id, status, revision, attempts,
+            next_attempt_ms, lease_owner, lease_until_ms, last_error, created_at, synced_at)
+        SELECT id, kind, run_id, trial_id, status, revision, attempts, next_attempt_ms,
+            lease_owner, lease_until_ms, last_error, created_at, synced_at
+        FROM mlflow_outbox;
+    DROP TABLE mlflow_outbox;
+    ALTER TABLE mlflow_outbox_v3 RENAME TO mlflow_outbox;
+    CREATE INDEX mlflow_outbox_by_status ON mlflow_outbox(status, run_id, id);
+    "#,
 ];

@@ -1,7 +1,13 @@
 """``sync_mlflow`` against a real MLflow sqlite tracking store: nesting, params, metrics and
-curves, the artifact, idempotency (retries duplicate nothing), and outage reporting."""
+curves, the artifact, idempotency (retries duplicate nothing), outage reporting, requests
+MLflow refuses for good, and several processes creating one database at once."""
 
+import json
+import os
 import socket
+import subprocess
+import sys
+import time
 import uuid
 
 import pytest
@@ -200,3 +206,76 @@ def test_a_probe_writes_nothing_and_reports_an_unreachable_server(tmp_path):
     with pytest.raises(OpError) as info:
         sync_mlflow({"tracking_uri": f"http://127.0.0.1:{port}", "probe": True})
     assert info.value.error_class == "system_error"
+
+
+def test_a_request_mlflow_refuses_is_a_permanent_exception(tracking_uri):
+    run = _run("refused")
+    trial = _trial(run, 0)
+    trial["metrics"] = {"val_accuracy": 0.8, "bad?name": 1.0}
+    with pytest.raises(OpError) as info:
+        sync_mlflow({"tracking_uri": tracking_uri, "run": run, "trial": trial})
+    assert info.value.error_class == "exception"
+    assert info.value.details["permanent"] is True
+    assert info.value.details["error_code"] == "INVALID_PARAMETER_VALUE"
+    assert "bad?name" in str(info.value)
+
+
+def test_a_trial_without_a_finish_time_still_syncs_its_metrics(tracking_uri, client):
+    run = _run("no-finish-time")
+    trial = _trial(run, 0)
+    del trial["finished_at"], trial["started_at"]
+    child = sync_mlflow({"tracking_uri": tracking_uri, "run": run, "trial": trial})["trial"]
+    found = client.get_run(child["mlflow_run_id"])
+    assert found.data.metrics["val_accuracy"] == pytest.approx(0.8)
+
+
+#: One process of the race below: imports MLflow, says it is ready, waits for the start
+#: signal, then makes its first sync (which creates the database).
+_RACER = """
+import json, os, sys, time
+base, uri, index = sys.argv[1], sys.argv[2], sys.argv[3]
+import mlflow
+from cerebros_service import sync_mlflow
+open(f"{base}.ready{index}", "w").close()
+while not os.path.exists(f"{base}.go"):
+    time.sleep(0.001)
+run = {"run_id": f"race-{index}", "name": "race", "status": "running", "spec": {"name": "race"}}
+try:
+    sync_mlflow({"tracking_uri": uri, "run": run})
+    print(json.dumps({"ok": True}))
+except Exception as exc:
+    print(json.dumps({"ok": False, "error": str(exc)}))
+"""
+
+
+def test_processes_creating_one_new_database_at_once_all_succeed(tmp_path, python_dir):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    base = str(tmp_path / "signal")
+    env = dict(os.environ, PYTHONPATH=str(python_dir))
+    racers = [
+        subprocess.Popen(
+            [sys.executable, "-c", _RACER, base, uri, str(index)],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            env=env,
+        )
+        for index in range(3)
+    ]
+    deadline = time.monotonic() + 120
+    while not all(os.path.exists(f"{base}.ready{i}") for i in range(3)):
+        assert time.monotonic() < deadline, "the racers did not start"
+        assert all(r.poll() is None for r in racers), [r.communicate() for r in racers]
+        time.sleep(0.01)
+    open(f"{base}.go", "w").close()
+    outcomes = []
+    for racer in racers:
+        out, err = racer.communicate(timeout=120)
+        assert racer.returncode == 0, err
+        outcomes.append(json.loads(out.strip().splitlines()[-1]))
+    assert outcomes == [{"ok": True}] * 3
+    # The database is whole: every run is there, and a new one can be added.
+    client = mlflow.MlflowClient(tracking_uri=uri)
+    experiment = client.get_experiment_by_name("race").experiment_id
+    assert len(client.search_runs([experiment])) == 3
+    sync_mlflow({"tracking_uri": uri, "run": _run("after-the-race")})
