@@ -130,7 +130,11 @@ mod tests {
                 assert_eq!(err.class, ErrorClass::Contract, "{op}: {err}");
             }
             let err = resolve(module, "dumps").unwrap_err();
-            assert!(err.message.contains("imported from json"), "{}", err.message);
+            assert!(
+                err.message.contains("imported from json"),
+                "{}",
+                err.message
+            );
             assert_eq!(err.details["op"], "dumps");
             let listing = list(module).unwrap();
             assert_eq!(listing.ops, vec!["own".to_owned()]);

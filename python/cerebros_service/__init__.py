@@ -14,8 +14,8 @@ every mode; ``cerebros_service._dispatch`` is their one implementation):
   lists and dicts with string keys, nested at most 256 levels.
 
 Consequently every public function defined here (or imported from a submodule) is an op:
-helpers are imported or defined under ``_`` names. The module stays cheap to import; heavy packages (numpy,
-scikit-learn, MLflow) are imported only inside the ops that need them.
+helpers are imported or defined under ``_`` names. The module stays cheap to import; heavy
+packages (numpy, scikit-learn, MLflow) are imported only inside the ops that need them.
 """
 
 import platform as _platform

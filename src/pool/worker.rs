@@ -3,8 +3,8 @@
 
 use super::{Job, Message, Shared, SupervisorMsg, WORKER_PURE_SPIN, WORKER_SPIN};
 use crate::convert;
-use crate::op_rules;
 use crate::error::{BridgeError, ErrorClass, Result};
+use crate::op_rules;
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyModule};
 use serde_json::Value;
