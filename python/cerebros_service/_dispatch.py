@@ -124,7 +124,7 @@ def _describe(obj: object) -> str:
         if kind.__module__ == "builtins"
         else f"{kind.__module__}.{kind.__qualname__}"
     )
-    return f"a {name} object" if callable(obj) else f"a {name} value"
+    return f"a callable object of type {name}" if callable(obj) else f"a value of type {name}"
 
 
 def resolve_op(module: ModuleType, name: object):
