@@ -133,7 +133,12 @@ def resolve_op(module: ModuleType, name: object):
     name = _check_name(name, mod)
     missing = object()
     obj = vars(module).get(name, missing)
-    if name in _declared_ops(module):
+    try:
+        declared = _declared_ops(module)
+    except OpError as err:
+        err.details["op"] = name
+        raise
+    if name in declared:
         if obj is missing:
             raise OpError(
                 "contract",

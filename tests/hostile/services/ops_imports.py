@@ -1,8 +1,8 @@
 """Hostile service: its namespace holds callables it must never expose as ops (DESIGN §10).
 
-Only ``health``, ``own`` and ``own_async`` are defined here; everything else is imported, a builtin, a
-partial, a callable instance, a class or a module. ``run`` with a dict payload would run the
-command its keys name (``{"touch": 1, "/tmp/x": 2}`` runs ``touch /tmp/x``).
+Only ``health``, ``own`` and ``own_async`` are defined here; everything else is imported, a
+builtin, a partial, a callable instance, a class or a module. ``run`` with a dict payload would
+run the command its keys name (``{"touch": 1, "/tmp/x": 2}`` runs ``touch /tmp/x``).
 """
 
 import functools
