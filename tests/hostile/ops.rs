@@ -35,16 +35,18 @@ fn refusal(mode: Mode, result: Result<Value, BridgeError>, op: &str) -> BridgeEr
     err
 }
 
-/// `from subprocess import run` exposed `run`: a dict payload ran `touch` on its keys.
-/// Builtins, `os.system`, helpers imported from other modules, partials, callable
-/// instances, classes and modules are refused before anything runs, in every mode.
+/// `from subprocess import run` exposed `run`: a dict payload ran the command its keys
+/// name, in key order (`/usr/bin/touch /var/tmp/…/created-by-payload`). Builtins,
+/// `os.system`, helpers imported from other modules, partials, callable instances,
+/// classes and modules are refused before anything runs, in every mode.
 #[test]
 fn imported_callables_builtins_partials_and_instances_are_not_ops() {
-    let dir = tempfile::tempdir().unwrap();
+    // Keys cross in sorted order: the target must sort after the command.
+    let dir = tempfile::tempdir_in("/var/tmp").unwrap();
     let target = dir.path().join("created-by-payload");
     for mode in MODES {
         let client = client(mode, "ops_imports");
-        let payload = json!({"touch": 1, target.to_str().unwrap(): 2});
+        let payload = json!({"/usr/bin/touch": 1, target.to_str().unwrap(): 2});
         let err = refusal(mode, client.call_blocking("run", payload), "run");
         assert!(
             err.message.contains("imported from subprocess"),
