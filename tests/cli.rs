@@ -260,6 +260,7 @@ fn validate_passes_in_this_repo() {
         "packages",
         "repo_path",
         "module",
+        "ops",
         "store",
         "mode",
         "mlflow",
