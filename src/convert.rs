@@ -60,12 +60,10 @@ impl Unreadable {
     }
 }
 
+/// Converts `obj`, found inside `depth` containers (the result itself is at 0). A
+/// container is refused when it would be level `MAX_RESULT_DEPTH + 1` (the top dict is
+/// level 1), as [`crate::payload::value_depth`] counts.
 fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Unreadable> {
-    if depth > MAX_RESULT_DEPTH {
-        return Err(Unreadable::new(format!(
-            "nests deeper than {MAX_RESULT_DEPTH} levels"
-        )));
-    }
     if obj.is_none() {
         return Ok(Value::Null);
     }
@@ -93,6 +91,7 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Unreadable> {
         });
     }
     if let Ok(dict) = obj.cast::<PyDict>() {
+        check_depth(depth)?;
         let mut map = Map::new();
         for (key, value) in dict.iter() {
             let key = key.cast::<PyString>().map_err(|_| {
@@ -125,11 +124,22 @@ fn convert(obj: &Bound<'_, PyAny>, depth: usize) -> Result<Value, Unreadable> {
     )))
 }
 
+/// Refuses a container found inside `depth` others when it would nest too deep.
+fn check_depth(depth: usize) -> Result<(), Unreadable> {
+    if depth < MAX_RESULT_DEPTH {
+        return Ok(());
+    }
+    Err(Unreadable::new(format!(
+        "nests deeper than {MAX_RESULT_DEPTH} levels"
+    )))
+}
+
 fn convert_items<'py>(
     items: impl Iterator<Item = Bound<'py, PyAny>>,
     len: usize,
     depth: usize,
 ) -> Result<Value, Unreadable> {
+    check_depth(depth)?;
     let mut out = Vec::with_capacity(len);
     for (index, item) in items.enumerate() {
         out.push(convert(&item, depth + 1).map_err(|e| e.within(format!("[{index}]")))?);

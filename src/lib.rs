@@ -8,6 +8,7 @@ pub mod convert;
 pub mod error;
 pub mod interpreter;
 pub mod invoker;
+pub mod op_rules;
 pub mod payload;
 pub mod pool;
 pub mod process;

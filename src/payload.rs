@@ -17,7 +17,8 @@ pub const MAX_DEPTH: usize = 256;
 pub const EXCERPT_CHARS: usize = 1024;
 
 /// Parses a payload received as text: checks its size against `max_bytes`, its
-/// nesting against [`MAX_DEPTH`], parses it, and requires a JSON object.
+/// nesting against [`MAX_DEPTH`], that no integer is beyond 64 bits (which would become
+/// a float, as it does nowhere else in the bridge), parses it, and requires a JSON object.
 ///
 /// Every rejection is a [`ErrorClass::Contract`] error.
 ///
@@ -36,7 +37,9 @@ pub const EXCERPT_CHARS: usize = 1024;
 /// ```
 pub fn parse_payload(text: &str, max_bytes: usize) -> Result<Value> {
     check_size(text.len(), max_bytes)?;
-    check_depth(scan_depth(text.as_bytes()))?;
+    let scan = scan_json(text.as_bytes());
+    check_depth(scan.depth)?;
+    check_integers(scan.big_int)?;
     let value = parse_json(text)?;
     require_object(&value)?;
     Ok(value)
@@ -131,6 +134,17 @@ fn check_depth(depth: usize) -> Result<()> {
         .with_detail("max_depth", MAX_DEPTH))
 }
 
+fn check_integers(big_int: Option<String>) -> Result<()> {
+    let Some(literal) = big_int else {
+        return Ok(());
+    };
+    let message = format!(
+        "payload holds the integer {literal}, beyond 64 bits (JSON numbers become floats past \
+         that); send it as a string"
+    );
+    Err(contract_error(message).with_detail("integer", literal))
+}
+
 fn require_object(value: &Value) -> Result<()> {
     if value.is_object() {
         return Ok(());
@@ -139,12 +153,36 @@ fn require_object(value: &Value) -> Result<()> {
     Err(contract_error(message).with_detail("type", json_type(value)))
 }
 
-/// The deepest nesting of `[`/`{` in JSON text, ignoring brackets inside strings.
-/// Malformed text gets some answer; the parser reports what is wrong with it.
-fn scan_depth(bytes: &[u8]) -> usize {
+/// What a linear scan of JSON text finds, without parsing it (so without recursion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextScan {
+    /// The deepest nesting of `[`/`{` outside strings.
+    pub depth: usize,
+    /// The first integer literal that fits neither `i64` nor `u64` (a JSON parser would
+    /// silently turn it into a float), cut to [`BIG_INT_CHARS`] characters.
+    pub big_int: Option<String>,
+}
+
+/// The most characters of an oversized integer literal quoted in errors.
+pub const BIG_INT_CHARS: usize = 64;
+
+/// Scans JSON text for its nesting depth and its first integer beyond 64 bits, ignoring
+/// what is inside strings. Malformed text gets some answer; the parser reports what is
+/// wrong with it.
+///
+/// ```
+/// use cerebros_bridge::payload::scan_json;
+/// let scan = scan_json(br#"{"a": [1, 2.5e3, -9223372036854775808, "[[[1e99999"]}"#);
+/// assert_eq!((scan.depth, scan.big_int), (2, None));
+/// let scan = scan_json(br#"{"n": 1267650600228229401496703205376}"#);
+/// assert_eq!(scan.big_int.as_deref(), Some("1267650600228229401496703205376"));
+/// ```
+pub fn scan_json(bytes: &[u8]) -> TextScan {
     let (mut depth, mut deepest) = (0usize, 0usize);
     let (mut in_string, mut escaped) = (false, false);
-    for &byte in bytes {
+    let mut number_start: Option<usize> = None;
+    let mut big_int = None;
+    for (index, &byte) in bytes.iter().enumerate() {
         if in_string {
             match byte {
                 _ if escaped => escaped = false,
@@ -154,6 +192,15 @@ fn scan_depth(bytes: &[u8]) -> usize {
             }
             continue;
         }
+        if let Some(start) = number_start {
+            if matches!(byte, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                continue;
+            }
+            number_start = None;
+            if big_int.is_none() {
+                big_int = oversized_integer(&bytes[start..index]);
+            }
+        }
         match byte {
             b'"' => in_string = true,
             b'[' | b'{' => {
@@ -161,15 +208,35 @@ fn scan_depth(bytes: &[u8]) -> usize {
                 deepest = deepest.max(depth);
             }
             b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => number_start = Some(index),
             _ => {}
         }
     }
-    deepest
+    if let (Some(start), None) = (number_start, &big_int) {
+        big_int = oversized_integer(&bytes[start..]);
+    }
+    TextScan {
+        depth: deepest,
+        big_int,
+    }
+}
+
+/// `token` (a number literal) when it is an integer that fits neither `i64` nor `u64`.
+fn oversized_integer(token: &[u8]) -> Option<String> {
+    let digits = token.strip_prefix(b"-").unwrap_or(token);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None; // a float, or not a number: the parser decides
+    }
+    let text = std::str::from_utf8(token).ok()?;
+    if text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok() {
+        return None;
+    }
+    Some(excerpt(text, BIG_INT_CHARS))
 }
 
 /// The deepest nesting of arrays and objects in a value, counted with an explicit
 /// stack (a scalar is depth 0, `{}` depth 1).
-fn value_depth(value: &Value) -> usize {
+pub fn value_depth(value: &Value) -> usize {
     let mut deepest = 0;
     let mut stack = vec![(value, 1usize)];
     while let Some((value, depth)) = stack.pop() {
@@ -319,7 +386,7 @@ mod tests {
         let value = parse_payload(&nested(200), MIB16).unwrap();
         assert_eq!(value_depth(&value), 200);
         let text = format!("{{\"a\":{}1{}}}", "[".repeat(255), "]".repeat(255));
-        assert_eq!(scan_depth(text.as_bytes()), 256);
+        assert_eq!(scan_json(text.as_bytes()).depth, 256);
         parse_payload(&text, MIB16).unwrap();
     }
 
@@ -343,13 +410,46 @@ mod tests {
     }
 
     #[test]
+    fn integers_beyond_64_bits_are_refused() {
+        let big = |text: &str| scan_json(text.as_bytes()).big_int;
+        assert_eq!(
+            big(&format!("{{\"a\": [{}, {}]}}", u64::MAX, i64::MIN)),
+            None
+        );
+        assert_eq!(
+            big("[1.5, -0, 0, 1e400, 123456789012345678901234567890.0]"),
+            None
+        );
+        assert_eq!(
+            big("18446744073709551616"),
+            Some("18446744073709551616".into())
+        );
+        assert_eq!(
+            big("[-9223372036854775809]"),
+            Some("-9223372036854775809".into())
+        );
+        assert_eq!(big("{\"s\": \"99999999999999999999999\\\"\"}"), None);
+        assert_eq!(
+            big(&"9".repeat(100)).unwrap().chars().count(),
+            BIG_INT_CHARS + 1
+        );
+        let message = rejection("{\"n\": 1267650600228229401496703205376}", MIB16);
+        assert!(
+            message.starts_with(
+                "payload holds the integer 1267650600228229401496703205376, beyond 64 bits"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
     fn brackets_inside_strings_do_not_count() {
         let text = format!(
             "{{\"s\": \"{}\\\\\", \"t\": \"\\\"{}\"}}",
             "[".repeat(500),
             "{".repeat(500)
         );
-        assert_eq!(scan_depth(text.as_bytes()), 1);
+        assert_eq!(scan_json(text.as_bytes()).depth, 1);
         parse_payload(&text, MIB16).unwrap();
     }
 

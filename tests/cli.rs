@@ -260,6 +260,7 @@ fn validate_passes_in_this_repo() {
         "packages",
         "repo_path",
         "module",
+        "ops",
         "store",
         "mode",
         "mlflow",
@@ -268,6 +269,12 @@ fn validate_passes_in_this_repo() {
     for check in doc["checks"].as_array().unwrap() {
         assert_ne!(check["status"], "fail", "{check}");
     }
+    let ops = &doc["checks"][names.iter().position(|n| *n == "ops").unwrap()];
+    assert_eq!(
+        ops["detail"],
+        "cerebros_service: 7 ops: echo, finalize_run, health, record_trial, run_trial, \
+         start_run, sync_mlflow"
+    );
 }
 
 #[test]

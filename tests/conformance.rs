@@ -198,6 +198,90 @@ fn an_8_mb_result_comes_back_whole(mode: Mode) {
     assert!(data.bytes().all(|b| b == b'x'));
 }
 
+/// `sys.exit(3)`, `SystemExit` and `KeyboardInterrupt` raised by an op are that op's
+/// `exception` (not a dying process: a `subprocess_exit` would be retried, running the
+/// op's side effects again).
+fn an_op_raising_system_exit_is_an_exception(mode: Mode) {
+    let client = client(mode);
+    for (kind, type_name) in [
+        ("exit", "SystemExit"),
+        ("SystemExit", "SystemExit"),
+        ("KeyboardInterrupt", "KeyboardInterrupt"),
+    ] {
+        let err = error_of(mode, call(&client, "raise_base", json!({"kind": kind})));
+        assert_eq!(err.class, ErrorClass::Exception, "{mode} {kind}: {err}");
+        assert_eq!(err.details["type"], type_name, "{mode} {kind}");
+    }
+    assert_eq!(call(&client, "echo", json!({"n": 5})).unwrap()["n"], 5);
+}
+
+/// What the in-process converter refuses in a result, every mode refuses, with the same
+/// class: integers beyond 64 bits (JSON would silently make them floats), dict keys that
+/// are not strings (JSON would make them strings) and nesting deeper than 256 levels.
+fn results_beyond_json_limits_are_parse_errors(mode: Mode) {
+    let client = client(mode);
+    let int_result = |digits: String| call(&client, "return_int_value", json!({"digits": digits}));
+    for digits in [
+        "1267650600228229401496703205376".to_owned(), // 2**100
+        "18446744073709551616".to_owned(),            // 2**64
+        "-9223372036854775809".to_owned(),            // -2**63 - 1
+    ] {
+        let err = error_of(mode, int_result(digits.clone()));
+        assert_eq!(err.class, ErrorClass::ParseError, "{mode} {digits}: {err}");
+    }
+    assert_eq!(
+        int_result(u64::MAX.to_string()).unwrap(),
+        json!({"n": u64::MAX})
+    );
+    assert_eq!(
+        int_result(i64::MIN.to_string()).unwrap(),
+        json!({"n": i64::MIN})
+    );
+    let err = error_of(mode, call(&client, "return_int_keys", json!({})));
+    assert_eq!(err.class, ErrorClass::ParseError, "{mode}: {err}");
+    assert!(err.message.contains("key of type int"), "{mode}: {err}");
+    for depth in [257, 300, 950] {
+        let err = error_of(mode, call(&client, "return_deep", json!({"depth": depth})));
+        assert_eq!(err.class, ErrorClass::ParseError, "{mode} {depth}: {err}");
+    }
+    let reply = call(&client, "return_deep", json!({"depth": 256})).expect("256 levels cross");
+    assert!(reply["deep"].is_array(), "{mode}");
+}
+
+/// Payloads are held to the same limits in every mode: 256 levels cross, 257 are a
+/// `contract` error before any op runs.
+fn payloads_beyond_json_limits_are_contract_errors(mode: Mode) {
+    let client = client(mode);
+    let deep =
+        |depth: usize| json!({"a": (0..depth - 2).fold(json!([]), |inner, _| json!([inner]))});
+    assert_eq!(
+        call(&client, "echo", deep(256)).unwrap(),
+        deep(256),
+        "{mode}"
+    );
+    let err = error_of(mode, call(&client, "echo", deep(257)));
+    assert_eq!(err.class, ErrorClass::Contract, "{mode}: {err}");
+}
+
+/// An op that returns while a (non-daemon) thread it started runs on returns its result
+/// at once: the thread does not hold the reply back (in `subprocess` mode it kept the
+/// process from exiting until the deadline).
+fn an_op_leaving_a_thread_running_still_returns(mode: Mode) {
+    let client = client(mode);
+    let (took, result) = call_within(
+        &client,
+        "leave_thread",
+        json!({"seconds": 8}),
+        Duration::from_secs(5),
+    );
+    assert_eq!(
+        result.expect("the op returned"),
+        json!({"left": true}),
+        "{mode}"
+    );
+    assert!(took < Duration::from_secs(4), "{mode}: {took:?}");
+}
+
 /// Process modes only: `os._exit(3)`.
 fn an_exiting_process_is_a_subprocess_exit(mode: Mode) {
     let client = client(mode);
@@ -296,7 +380,11 @@ macro_rules! conformance {
                 an_op_holding_the_gil_times_out_at_the_deadline,
                 an_op_that_prints_to_stdout_still_returns_its_result,
                 an_8_mb_result_comes_back_whole,
-                echo_still_works_after_every_failure
+                echo_still_works_after_every_failure,
+                an_op_raising_system_exit_is_an_exception,
+                results_beyond_json_limits_are_parse_errors,
+                payloads_beyond_json_limits_are_contract_errors,
+                an_op_leaving_a_thread_running_still_returns
                 $(, $extra)*
             );
         }

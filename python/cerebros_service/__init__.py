@@ -1,18 +1,21 @@
 """cerebros_service: the Python service driven by the cerebros-bridge Rust host.
 
-Op rules (the same for this module and for any user module the bridge is pointed at):
+Op rules (the same for this module and for any user module the bridge is pointed at, in
+every mode; ``cerebros_service._dispatch`` is their one implementation):
 
-* every op is a **module-level function** of the service module, plain or ``async def``
-  (an ``async def`` op is awaited by the caller);
+* an op is a **function defined in the service module** (its ``__module__`` is the module,
+  or a submodule of the package), plain or ``async def`` (an ``async def`` op is awaited),
+  or a callable the module lists by name in ``__bridge_ops__``;
+* imported functions, builtins, classes, modules, ``functools.partial`` objects, callable
+  instances and names starting with ``_`` are **never ops** (unless listed, for all but
+  ``_`` names);
 * an op takes **one dict** (the payload) and returns **one dict** (the result), made of
-  JSON-like values: ``None``, ``bool``, ``int``, finite ``float``, ``str``, lists and dicts
-  with string keys;
-* names starting with ``_`` (private names and dunders) are **never ops**, nor are classes,
-  modules or other non-function attributes.
+  JSON-like values: ``None``, ``bool``, ``int`` within 64 bits, finite ``float``, ``str``,
+  lists and dicts with string keys, nested at most 256 levels.
 
-Consequently every public function of this module is an op: helpers are imported or defined
-under ``_`` names. The module stays cheap to import; heavy packages (numpy, scikit-learn,
-MLflow) are imported only inside the ops that need them.
+Consequently every public function defined here (or imported from a submodule) is an op:
+helpers are imported or defined under ``_`` names. The module stays cheap to import; heavy
+packages (numpy, scikit-learn, MLflow) are imported only inside the ops that need them.
 """
 
 import platform as _platform

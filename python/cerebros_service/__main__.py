@@ -6,6 +6,8 @@ stdin is empty (an empty payload is ``{}``). The op's result is printed to stdou
 of JSON. On failure stdout gets ``{"ok": false, "error": {"class", "message", "details"}}``
 and the exit status is 2 for a ``contract`` error, 1 otherwise. While the op runs, anything
 it writes to stdout (from Python or C) goes to stderr, so stdout carries the result only.
+The process ends as soon as the reply is written: threads an op left running (daemon or
+not) do not keep it alive, as they would not delay the reply in the other modes.
 
 ``python -m cerebros_service --serve-stdio [--module NAME]`` serves ops until stdin closes
 (``worker_process`` mode), one JSON document per line each way::
@@ -28,6 +30,7 @@ same for any module (see ``cerebros_service._dispatch``).
 """
 
 import argparse
+import atexit
 import contextlib
 import importlib
 import json
@@ -36,7 +39,7 @@ import sys
 from types import ModuleType
 from typing import BinaryIO
 
-from ._dispatch import OpError, call_op, encode_result, exception_error
+from ._dispatch import OpError, call_op, encode_result
 
 PAYLOAD_ENV = "CEREBROS_BRIDGE_PAYLOAD"
 DEFAULT_MODULE = "cerebros_service"
@@ -130,12 +133,7 @@ def _reply(module: ModuleType, line: bytes) -> bytes:
     try:
         if not isinstance(op, str):
             raise OpError("contract", "request has no op name (a string)", {"op": op})
-        try:
-            result = call_op(module, op, request.get("payload", {}))
-        except OpError:
-            raise
-        except BaseException as exc:  # SystemExit, KeyboardInterrupt: report, keep serving
-            raise exception_error(op, exc) from exc
+        result = call_op(module, op, request.get("payload", {}))  # SystemExit included
         text = encode_result(op, result)
     except OpError as err:
         if err.error_class == "contract":
@@ -213,5 +211,16 @@ def main(argv: list[str] | None = None) -> int:
     return run_op(args.bridge_op, args.module)
 
 
+def exit_now(status: int) -> None:
+    """End the process with ``status`` once its reply is out: run the ``atexit`` hooks and
+    flush, but do not wait for threads an op left running (a call is over when its result
+    is written; the bridge kills what is left of its process group)."""
+    atexit._run_exitfuncs()
+    for stream in (sys.stdout, sys.stderr):
+        with contextlib.suppress(Exception):
+            stream.flush()
+    os._exit(status)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    exit_now(main())

@@ -1,15 +1,26 @@
-"""Op resolution and invocation rules, for Python-side callers of a service module.
+"""Op resolution and invocation rules, for every mode of the bridge.
 
-The Rust bridge applies the same rules when it embeds CPython; this module is what the
-process-based modes (``python -m cerebros_service --bridge-op OP`` and
-``--serve-stdio``) use, so that every mode refuses and reports the same things.
+This file is the **one** implementation of what an op is. The process modes import it
+(``python -m cerebros_service --bridge-op OP`` and ``--serve-stdio``); the in-process mode
+loads this very file's source under a private module name (so it works for any service
+module, even where ``cerebros_service`` is not importable). It must therefore import the
+standard library only.
 
 Rules:
 
-* an op is a module-level function (plain or ``async def``) of the service module;
-* it takes one ``dict`` and returns one ``dict`` (an ``async def`` op is awaited);
-* op names must be Python identifiers, and names starting with ``_`` are never ops;
-* classes, modules and other non-function attributes are never ops.
+* an op is a **function** (plain or ``async def``) **defined in** the service module: its
+  ``__module__`` is the module's name, or, for a package, the name of one of its
+  submodules;
+* or a callable the module lists by name in ``__bridge_ops__`` (a list of names), which
+  is how a module exposes an imported function, a ``functools.partial`` or a callable
+  object on purpose;
+* nothing else: imported functions, builtins, classes, modules, partials, callable
+  instances and other attributes are never ops, nor is any name starting with ``_``;
+* op names are Python identifiers; an op takes one ``dict`` and returns one ``dict``
+  (an ``async def`` op is awaited) whose keys are all ``str``.
+
+A ``__bridge_ops__`` that is not a list of public names, or that names something the
+module lacks or that is not callable, is a ``contract`` error.
 """
 
 import inspect
@@ -17,7 +28,15 @@ import json
 import traceback
 from types import ModuleType
 
-__all__ = ["OpError", "call_op", "encode_result", "exception_error", "resolve_op"]
+__all__ = [
+    "DECLARATION",
+    "OpError",
+    "call_op",
+    "encode_result",
+    "exception_error",
+    "list_ops",
+    "resolve_op",
+]
 
 
 class OpError(Exception):
@@ -37,13 +56,14 @@ class OpError(Exception):
         return f"OpError(error_class={self.error_class!r}, message={self.message!r})"
 
 
+DECLARATION = "__bridge_ops__"
+
+
 def _module_name(module: ModuleType) -> str:
     return getattr(module, "__name__", repr(module))
 
 
-def resolve_op(module: ModuleType, name: object):
-    """Return the op function ``name`` of ``module``, or raise ``OpError("contract", ...)``."""
-    mod = _module_name(module)
+def _check_name(name: object, mod: str) -> str:
     if not isinstance(name, str) or not name:
         raise OpError("contract", "op name must be a non-empty string", {"op": name})
     if not name.isidentifier():
@@ -54,22 +74,117 @@ def resolve_op(module: ModuleType, name: object):
             f'op "{name}" is private: op names starting with "_" are refused',
             {"op": name, "module": mod},
         )
+    return name
+
+
+def _declared_ops(module: ModuleType) -> frozenset:
+    """The names the module lists in ``__bridge_ops__`` (none when it has no list)."""
+    mod = _module_name(module)
+    declared = vars(module).get(DECLARATION)
+    if declared is None:
+        return frozenset()
+    if not isinstance(declared, list | tuple | set | frozenset):
+        raise OpError(
+            "contract",
+            f"{mod}.{DECLARATION} must be a list of op names, got {type(declared).__name__}",
+            {"module": mod},
+        )
+    for name in declared:
+        try:
+            _check_name(name, mod)
+        except OpError as err:
+            raise OpError(
+                "contract", f"{mod}.{DECLARATION}: {err.message}", {"module": mod}
+            ) from None
+    return frozenset(declared)
+
+
+def _defined_in(func: object, mod: str) -> bool:
+    """Whether ``func`` is a Python function whose code belongs to module ``mod`` (or to
+    a submodule of package ``mod``)."""
+    if not inspect.isfunction(func):
+        return False
+    owner = getattr(func, "__module__", None)
+    return isinstance(owner, str) and (owner == mod or owner.startswith(mod + "."))
+
+
+def _describe(obj: object) -> str:
+    """What a refused attribute is, for error messages."""
+    if inspect.isclass(obj):
+        return "a class"
+    if inspect.ismodule(obj):
+        return "a module"
+    if inspect.isbuiltin(obj):
+        return "a builtin function"
+    if inspect.isfunction(obj):
+        return f"a function imported from {getattr(obj, '__module__', None) or 'elsewhere'}"
+    kind = type(obj)
+    name = (
+        kind.__qualname__
+        if kind.__module__ == "builtins"
+        else f"{kind.__module__}.{kind.__qualname__}"
+    )
+    return f"a callable object of type {name}" if callable(obj) else f"a value of type {name}"
+
+
+def resolve_op(module: ModuleType, name: object):
+    """Return the op ``name`` of ``module``, or raise ``OpError("contract", ...)``."""
+    mod = _module_name(module)
+    name = _check_name(name, mod)
     missing = object()
-    obj = getattr(module, name, missing)
+    obj = vars(module).get(name, missing)
+    try:
+        declared = _declared_ops(module)
+    except OpError as err:
+        err.details["op"] = name
+        raise
+    if name in declared:
+        if obj is missing:
+            raise OpError(
+                "contract",
+                f'{mod}.{DECLARATION} lists "{name}", but the module has no such attribute',
+                {"op": name, "module": mod},
+            )
+        if not callable(obj):
+            raise OpError(
+                "contract",
+                f'{mod}.{DECLARATION} lists "{name}", but it is {_describe(obj)}, not callable',
+                {"op": name, "module": mod},
+            )
+        return obj
     if obj is missing:
         raise OpError(
             "contract", f'unknown op "{name}" in module {mod}', {"op": name, "module": mod}
         )
-    if inspect.isclass(obj) or inspect.ismodule(obj) or not inspect.isroutine(obj):
-        kind = "a class" if inspect.isclass(obj) else type(obj).__name__
-        if inspect.ismodule(obj):
-            kind = "a module"
+    if not _defined_in(obj, mod):
         raise OpError(
             "contract",
-            f'"{name}" in module {mod} is {kind}, not an op function',
+            f'"{name}" in module {mod} is {_describe(obj)}, not an op: ops are the functions '
+            f"defined in {mod} and the callables listed in its {DECLARATION}",
             {"op": name, "module": mod},
         )
     return obj
+
+
+def list_ops(module: ModuleType) -> dict:
+    """The ops ``module`` exposes, sorted, and what is wrong with its ``__bridge_ops__``:
+    ``{"ops": [...], "problems": [...]}`` (a malformed list leaves no op at all)."""
+    problems = []
+    try:
+        declared = _declared_ops(module)
+    except OpError as err:
+        problems.append(err.message)
+        declared = frozenset()
+    ops = []
+    for name in sorted({name for name in vars(module) if isinstance(name, str)} | declared):
+        try:
+            resolve_op(module, name)
+        except OpError as err:
+            if name in declared:
+                problems.append(err.message)
+            continue
+        ops.append(name)
+    return {"ops": ops, "problems": problems}
 
 
 async def _await(awaitable):
@@ -99,7 +214,7 @@ def call_op(module: ModuleType, name: str, payload: object) -> dict:
             result = asyncio.run(awaitable)
     except OpError:
         raise
-    except Exception as exc:
+    except BaseException as exc:  # SystemExit, KeyboardInterrupt too: as in every mode
         raise exception_error(name, exc) from exc
     if not isinstance(result, dict):
         raise OpError(
@@ -135,13 +250,64 @@ def encode_result(name: str, result: dict) -> str:
     """Encode an op result as strict, ASCII-only JSON, or raise a ``parse_error``.
 
     NaN and infinities are refused (they are not JSON), as are values that are not JSON-like
-    (sets, arbitrary objects).
+    (sets, arbitrary objects) and dict keys that are not ``str`` (``json.dumps`` would turn
+    ``1`` into ``"1"``, where the in-process mode refuses it). The host checks the rest of
+    what JSON text can show: integers beyond 64 bits and nesting deeper than 256 levels.
     """
     try:
-        return json.dumps(result, allow_nan=False)
+        text = json.dumps(result, allow_nan=False)
     except (TypeError, ValueError, RecursionError) as exc:
         raise OpError(
             "parse_error",
             f'op "{name}" returned a result that is not JSON-representable: {exc}',
             {"op": name},
         ) from exc
+    problem = _non_str_key(result)
+    if problem is not None:
+        raise OpError("parse_error", problem, {"op": name})
+    return text
+
+
+_CONTAINERS = (dict, list, tuple)
+_SCALARS = frozenset({str, int, float, bool, type(None)})
+_STR = frozenset({str})
+
+
+def _non_str_key(result: dict) -> str | None:
+    """Where the first dict key that is not a ``str`` is (``result["a"][0] has a key of type
+    int: ...``), or None. Call it on a result ``json.dumps`` accepted (so without cycles).
+    The types of a container's keys and items are collected in C (``map(type, ...)``), so
+    scalars cost little, and a path is only built for the error."""
+    parents: list = [(-1, None)]  # per container met: (index of its parent, its key there)
+    stack = [(result, 0)]
+    while stack:
+        value, index = stack.pop()
+        if isinstance(value, dict):
+            keys = set(map(type, value))
+            if not keys <= _STR:
+                for kind in keys:
+                    if not issubclass(kind, str):
+                        where = _path(parents, index)
+                        return (
+                            f"result{where} has a key of type {kind.__name__}: "
+                            "JSON object keys must be str"
+                        )
+            items, kinds = value.items(), set(map(type, value.values()))
+        else:
+            items, kinds = enumerate(value), set(map(type, value))
+        if kinds <= _SCALARS:
+            continue
+        for key, item in items:
+            if isinstance(item, _CONTAINERS):
+                parents.append((index, key))
+                stack.append((item, len(parents) - 1))
+    return None
+
+
+def _path(parents: list, index: int) -> str:
+    """``["a"][0]``: the path to container ``index`` of ``_non_str_key``."""
+    segments = []
+    while index > 0:
+        index, key = parents[index]
+        segments.append(f"[{json.dumps(key)}]" if isinstance(key, str) else f"[{key}]")
+    return "".join(reversed(segments))

@@ -4,8 +4,9 @@
 use super::{Job, Message, Shared, SupervisorMsg, WORKER_PURE_SPIN, WORKER_SPIN};
 use crate::convert;
 use crate::error::{BridgeError, ErrorClass, Result};
+use crate::op_rules;
 use pyo3::prelude::*;
-use pyo3::types::{PyDict, PyModule, PyType};
+use pyo3::types::{PyDict, PyModule};
 use serde_json::Value;
 use std::collections::HashMap;
 use std::panic::AssertUnwindSafe;
@@ -278,30 +279,13 @@ impl<'py> OpTable<'py> {
         }
     }
 
-    /// The function for `op`, applying the op rules: a public module-level callable
-    /// that is not a class.
+    /// The function for `op`, resolved by the op rules ([`op_rules::resolve`]) the first
+    /// time this worker sees it and looked up in this worker's table afterwards.
     fn resolve(&mut self, op: &str) -> Result<Bound<'py, PyAny>> {
         if let Some(func) = self.resolved.get(op) {
             return Ok(func.clone());
         }
-        check_op_name(op)?;
-        let module_name = self
-            .module
-            .name()
-            .map(|n| n.to_string())
-            .unwrap_or_default();
-        let func = self.module.getattr(op).map_err(|_| {
-            BridgeError::new(
-                ErrorClass::Contract,
-                format!("unknown op {op:?} in module {module_name}"),
-            )
-        })?;
-        if !func.is_callable() || func.is_instance_of::<PyType>() {
-            return Err(BridgeError::new(
-                ErrorClass::Contract,
-                format!("{module_name}.{op} is not a function, so it is not an op"),
-            ));
-        }
+        let func = op_rules::resolve(&self.module, op)?;
         self.resolved.insert(op.to_owned(), func.clone());
         Ok(func)
     }
@@ -333,25 +317,5 @@ impl<'py> OpTable<'py> {
                 Err(err)
             }
         }
-    }
-}
-
-/// Op names are identifiers that do not start with `_` (private and dunder names are
-/// never ops).
-pub(crate) fn check_op_name(op: &str) -> Result<()> {
-    let refuse = |why: String| Err(BridgeError::new(ErrorClass::Contract, why));
-    let mut chars = op.chars();
-    match chars.next() {
-        None => refuse("the op name is empty".into()),
-        Some('_') => refuse(format!(
-            "op {op:?} is private: op names starting with \"_\" are refused"
-        )),
-        Some(first) if !(first.is_ascii_alphabetic()) => {
-            refuse(format!("op {op:?} is not a valid op name (an identifier)"))
-        }
-        Some(_) if !chars.all(|c| c.is_ascii_alphanumeric() || c == '_') => {
-            refuse(format!("op {op:?} is not a valid op name (an identifier)"))
-        }
-        Some(_) => Ok(()),
     }
 }

@@ -10,10 +10,13 @@
 //!   `{"ok": false, "error": {...}}`.
 //!
 //! The `class` of an error maps back to the same [`ErrorClass`] the `in_process` mode
-//! gives for the same call.
+//! gives for the same call, and a result is held to the same rules: the child refuses
+//! dict keys that are not strings, and the host refuses what the text shows (integers
+//! beyond 64 bits, nesting deeper than [`MAX_DEPTH`]) with a `parse_error`, as
+//! [`crate::convert::from_python`] does.
 
 use crate::error::{BridgeError, ErrorClass, Result};
-use crate::payload::{excerpt, json_type, EXCERPT_CHARS};
+use crate::payload::{excerpt, json_type, scan_json, value_depth, EXCERPT_CHARS, MAX_DEPTH};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::io::Write;
@@ -68,7 +71,7 @@ pub struct Reply {
 /// assert!(decode_reply(b"Traceback (most recent call last):").is_err());
 /// ```
 pub fn decode_reply(line: &[u8]) -> std::result::Result<Reply, String> {
-    let value = parse_wire_json(line)?;
+    let (value, big_int) = parse_wire_json(line)?;
     let Value::Object(mut doc) = value else {
         return Err(format!(
             "a reply must be a JSON object, got {}",
@@ -85,7 +88,7 @@ pub fn decode_reply(line: &[u8]) -> std::result::Result<Reply, String> {
     };
     let outcome = match doc.get("ok") {
         Some(Value::Bool(true)) => match doc.remove("result") {
-            Some(result @ Value::Object(_)) => Ok(result),
+            Some(result @ Value::Object(_)) => check_result(result, big_int),
             Some(other) => Err(BridgeError::new(
                 ErrorClass::ParseError,
                 format!(
@@ -126,15 +129,54 @@ pub fn error_from_wire(error: &Value) -> BridgeError {
     err
 }
 
+/// Holds an op's result, read from a child, to the rules the in-process mode applies
+/// ([`crate::convert::from_python`]) that JSON text can show: no integer beyond 64 bits
+/// (`big_int`, found by [`scan_json`]: the parser turned it into a float) and at most
+/// [`MAX_DEPTH`] levels of nesting. Either is a `parse_error`.
+fn check_result(result: Value, big_int: Option<String>) -> Result<Value> {
+    if let Some(literal) = big_int {
+        return Err(BridgeError::new(
+            ErrorClass::ParseError,
+            format!("the result holds the integer {literal}, beyond 64 bits"),
+        )
+        .with_detail("integer", literal));
+    }
+    let depth = value_depth(&result);
+    if depth > MAX_DEPTH {
+        return Err(BridgeError::new(
+            ErrorClass::ParseError,
+            format!("the result nests {depth} levels deep; the limit is {MAX_DEPTH}"),
+        )
+        .with_detail("depth", depth));
+    }
+    Ok(result)
+}
+
 /// What the stdout of a one-shot (`--bridge-op`) child holds.
 #[derive(Debug)]
 pub enum OneShotOutput {
     /// A JSON object: the result, or, after a non-zero exit, possibly an error report.
-    Object(Map<String, Value>),
+    Object(WireObject),
     /// JSON that is not an object.
     NotAnObject(&'static str),
     /// Nothing, or text that is not JSON.
     Unreadable(String),
+}
+
+/// A JSON object a one-shot child wrote.
+#[derive(Debug)]
+pub struct WireObject {
+    /// The object.
+    pub doc: Map<String, Value>,
+    /// Its first integer literal beyond 64 bits (read as a float), if any.
+    big_int: Option<String>,
+}
+
+impl WireObject {
+    /// The object as an op's result: a `parse_error` if it breaks the result rules.
+    pub fn into_result(self) -> Result<Value> {
+        check_result(Value::Object(self.doc), self.big_int)
+    }
 }
 
 /// Reads the stdout of a one-shot child: the whole text as JSON, else its last
@@ -157,8 +199,8 @@ pub fn read_one_shot(stdout: &[u8]) -> OneShotOutput {
         }
     });
     match parsed {
-        Ok(Value::Object(map)) => OneShotOutput::Object(map),
-        Ok(other) => OneShotOutput::NotAnObject(json_type(&other)),
+        Ok((Value::Object(doc), big_int)) => OneShotOutput::Object(WireObject { doc, big_int }),
+        Ok((other, _)) => OneShotOutput::NotAnObject(json_type(&other)),
         Err(why) => OneShotOutput::Unreadable(why),
     }
 }
@@ -181,49 +223,26 @@ fn trim_ascii(bytes: &[u8]) -> &[u8] {
 }
 
 /// Parses JSON written by a child, allowing nesting up to [`MAX_WIRE_DEPTH`] (checked
-/// by a scan before parsing, so the parser's recursion stays bounded).
-fn parse_wire_json(bytes: &[u8]) -> std::result::Result<Value, String> {
-    let depth = nesting_depth(bytes);
-    if depth > MAX_WIRE_DEPTH {
+/// by a scan before parsing, so the parser's recursion stays bounded). Returns the value
+/// and the first integer literal beyond 64 bits the scan found.
+fn parse_wire_json(bytes: &[u8]) -> std::result::Result<(Value, Option<String>), String> {
+    let scan = scan_json(bytes);
+    if scan.depth > MAX_WIRE_DEPTH {
         return Err(format!(
-            "the output nests {depth} levels deep; the limit is {MAX_WIRE_DEPTH}"
+            "the output nests {} levels deep; the limit is {MAX_WIRE_DEPTH}",
+            scan.depth
         ));
     }
     let mut de = serde_json::Deserializer::from_slice(bytes);
     de.disable_recursion_limit();
     let value = Value::deserialize(&mut de).and_then(|value| de.end().map(|()| value));
-    value.map_err(|err| {
+    value.map(|value| (value, scan.big_int)).map_err(|err| {
         let shown = String::from_utf8_lossy(&bytes[..bytes.len().min(4 * EXCERPT_CHARS)]);
         format!(
             "not valid JSON ({err}): {}",
             excerpt(shown.trim(), EXCERPT_CHARS)
         )
     })
-}
-
-/// The deepest nesting of `[` and `{` outside strings.
-fn nesting_depth(bytes: &[u8]) -> usize {
-    let (mut depth, mut deepest) = (0usize, 0usize);
-    let (mut in_string, mut escaped) = (false, false);
-    for &byte in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if byte == b'\\' {
-                escaped = true;
-            } else if byte == b'"' {
-                in_string = false;
-            }
-        } else if byte == b'"' {
-            in_string = true;
-        } else if byte == b'[' || byte == b'{' {
-            depth += 1;
-            deepest = deepest.max(depth);
-        } else if byte == b']' || byte == b'}' {
-            depth = depth.saturating_sub(1);
-        }
-    }
-    deepest
 }
 
 #[cfg(test)]
@@ -265,13 +284,23 @@ mod tests {
     }
 
     #[test]
-    fn deep_but_bounded_nesting_is_read() {
-        let deep = format!(
-            "{{\"id\": 1, \"ok\": true, \"result\": {{\"a\": {}{}}}}}",
-            "[".repeat(1000),
-            "]".repeat(1000)
+    fn deep_but_bounded_nesting_is_read_and_refused_as_a_result() {
+        let reply = |depth: usize| {
+            let line = format!(
+                "{{\"id\": 1, \"ok\": true, \"result\": {{\"a\": {}{}}}}}",
+                "[".repeat(depth - 1),
+                "]".repeat(depth - 1)
+            );
+            decode_reply(line.as_bytes()).unwrap().outcome
+        };
+        assert!(reply(MAX_DEPTH).is_ok());
+        let err = reply(MAX_DEPTH + 1).unwrap_err();
+        assert_eq!(err.class, ErrorClass::ParseError);
+        assert_eq!(
+            err.message,
+            "the result nests 257 levels deep; the limit is 256"
         );
-        assert!(decode_reply(deep.as_bytes()).unwrap().outcome.is_ok());
+        assert_eq!(reply(1000).unwrap_err().class, ErrorClass::ParseError);
         let too_deep = "[".repeat(MAX_WIRE_DEPTH + 1);
         assert!(decode_reply(too_deep.as_bytes())
             .unwrap_err()
@@ -279,9 +308,29 @@ mod tests {
     }
 
     #[test]
+    fn integers_beyond_64_bits_in_a_result_are_parse_errors() {
+        let line = br#"{"id": 2, "ok": true, "result": {"n": 1267650600228229401496703205376}}"#;
+        let err = decode_reply(line).unwrap().outcome.unwrap_err();
+        assert_eq!(err.class, ErrorClass::ParseError);
+        assert_eq!(err.details["integer"], "1267650600228229401496703205376");
+        let line = format!(
+            r#"{{"id": 2, "ok": true, "result": {{"n": {}}}}}"#,
+            u64::MAX
+        );
+        assert!(decode_reply(line.as_bytes()).unwrap().outcome.is_ok());
+        let OneShotOutput::Object(object) = read_one_shot(b"{\"n\": -99999999999999999999}") else {
+            panic!("an object");
+        };
+        assert_eq!(
+            object.into_result().unwrap_err().class,
+            ErrorClass::ParseError
+        );
+    }
+
+    #[test]
     fn one_shot_output_is_read_from_the_last_line() {
         match read_one_shot(b"noise\n{\"x\": 1}\n") {
-            OneShotOutput::Object(map) => assert_eq!(map["x"], 1),
+            OneShotOutput::Object(object) => assert_eq!(object.doc["x"], 1),
             other => panic!("{other:?}"),
         }
         assert!(matches!(

@@ -213,7 +213,9 @@ fn interpret(run: &child::Run) -> Result<Value> {
     let output = protocol::read_one_shot(&run.stdout);
     if run.returncode == 0 {
         return match output {
-            OneShotOutput::Object(map) => Ok(Value::Object(map)),
+            OneShotOutput::Object(object) => {
+                object.into_result().map_err(|err| with_output(err, run))
+            }
             OneShotOutput::NotAnObject(kind) => Err(with_output(
                 BridgeError::new(
                     ErrorClass::ParseError,
@@ -230,8 +232,8 @@ fn interpret(run: &child::Run) -> Result<Value> {
             )),
         };
     }
-    if let OneShotOutput::Object(doc) = &output {
-        if let Some(err) = protocol::one_shot_error(doc) {
+    if let OneShotOutput::Object(object) = &output {
+        if let Some(err) = protocol::one_shot_error(&object.doc) {
             return Err(err);
         }
     }

@@ -300,7 +300,7 @@ def test_cli_health(python_dir):
         ("nope", 'unknown op "nope" in module cerebros_service'),
         ("__init__", 'op "__init__" is private'),
         ("_resolve_op", "is private"),
-        ("SERVICE_VERSION", "not an op function"),
+        ("SERVICE_VERSION", "is a value of type str, not an op"),
         ("not-an-identifier", "not a Python identifier"),
     ],
 )
@@ -337,6 +337,14 @@ def test_cli_echo_round_trips(payload):
     assert json.loads(out.stdout) == payload
 
 
+def _expose(monkeypatch, module, name, func):
+    """Put ``func`` on ``module`` as op ``name``: defined elsewhere, it must be listed in the
+    module's ``__bridge_ops__``."""
+    monkeypatch.setattr(module, name, func, raising=False)
+    declared = [*getattr(module, "__bridge_ops__", []), name]
+    monkeypatch.setattr(module, "__bridge_ops__", declared, raising=False)
+
+
 def _run_in_process(monkeypatch, capfd, op, payload="{}"):
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(payload.encode())))
     code = cli.main(["--bridge-op", op])
@@ -348,7 +356,7 @@ def test_cli_exception_exit_1(monkeypatch, capfd):
     def boom(p):
         raise RuntimeError("it broke")
 
-    monkeypatch.setattr(cerebros_service, "boom", boom, raising=False)
+    _expose(monkeypatch, cerebros_service, "boom", boom)
     code, out, _ = _run_in_process(monkeypatch, capfd, "boom")
     assert code == 1
     doc = json.loads(out)
@@ -365,7 +373,7 @@ def test_cli_awaits_async_ops(monkeypatch, capfd):
         await asyncio.sleep(0)
         return {"later": p["v"]}
 
-    monkeypatch.setattr(cerebros_service, "later", later, raising=False)
+    _expose(monkeypatch, cerebros_service, "later", later)
     code, out, _ = _run_in_process(monkeypatch, capfd, "later", '{"v": 3}')
     assert code == 0
     assert json.loads(out) == {"later": 3}
@@ -377,7 +385,7 @@ def test_cli_keeps_op_output_off_stdout(monkeypatch, capfd):
         os.write(1, b"fd write\n")
         return {"quiet": True}
 
-    monkeypatch.setattr(cerebros_service, "chatty", chatty, raising=False)
+    _expose(monkeypatch, cerebros_service, "chatty", chatty)
     code, out, err = _run_in_process(monkeypatch, capfd, "chatty")
     assert code == 0
     assert json.loads(out) == {"quiet": True}
@@ -394,7 +402,7 @@ def test_cli_keeps_op_output_off_stdout(monkeypatch, capfd):
     ],
 )
 def test_cli_bad_results_exit_1(monkeypatch, capfd, op, message):
-    monkeypatch.setattr(cerebros_service, op, getattr(fault_service, op), raising=False)
+    _expose(monkeypatch, cerebros_service, op, getattr(fault_service, op))
     code, out, _ = _run_in_process(monkeypatch, capfd, op)
     assert code == 1
     doc = json.loads(out)
@@ -527,7 +535,7 @@ def test_reply_survives_system_exit_in_an_op(monkeypatch):
     def leave(p):
         raise SystemExit(3)
 
-    monkeypatch.setattr(fault_service, "leave", leave, raising=False)
+    _expose(monkeypatch, fault_service, "leave", leave)
     reply = json.loads(cli._reply(fault_service, _request(4, "leave").encode()))
     assert reply["id"] == 4
     assert reply["error"]["class"] == "exception"

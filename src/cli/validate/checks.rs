@@ -7,6 +7,8 @@ use cerebros_bridge::config::{Config, Mode};
 use cerebros_bridge::error::BridgeError;
 use cerebros_bridge::store;
 use cerebros_bridge::sync::SyncSettings;
+use cerebros_bridge::{interpreter, op_rules};
+use pyo3::prelude::*;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
 use std::path::{Path, PathBuf};
@@ -28,7 +30,10 @@ pub fn run_all(config_path: Option<&Path>) -> Vec<Check> {
     checks.push(interpreter);
     checks.push(python::check_packages(started));
     checks.push(check_repo_path(&config.repo_path));
-    checks.push(check_module(&config));
+    let module = check_module(&config);
+    let module_loaded = module.status == super::Status::Ok;
+    checks.push(module);
+    checks.push(check_ops(&config, module_loaded));
     checks.push(check_store(&config.store.url));
     checks.push(check_mode(&config));
     checks.push(check_mlflow(&config));
@@ -115,6 +120,58 @@ fn check_module(config: &Config) -> Check {
         Ok(reply) => Check::ok("module", health_detail(&config.module, &reply)),
         Err(err) => Check::fail("module", err.message, hint),
     }
+}
+
+/// `ops`: the ops the service module exposes, by the op rules every mode applies
+/// ([`op_rules`]); a `__bridge_ops__` naming something missing or not callable fails.
+/// Run only once the `module` check passed (so the module imported, in bounded time).
+fn check_ops(config: &Config, module_loaded: bool) -> Check {
+    if !module_loaded {
+        return Check::warn(
+            "ops",
+            "not listed: the module check failed",
+            "fix the module check first",
+        );
+    }
+    let listing = Python::attach(|py| {
+        let module = interpreter::import_service(py, &config.repo_path, &config.module)?;
+        op_rules::list(module.bind(py))
+    });
+    match listing {
+        Ok(listing) => ops_check(&config.module, &listing),
+        Err(err) => Check::fail("ops", err.message, "check module / repo_path"),
+    }
+}
+
+/// The `ops` line for a listing: the ops, sorted; FAIL when `__bridge_ops__` has problems,
+/// warn when there is no op at all.
+fn ops_check(module: &str, listing: &op_rules::OpListing) -> Check {
+    let ops = format!(
+        "{module}: {} ops: {}",
+        listing.ops.len(),
+        listing.ops.join(", ")
+    );
+    if !listing.problems.is_empty() {
+        return Check::fail(
+            "ops",
+            format!("{ops}; {}", listing.problems.join("; ")),
+            format!(
+                "list in {module}.__bridge_ops__ only names of callables the module holds, \
+                 or remove the list"
+            ),
+        );
+    }
+    if listing.ops.is_empty() {
+        return Check::warn(
+            "ops",
+            format!("{module} exposes no ops"),
+            format!(
+                "define the ops as functions in {module}, or list the callables to expose in \
+                 its __bridge_ops__"
+            ),
+        );
+    }
+    Check::ok("ops", ops)
 }
 
 /// `MODULE: service_version V, python_version P` from a `health` reply.
@@ -293,6 +350,28 @@ mod tests {
         let check = check_mode(&with(Mode::Subprocess, Some("/nonexistent/run.py")));
         assert_eq!(check.status, Status::Fail);
         assert!(check.detail.contains("script_path"), "{}", check.detail);
+    }
+
+    #[test]
+    fn ops_check_lists_the_ops_and_fails_on_a_bad_declaration() {
+        let listing = |ops: &[&str], problems: &[&str]| op_rules::OpListing {
+            ops: ops.iter().map(|s| s.to_string()).collect(),
+            problems: problems.iter().map(|s| s.to_string()).collect(),
+        };
+        let check = ops_check("svc", &listing(&["echo", "health"], &[]));
+        assert_eq!(check.status, Status::Ok);
+        assert_eq!(check.detail, "svc: 2 ops: echo, health");
+        let check = ops_check(
+            "svc",
+            &listing(&["echo"], &["svc.__bridge_ops__ lists \"x\""]),
+        );
+        assert_eq!(check.status, Status::Fail);
+        assert!(
+            check.detail.ends_with("; svc.__bridge_ops__ lists \"x\""),
+            "{}",
+            check.detail
+        );
+        assert_eq!(ops_check("svc", &listing(&[], &[])).status, Status::Warn);
     }
 
     #[test]
