@@ -2,6 +2,7 @@
 //! `runs resume` shares with it (driving a run, showing progress, the final report).
 
 use super::output::{self, EXIT_FAILURE, EXIT_OK};
+use cerebros_bridge::artifacts;
 use cerebros_bridge::client::Client;
 use cerebros_bridge::config::Config;
 use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
@@ -75,7 +76,7 @@ pub fn with_worker<T>(
         })?;
     let store_file = store::store_path(&config.store.url)?;
     let store = Arc::new(Store::open(&store_file)?);
-    let artifact_dir = artifact_dir(&store_file);
+    let artifact_dir = artifacts::artifact_dir(&store_file);
     let client = Arc::new(Client::start(config)?);
     let mut worker = RunWorker::new(client.clone(), store, artifact_dir);
     if sync::enabled(config) {
@@ -84,16 +85,6 @@ pub fn with_worker<T>(
     let outcome = body(&runtime, &worker);
     client.shutdown(Duration::from_millis(500));
     outcome
-}
-
-/// Artifacts live in `artifacts/` beside the store file, as absolute paths.
-fn artifact_dir(store_file: &Path) -> PathBuf {
-    let parent = store_file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let dir = parent.join("artifacts");
-    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Drives `run_id` with a progress display on stderr; Ctrl-C cancels it cleanly.
