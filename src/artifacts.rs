@@ -38,8 +38,12 @@ pub fn contained_file(uri: &str, folder: &Path) -> Result<PathBuf, String> {
     let path = file_uri_path(uri).ok_or_else(|| format!("{uri:?} is not a file:// URI"))?;
     let real = std::fs::canonicalize(&path)
         .map_err(|e| format!("{} cannot be resolved: {e}", path.display()))?;
-    let root = std::fs::canonicalize(folder)
-        .map_err(|e| format!("the run's artifacts folder {} is missing: {e}", folder.display()))?;
+    let root = std::fs::canonicalize(folder).map_err(|e| {
+        format!(
+            "the run's artifacts folder {} is missing: {e}",
+            folder.display()
+        )
+    })?;
     if !real.starts_with(&root) {
         return Err(format!(
             "{} is outside the run's artifacts folder {}",

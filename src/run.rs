@@ -20,9 +20,11 @@ use crate::client::{CallOptions, Client};
 use crate::contracts::{RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequestedV1, TrialStatus};
 use crate::error::{BridgeError, ErrorClass, Result};
 use crate::spec::{budget_map, trial_seed, RunSpec};
-use crate::store::{now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, TrialRecord, HEARTBEAT_EVERY};
-use report::{check_report, CheckedReport, Expected};
+use crate::store::{
+    now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, TrialRecord, HEARTBEAT_EVERY,
+};
 use crate::sync::{SyncSettings, SyncWorker};
+use report::{check_report, CheckedReport, Expected};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -519,7 +521,10 @@ fn trial_from_report(
         };
         BridgeError::new(
             ErrorClass::Exception,
-            format!("the service reported the trial {}: {reason}", checked.status),
+            format!(
+                "the service reported the trial {}: {reason}",
+                checked.status
+            ),
         )
         .with_op("run_trial")
         .to_json()

@@ -80,7 +80,10 @@ impl Metrics {
 }
 
 /// Checks `report` against what the host asked for.
-pub(super) fn check_report(report: &TrialReportedV1, expected: &Expected<'_>) -> Result<CheckedReport> {
+pub(super) fn check_report(
+    report: &TrialReportedV1,
+    expected: &Expected<'_>,
+) -> Result<CheckedReport> {
     for (key, named, asked) in [
         ("run_id", &report.run_id, expected.run_id),
         ("trial_id", &report.trial_id, expected.trial_id),
@@ -93,8 +96,7 @@ pub(super) fn check_report(report: &TrialReportedV1, expected: &Expected<'_>) ->
         }
     }
     let metrics = check_metrics(&report.metrics)?;
-    if report.status == TrialStatus::Succeeded && !metrics.values.contains_key(expected.objective)
-    {
+    if report.status == TrialStatus::Succeeded && !metrics.values.contains_key(expected.objective) {
         return Err(refused(
             &format!("metrics.{}", expected.objective),
             format!(
@@ -104,7 +106,11 @@ pub(super) fn check_report(report: &TrialReportedV1, expected: &Expected<'_>) ->
         ));
     }
     let artifact = match &report.artifact_uri {
-        Some(uri) => Some(check_artifact(uri, &report.parameters, expected.run_folder)?),
+        Some(uri) => Some(check_artifact(
+            uri,
+            &report.parameters,
+            expected.run_folder,
+        )?),
         None => None,
     };
     Ok(CheckedReport {
@@ -122,9 +128,10 @@ fn check_metrics(raw: &Map<String, Value>) -> Result<Metrics> {
         if name == CURVES {
             metrics.curves = check_curves(value)?;
         } else {
-            metrics
-                .values
-                .insert(name.clone(), metric_value(&format!("metrics.{name}"), value)?);
+            metrics.values.insert(
+                name.clone(),
+                metric_value(&format!("metrics.{name}"), value)?,
+            );
         }
     }
     Ok(metrics)
@@ -157,22 +164,37 @@ fn check_curves(value: &Value) -> Result<BTreeMap<String, Vec<Option<Number>>>> 
 /// accuracy. JSON numbers the bridge hands over are always finite.
 fn metric_value(key: &str, value: &Value) -> Result<Number> {
     let Value::Number(number) = value else {
-        return Err(refused(key, format!("must be a finite number, got {value}")));
+        return Err(refused(
+            key,
+            format!("must be a finite number, got {value}"),
+        ));
     };
-    let bounded = key.rsplit('.').next().unwrap_or(key).ends_with(BOUNDED_SUFFIX);
+    let bounded = key
+        .rsplit('.')
+        .next()
+        .unwrap_or(key)
+        .ends_with(BOUNDED_SUFFIX);
     match number.as_f64() {
         Some(x) if !x.is_finite() => Err(refused(key, format!("must be finite, got {x}"))),
-        Some(x) if bounded && !(0.0..=1.0).contains(&x) => {
-            Err(refused(key, format!("is an accuracy, so in [0, 1], got {x}")))
-        }
+        Some(x) if bounded && !(0.0..=1.0).contains(&x) => Err(refused(
+            key,
+            format!("is an accuracy, so in [0, 1], got {x}"),
+        )),
         Some(_) => Ok(number.clone()),
-        None => Err(refused(key, format!("must be a finite number, got {number}"))),
+        None => Err(refused(
+            key,
+            format!("must be a finite number, got {number}"),
+        )),
     }
 }
 
 /// The artifact of a reply, when its file lies inside the run's folder; its size is the
 /// file's own, its sha256 the reported one when it is 64 hex digits.
-fn check_artifact(uri: &str, parameters: &Map<String, Value>, folder: &Path) -> Result<ArtifactRecord> {
+fn check_artifact(
+    uri: &str,
+    parameters: &Map<String, Value>,
+    folder: &Path,
+) -> Result<ArtifactRecord> {
     let real = contained_file(uri, folder).map_err(|why| refused("artifact_uri", why))?;
     let bytes = std::fs::metadata(&real).ok().map(|m| m.len());
     let sha256 = parameters
