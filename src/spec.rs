@@ -540,6 +540,103 @@ mod tests {
     }
 
     #[test]
+    fn late_failures_are_refused_before_anything_starts() {
+        let cases = [
+            (
+                format!("{BASE}[search_space]\nminimum_neurons_per_unit = 0\n"),
+                "search_space.minimum_neurons_per_unit",
+            ),
+            (
+                format!("{BASE}[search_space]\np_lateral_connection = 1.5\n"),
+                "search_space.p_lateral_connection",
+            ),
+            (
+                format!("{BASE}[search_space]\nactivation = [\"swish\"]\n"),
+                "search_space.activation",
+            ),
+            (
+                format!("{BASE}[search_space]\nactivation = []\n"),
+                "search_space.activation",
+            ),
+            (
+                format!("{BASE}[dataset_options]\nvalidation_split = 1.0\n"),
+                "dataset_options.validation_split",
+            ),
+            (
+                format!("{BASE}[dataset_options]\ntarget = \"y\"\n"),
+                "dataset_options.target",
+            ),
+            (
+                format!("{BASE}[dataset_options]\ntask = \"regression\"\n"),
+                "dataset_options.task",
+            ),
+            (format!("{BASE}seed = -1\n"), "seed"),
+            (format!("{BASE}direction = \"up\"\n"), "direction"),
+            (
+                format!("{BASE}[budget]\ntrials = \"many\"\n"),
+                "budget.trials",
+            ),
+            (
+                "name = \"t\"\ndataset = \"sklearn:mnist\"\n".into(),
+                "dataset",
+            ),
+            (
+                "name = \"a\\u001b[2Jb\"\ndataset = \"sklearn:iris\"\n".into(),
+                "name",
+            ),
+            (
+                "name = \"a\\nb\"\ndataset = \"sklearn:iris\"\n".into(),
+                "name",
+            ),
+            (
+                "name = \"a\\u0000b\"\ndataset = \"sklearn:iris\"\n".into(),
+                "name",
+            ),
+            ("dataset = \"sklearn:iris\"\n".into(), "name"),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.class, ErrorClass::Contract);
+            assert_eq!(err.details["key"], key, "{text}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_dataset_path_that_is_not_a_regular_file_says_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                format!("csv:{}", dir.path().display()),
+                "is a directory, not a regular file",
+            ),
+            (
+                "npz:/dev/zero".to_string(),
+                "is not a regular file (a character device)",
+            ),
+            (
+                format!("csv:{}/missing.csv", dir.path().display()),
+                "does not exist",
+            ),
+        ];
+        for (dataset, what) in cases {
+            let text = format!("name = \"t\"\ndataset = \"{dataset}\"\n");
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.details["key"], "dataset");
+            assert!(err.message.contains(what), "{dataset}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_csv_header_is_read_within_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = vec![b'a'; (MAX_HEADER_BYTES + 10) as usize];
+        std::fs::write(dir.path().join("d.csv"), long).unwrap();
+        let err = RunSpec::from_toml_str("name = \"t\"\ndataset = \"csv:d.csv\"\n", dir.path())
+            .unwrap_err();
+        assert!(err.message.contains("longer than"), "{}", err.message);
+    }
+
+    #[test]
     fn a_csv_without_the_target_column_is_refused() {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("d.csv"), "a,b,label\n1,2,0\n").unwrap();

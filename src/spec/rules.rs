@@ -364,4 +364,27 @@ mod tests {
             assert!(rules.search_space[high].default.is_some());
         }
     }
+
+    #[test]
+    fn the_shared_cases_are_decided_as_the_service_decides_them() {
+        let path = concat!(
+            env!("CARGO_MANIFEST_DIR"),
+            "/tests/fixtures/spec_cases.json"
+        );
+        let cases: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+        for case in cases["cases"].as_array().unwrap() {
+            let section = match case["section"].as_str().unwrap() {
+                "search_space" => Section::SearchSpace,
+                "budget" => Section::Budget,
+                "dataset_options" => Section::DatasetOptions,
+                other => panic!("unknown section {other}"),
+            };
+            let outcome = check_section(section, case["value"].as_object().unwrap());
+            match (outcome, case["error"].as_str()) {
+                (Ok(_), None) => {}
+                (Err(err), Some(key)) => assert_eq!(err.details["key"], key, "{case}: {err}"),
+                (outcome, _) => panic!("{case}: {outcome:?}"),
+            }
+        }
+    }
 }
