@@ -146,10 +146,7 @@ impl RunSpec {
             spec_error(format!("invalid run spec: {}", e.message()))
                 .with_detail("line", line_of(text, e.span()))
         })?;
-        let document = match serde_json::to_value(table) {
-            Ok(Value::Object(document)) => check_document(document)?,
-            _ => return Err(spec_error("invalid run spec: not a table".into())),
-        };
+        let document = check_document(json_table(table, "")?)?;
         let mut spec: RunSpec = serde_json::from_value(Value::Object(document))
             .map_err(|e| spec_error(format!("invalid run spec: {e}")))?;
         spec.resolve_dataset_path(base);
@@ -435,6 +432,46 @@ fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>
     Ok(document)
 }
 
+/// A TOML table as JSON; a non-finite float or a date is refused, naming its key (JSON,
+/// the contracts and the store hold neither).
+fn json_table(table: toml::Table, prefix: &str) -> Result<Map<String, Value>> {
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            Ok((key, json_value(value, &path)?))
+        })
+        .collect()
+}
+
+fn json_value(value: toml::Value, key: &str) -> Result<Value> {
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(x) => serde_json::Number::from_f64(x)
+            .map(Value::Number)
+            .ok_or_else(|| key_error(key, &format!("must be a finite number, got {x}")))?,
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => {
+            return Err(key_error(
+                key,
+                &format!("must not be a date or time, got {d}"),
+            ))
+        }
+        toml::Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| json_value(item, key))
+                .collect::<Result<_>>()?,
+        ),
+        toml::Value::Table(table) => Value::Object(json_table(table, key)?),
+    })
+}
+
 /// A run's name is shown on terminals: not empty, and no control characters (escapes,
 /// NUL, newlines).
 fn check_name(name: &str) -> Result<()> {
@@ -593,6 +630,15 @@ mod tests {
                 "name",
             ),
             ("dataset = \"sklearn:iris\"\n".into(), "name"),
+            (
+                format!("{BASE}[search_space]\np_lateral_connection = nan\n"),
+                "search_space.p_lateral_connection",
+            ),
+            (
+                format!("{BASE}[search_space]\nlearning_rate = [0.001, inf]\n"),
+                "search_space.learning_rate",
+            ),
+            (format!("{BASE}seed = 1979-05-27\n"), "seed"),
         ];
         for (text, key) in cases {
             let err = parse(&text).unwrap_err();

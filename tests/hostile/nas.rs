@@ -328,3 +328,127 @@ fn stored_strings_are_printed_without_their_control_characters() {
         assert!(!stdout.contains("\nforged line"), "{args:?}: {stdout:?}");
     }
 }
+
+mod spec_decoding {
+    //! Property: any TOML document built from the spec's keys (and some others), with any
+    //! values, either decodes into a spec that validates and survives the store's JSON round
+    //! trip, or is refused with an error naming a key; it never panics.
+
+    use cerebros_bridge::spec::rules::rules;
+    use cerebros_bridge::spec::RunSpec;
+    use proptest::prelude::*;
+
+    /// Top-level keys, section keys (`section.key`) and a few unknown ones.
+    fn key() -> impl Strategy<Value = String> {
+        let table = rules();
+        let mut keys: Vec<String> = [
+            "name",
+            "dataset",
+            "objective",
+            "direction",
+            "seed",
+            "search_space",
+            "budget",
+            "dataset_options",
+            "colour",
+            "budget.epochz",
+            "search_space.levels",
+        ]
+        .map(String::from)
+        .to_vec();
+        for (section, rules) in [
+            ("search_space", &table.search_space),
+            ("budget", &table.budget),
+            ("dataset_options", &table.dataset_options),
+        ] {
+            keys.extend(rules.keys().map(|k| format!("{section}.{k}")));
+        }
+        proptest::sample::select(keys)
+    }
+
+    fn value() -> impl Strategy<Value = toml::Value> {
+        let words = [
+            "relu",
+            "ELU ",
+            "swish",
+            "",
+            "sklearn:iris",
+            "sklearn:mnist",
+            "csv:/dev/zero",
+            "npz:/",
+            "val_loss",
+            "maximize",
+            "target",
+            "a\u{1b}[2Jb",
+            "x\0y",
+            "line\nbreak",
+        ];
+        let leaf = prop_oneof![
+            any::<i64>().prop_map(toml::Value::Integer),
+            proptest::sample::select(vec![-1i64, 0, 1, 2, 3, 32, 33, 4096, 4097, 100_000])
+                .prop_map(toml::Value::Integer),
+            any::<f64>().prop_map(toml::Value::Float),
+            proptest::sample::select(vec![0.0, 0.2, 1.0, 1.5, -0.1, 2.5, f64::NAN, f64::INFINITY])
+                .prop_map(toml::Value::Float),
+            any::<bool>().prop_map(toml::Value::Boolean),
+            "\\PC{0,12}".prop_map(toml::Value::String),
+            proptest::sample::select(words.to_vec()).prop_map(|s| toml::Value::String(s.into())),
+        ];
+        leaf.prop_recursive(3, 24, 4, |inner| {
+            prop_oneof![
+                proptest::collection::vec(inner.clone(), 0..4).prop_map(toml::Value::Array),
+                proptest::collection::btree_map("[a-z_]{1,8}", inner, 0..3)
+                    .prop_map(|m| toml::Value::Table(m.into_iter().collect())),
+            ]
+        })
+    }
+
+    /// A valid base spec with `entries` set on top of it.
+    fn document(entries: Vec<(String, toml::Value)>) -> toml::Table {
+        let mut doc = toml::Table::new();
+        doc.insert("name".into(), "prop".into());
+        doc.insert("dataset".into(), "sklearn:iris".into());
+        for (key, value) in entries {
+            match key.split_once('.') {
+                Some((section, inner)) => {
+                    let table = doc
+                        .entry(section)
+                        .or_insert_with(|| toml::Value::Table(toml::Table::new()));
+                    if let toml::Value::Table(table) = table {
+                        table.insert(inner.into(), value);
+                    }
+                }
+                None => {
+                    doc.insert(key, value);
+                }
+            }
+        }
+        doc
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn a_spec_decodes_or_names_the_key_it_refuses(
+            entries in proptest::collection::vec((key(), value()), 0..6)
+        ) {
+            let Ok(text) = toml::to_string(&document(entries)) else {
+                return Ok(()); // not expressible as TOML
+            };
+            match RunSpec::from_toml_str(&text, std::path::Path::new("/nonexistent")) {
+                Ok(spec) => {
+                    prop_assert!(spec.validate().is_ok());
+                    let stored = serde_json::to_value(&spec).unwrap();
+                    let back: RunSpec = serde_json::from_value(stored).unwrap();
+                    prop_assert_eq!(back, spec);
+                }
+                Err(err) => {
+                    let key = err.details.get("key").and_then(|k| k.as_str());
+                    prop_assert!(key.is_some_and(|k| !k.is_empty() && err.message.contains(k)),
+                        "{text}\n=> {err}");
+                }
+            }
+        }
+    }
+}
