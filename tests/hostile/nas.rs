@@ -180,6 +180,41 @@ fn a_reply_that_does_not_check_out_fails_its_trial_and_the_run_still_ends() {
 }
 
 #[test]
+fn a_run_holding_a_text_metric_from_before_the_checks_can_still_finish() {
+    let scratch = Scratch::new();
+    let spec_path = scratch.spec(2);
+    let spec = cerebros_bridge::spec::RunSpec::load(std::path::Path::new(&spec_path)).unwrap();
+    let store = cerebros_bridge::store::Store::open(&scratch.path("store.db")).unwrap();
+    store.create_run("run-old", &spec).unwrap();
+    let old = cerebros_bridge::store::TrialRecord {
+        run_id: "run-old".into(),
+        trial_id: "run-old-t000".into(),
+        index: 0,
+        seed: 1,
+        status: "succeeded".into(),
+        metrics: json!({"val_accuracy": "high"}),
+        parameters: json!({}),
+        duration_ms: 1,
+        artifact_uri: None,
+        error: None,
+        attempts: 1,
+        started_at: None,
+        finished_at: None,
+        mlflow_run_id: None,
+    };
+    store.record_trial(&old, None).unwrap();
+    drop(store);
+    let (code, doc, stderr) = scratch.run(
+        "in_process",
+        &json!({}),
+        &["runs", "resume", "run-old", "--json"],
+    );
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(doc["run"]["status"], "succeeded", "{doc}");
+    assert_eq!(doc["run"]["best_trial_id"], "run-old-t001", "{doc}");
+}
+
+#[test]
 fn an_artifact_outside_the_runs_folder_is_refused() {
     let lies = json!({"0": "artifact_outside", "1": "artifact_symlink"});
     for mode in MODES {
