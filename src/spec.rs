@@ -12,9 +12,6 @@ use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
 
-/// The objectives a run can optimise.
-pub const OBJECTIVES: [&str; 3] = ["val_accuracy", "val_loss", "val_rmse"];
-
 /// Whether a larger or a smaller objective is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -169,14 +166,12 @@ impl RunSpec {
     pub fn validate(&self) -> Result<()> {
         check_name(&self.name)?;
         check_section(Section::Budget, &budget_map(&self.budget))?;
-        if !OBJECTIVES.contains(&self.objective.as_str()) {
+        let objectives = &rules().objectives;
+        if !objectives.contains_key(&self.objective) {
+            let known: Vec<&str> = objectives.keys().map(String::as_str).collect();
             return Err(key_error(
                 "objective",
-                &format!(
-                    "{:?} is not one of {}",
-                    self.objective,
-                    OBJECTIVES.join(", ")
-                ),
+                &format!("{:?} is not one of {}", self.objective, known.join(", ")),
             ));
         }
         check_section(Section::SearchSpace, &self.search_space)?;
@@ -209,10 +204,23 @@ impl RunSpec {
                         ),
                     ));
                 };
-                match option("task") {
-                    Some(asked) if asked != task => Err(key_error(
+                if let Some(asked) = option("task").filter(|asked| asked != task) {
+                    return Err(key_error(
                         "dataset_options.task",
                         &format!("sklearn:{rest} is a {task} dataset, not {asked}"),
+                    ));
+                }
+                let needs = rules()
+                    .objectives
+                    .get(&self.objective)
+                    .and_then(|o| o.task.as_deref());
+                match needs {
+                    Some(needs) if needs != task => Err(key_error(
+                        "objective",
+                        &format!(
+                            "{} needs a {needs} dataset, but sklearn:{rest} is a {task} dataset",
+                            self.objective
+                        ),
                     )),
                     _ => Ok(()),
                 }
@@ -397,6 +405,16 @@ fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>
                 "direction",
                 &format!("must be maximize or minimize, got {}", shown(value)),
             ));
+        }
+    }
+    if !document.contains_key("direction") {
+        // The objective's natural direction (a loss is minimised).
+        let objective = document
+            .get("objective")
+            .and_then(Value::as_str)
+            .map_or_else(default_objective, str::to_owned);
+        if let Some(rule) = rules().objectives.get(&objective) {
+            document.insert("direction".into(), rule.direction.clone().into());
         }
     }
     if let Some(value) = document.get_mut("seed") {
@@ -639,12 +657,22 @@ mod tests {
                 "search_space.learning_rate",
             ),
             (format!("{BASE}seed = 1979-05-27\n"), "seed"),
+            (format!("{BASE}objective = \"val_rmse\"\n"), "objective"),
         ];
         for (text, key) in cases {
             let err = parse(&text).unwrap_err();
             assert_eq!(err.class, ErrorClass::Contract);
             assert_eq!(err.details["key"], key, "{text}: {}", err.message);
         }
+    }
+
+    #[test]
+    fn the_direction_defaults_to_the_objectives_own() {
+        let loss = parse(&format!("{BASE}objective = \"val_loss\"\n")).unwrap();
+        assert_eq!(loss.direction, Direction::Minimize);
+        assert_eq!(parse(BASE).unwrap().direction, Direction::Maximize);
+        let asked = format!("{BASE}objective = \"val_loss\"\ndirection = \"maximize\"\n");
+        assert_eq!(parse(&asked).unwrap().direction, Direction::Maximize);
     }
 
     #[test]

@@ -27,8 +27,19 @@ pub struct Rules {
     pub budget: BTreeMap<String, Rule>,
     /// The dataset options' keys.
     pub dataset_options: BTreeMap<String, Rule>,
+    /// What each objective needs and its natural direction.
+    pub objectives: BTreeMap<String, Objective>,
     /// The task (`classification` or `regression`) of each `sklearn:` dataset.
     pub sklearn_datasets: BTreeMap<String, String>,
+}
+
+/// An objective a run can optimise.
+#[derive(Debug, Deserialize)]
+pub struct Objective {
+    /// The task of the datasets it applies to (`None`: either).
+    pub task: Option<String>,
+    /// `maximize` or `minimize`: the direction used when a spec names none.
+    pub direction: String,
 }
 
 /// What one key accepts.

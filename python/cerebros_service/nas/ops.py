@@ -26,18 +26,12 @@ from .checks import (
 )
 from .datasets import Dataset, load_dataset, normalize_dataset_options
 from .network import Network
-from .rules import check_section
+from .rules import OBJECTIVES, check_section
 from .search_space import normalize_search_space, sample_architecture
 from .trainer import blas_threads, train
 
 __all__ = ["start_run", "run_trial", "record_trial", "finalize_run"]
 
-#: objective -> (task it needs, or None for either; its natural direction)
-OBJECTIVES: dict[str, tuple[str | None, str]] = {
-    "val_accuracy": ("classification", "maximize"),
-    "val_loss": (None, "minimize"),
-    "val_rmse": ("regression", "minimize"),
-}
 _OBJECTIVE_ALIASES = {"accuracy": "val_accuracy", "loss": "val_loss", "rmse": "val_rmse"}
 _DIRECTIONS = ("maximize", "minimize")
 TRIAL_STATUSES = ("succeeded", "failed", "skipped", "cancelled")

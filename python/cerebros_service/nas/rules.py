@@ -19,7 +19,7 @@ from typing import Any
 from .._dispatch import OpError
 from .checks import as_int, as_number, contract_error
 
-__all__ = ["ACTIVATIONS", "RULES", "SKLEARN_TASKS", "check_section", "defaults"]
+__all__ = ["ACTIVATIONS", "OBJECTIVES", "RULES", "SKLEARN_TASKS", "check_section", "defaults"]
 
 #: The whole table.
 RULES: dict[str, Any] = json.loads(
@@ -28,6 +28,11 @@ RULES: dict[str, Any] = json.loads(
 
 #: Activations the trainer implements.
 ACTIVATIONS: tuple[str, ...] = tuple(RULES["activations"])
+
+#: objective -> (the task it needs, or None for either; its natural direction)
+OBJECTIVES: dict[str, tuple[str | None, str]] = {
+    name: (rule["task"], rule["direction"]) for name, rule in RULES["objectives"].items()
+}
 
 #: The task of each ``sklearn:`` dataset.
 SKLEARN_TASKS: dict[str, str] = dict(RULES["sklearn_datasets"])
