@@ -1,4 +1,5 @@
 //! cerebros-bridge: hosts CPython in-process and drives a Python NAS service.
+pub mod artifacts;
 pub mod bench;
 pub mod cache;
 pub mod client;

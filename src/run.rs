@@ -13,14 +13,18 @@
 //! trials: woken after every recorded trial, it mirrors the store's MLflow outbox into
 //! MLflow without ever holding a trial up, and flushes once more when the run has ended.
 
+mod report;
+
+use crate::artifacts::run_folder;
 use crate::client::{CallOptions, Client};
-use crate::contracts::{RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequestedV1};
+use crate::contracts::{RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequestedV1, TrialStatus};
 use crate::error::{BridgeError, ErrorClass, Result};
 use crate::spec::{budget_map, trial_seed, RunSpec};
 use crate::store::{
     now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, TrialRecord, HEARTBEAT_EVERY,
 };
 use crate::sync::{SyncSettings, SyncWorker};
+use report::{check_report, CheckedReport, Expected};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
 use std::path::PathBuf;
@@ -160,7 +164,8 @@ impl RunWorker {
         };
         let finished = self
             .finalize(run_id, &spec, &status, error.as_deref(), started.elapsed())
-            .await;
+            .await
+            .inspect_err(|err| self.end_as_failed(run_id, err));
         match sync {
             Some(sync) => {
                 sync.finish().await;
@@ -168,6 +173,15 @@ impl RunWorker {
                 finished.and_then(|_| self.store.run(run_id))
             }
             None => finished,
+        }
+    }
+
+    /// Last resort when ending a run failed: mark it `failed` with that error, so it
+    /// never stays `running` without an owner.
+    fn end_as_failed(&self, run_id: &str, err: &BridgeError) {
+        let why = format!("the run could not be finished: {err}");
+        if let Err(again) = self.store.finish_run(run_id, "failed", Some(&why)) {
+            tracing::error!(run_id, "cannot end the run: {err}; then: {again}");
         }
     }
 
@@ -322,20 +336,40 @@ async fn run_trials(
         }
         tokio::select! {
             Some(joined) = running.join_next() => {
-                let (index, outcome) = joined.map_err(|e| {
-                    BridgeError::new(ErrorClass::SystemError, format!("a trial task failed: {e}"))
-                })?;
-                in_flight.retain(|i| *i != index);
-                outcome?;
+                let outcome = joined
+                    .map_err(|e| {
+                        BridgeError::new(ErrorClass::SystemError, format!("a trial task failed: {e}"))
+                    })
+                    .and_then(|(index, outcome)| {
+                        in_flight.retain(|i| *i != index);
+                        outcome
+                    });
+                if let Err(err) = outcome {
+                    // The run fails: stop the other trials so none stays `running`.
+                    stop_in_flight(&context, &mut running, &mut in_flight).await;
+                    return Err(err);
+                }
             }
             _ = cancel.cancelled() => {
-                running.abort_all();
-                while running.join_next().await.is_some() {}
-                for index in in_flight.drain(..) {
-                    record_cancelled(&context, index)?;
-                }
+                stop_in_flight(&context, &mut running, &mut in_flight).await;
                 return Ok(());
             }
+        }
+    }
+}
+
+/// Drops the running trials (which cancels their Python calls) and records those not yet
+/// recorded as cancelled (a store that refuses is logged: the run is ending anyway).
+async fn stop_in_flight(
+    context: &TrialContext,
+    running: &mut JoinSet<(u32, Result<()>)>,
+    in_flight: &mut Vec<u32>,
+) {
+    running.abort_all();
+    while running.join_next().await.is_some() {}
+    for index in in_flight.drain(..) {
+        if let Err(err) = record_cancelled(context, index) {
+            tracing::warn!(run_id = %context.run_id, index, "cannot record a stopped trial: {err}");
         }
     }
 }
@@ -397,14 +431,21 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
         .client
         .run_trial_with(&request, options)
         .await;
-    let (record, artifact) = match outcome {
-        Ok(report) => trial_from_report(&report, index, seed, started_at, clock.elapsed()),
+    let folder = run_folder(&context.worker.artifact_dir, run_id);
+    let expected = Expected {
+        run_id,
+        trial_id: &trial_id,
+        objective: &context.spec.objective,
+        run_folder: &folder,
+    };
+    let (record, artifact) = match outcome.and_then(|reply| check_report(&reply, &expected)) {
+        Ok(checked) => trial_from_report(&request, checked, started_at, clock.elapsed()),
         Err(err) => (
             failed_trial(&request, &err, started_at, clock.elapsed()),
             None,
         ),
     };
-    store.record_trial(&record, artifact.as_ref())?;
+    let record = record_or_fail(context, record, artifact)?;
     context.worker.sync_wake.notify_one();
     if record.status == "succeeded" {
         acknowledge(context, &record).await;
@@ -415,6 +456,37 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
         serde_json::to_value(&record).unwrap_or_default(),
     );
     Ok(())
+}
+
+/// Records a finished trial with its artifact. When the store refuses it, the trial is
+/// recorded as `failed` with the store's error instead, so it never stays `running`; only
+/// when that fails too is the error the run's.
+fn record_or_fail(
+    context: &TrialContext,
+    record: TrialRecord,
+    artifact: Option<ArtifactRecord>,
+) -> Result<TrialRecord> {
+    let store = &context.worker.store;
+    let Err(err) = store.record_trial(&record, artifact.as_ref()) else {
+        return Ok(record);
+    };
+    tracing::warn!(run_id = %context.run_id, trial_id = %record.trial_id, "cannot record the trial: {err}");
+    let failed = TrialRecord {
+        status: "failed".into(),
+        metrics: json!({}),
+        parameters: json!({}),
+        artifact_uri: None,
+        error: Some(
+            BridgeError::new(
+                ErrorClass::SystemError,
+                format!("the trial's outcome could not be recorded: {}", err.message),
+            )
+            .to_json(),
+        ),
+        ..record
+    };
+    store.record_trial(&failed, None)?;
+    Ok(failed)
 }
 
 /// Tells the service the trial was recorded (`record_trial`, the seed's persistence
@@ -433,51 +505,47 @@ async fn acknowledge(context: &TrialContext, record: &TrialRecord) {
     }
 }
 
+/// The record of a checked reply, under the ids the host asked for. A trial the service
+/// reports as not succeeded carries its reason (the reply's warnings) as its error.
 fn trial_from_report(
-    report: &TrialReportedV1,
-    index: u32,
-    seed: u64,
+    request: &TrialRequestedV1,
+    checked: CheckedReport,
     started_at: String,
     took: Duration,
 ) -> (TrialRecord, Option<ArtifactRecord>) {
-    let parameters = Value::Object(report.parameters.clone());
-    let artifact = report.artifact_uri.as_ref().map(|uri| {
-        let info = parameters.get("artifact");
-        ArtifactRecord {
-            kind: "model".into(),
-            uri: uri.clone(),
-            sha256: info
-                .and_then(|a| a.get("sha256"))
-                .and_then(Value::as_str)
-                .map(str::to_owned),
-            bytes: info.and_then(|a| a.get("bytes")).and_then(Value::as_u64),
-        }
-    });
-    let status = serde_json::to_value(report.status)
-        .ok()
-        .and_then(|s| s.as_str().map(str::to_owned))
-        .unwrap_or_else(|| "succeeded".into());
-    let record = TrialRecord {
-        run_id: report.run_id.clone(),
-        trial_id: report.trial_id.clone(),
-        index,
-        seed,
-        status,
-        metrics: Value::Object(report.metrics.clone()),
-        parameters,
-        duration_ms: if report.duration_ms > 0 {
-            report.duration_ms
+    let error = (checked.status != TrialStatus::Succeeded).then(|| {
+        let reason = if checked.warnings.is_empty() {
+            "no reason given".to_owned()
         } else {
-            took.as_millis() as u64
-        },
-        artifact_uri: report.artifact_uri.clone(),
-        error: None,
+            checked.warnings.join("; ")
+        };
+        BridgeError::new(
+            ErrorClass::Exception,
+            format!(
+                "the service reported the trial {}: {reason}",
+                checked.status
+            ),
+        )
+        .with_op("run_trial")
+        .to_json()
+    });
+    let record = TrialRecord {
+        run_id: request.run_id.clone(),
+        trial_id: request.trial_id.clone(),
+        index: request.index,
+        seed: request.seed,
+        status: checked.status.as_str().to_owned(),
+        metrics: checked.metrics.to_json(),
+        parameters: Value::Object(checked.parameters),
+        duration_ms: took.as_millis() as u64,
+        artifact_uri: checked.artifact.as_ref().map(|a| a.uri.clone()),
+        error,
         attempts: 1,
         started_at: Some(started_at),
         finished_at: Some(now_rfc3339()),
         mlflow_run_id: None,
     };
-    (record, artifact)
+    (record, checked.artifact)
 }
 
 fn failed_trial(

@@ -1,29 +1,16 @@
 //! Run specs (DESIGN §4): a TOML file describing one NAS run, validated before anything
-//! starts, with errors that name the offending key.
+//! starts, with errors that name the offending key. The checked values of the search
+//! space, the budget and the dataset options come from one table shared with the
+//! service ([`rules`]).
+
+pub mod rules;
 
 use crate::contracts::RunStartedV1;
 use crate::error::{BridgeError, ErrorClass, Result};
+use rules::{check_section, key_error, rules, shown, Section};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
-
-/// The search-space keys the service understands.
-pub const SEARCH_SPACE_KEYS: [&str; 11] = [
-    "minimum_levels",
-    "maximum_levels",
-    "minimum_units_per_level",
-    "maximum_units_per_level",
-    "minimum_neurons_per_unit",
-    "maximum_neurons_per_unit",
-    "p_lateral_connection",
-    "p_predecessor_connection",
-    "activation",
-    "learning_rate",
-    "output_activation",
-];
-
-/// The objectives a run can optimise.
-pub const OBJECTIVES: [&str; 3] = ["val_accuracy", "val_loss", "val_rmse"];
 
 /// Whether a larger or a smaller objective is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -72,14 +59,16 @@ pub struct Budget {
 }
 
 impl Default for Budget {
+    /// The defaults of the shared table ([`rules`]).
     fn default() -> Self {
+        let default = |key| rules().budget_default(key);
         Budget {
-            trials: 16,
-            epochs: 10,
-            batch_size: 64,
-            patience: 3,
-            trial_timeout_ms: 60_000,
-            parallelism: 2,
+            trials: default("trials") as u32,
+            epochs: default("epochs") as u32,
+            batch_size: default("batch_size") as u32,
+            patience: default("patience") as u32,
+            trial_timeout_ms: default("trial_timeout_ms"),
+            parallelism: default("parallelism") as u32,
         }
     }
 }
@@ -139,7 +128,7 @@ fn default_seed() -> u64 {
 impl RunSpec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<RunSpec> {
-        let text = std::fs::read_to_string(path)
+        let text = read_spec_file(path)
             .map_err(|e| spec_error(format!("cannot read run spec {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         RunSpec::from_toml_str(&text, base).map_err(|mut e| {
@@ -150,10 +139,13 @@ impl RunSpec {
 
     /// Parses and validates spec text; relative dataset paths resolve against `base`.
     pub fn from_toml_str(text: &str, base: &Path) -> Result<RunSpec> {
-        let mut spec: RunSpec = toml::from_str(text).map_err(|e| {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
             spec_error(format!("invalid run spec: {}", e.message()))
                 .with_detail("line", line_of(text, e.span()))
         })?;
+        let document = check_document(json_table(table, "")?)?;
+        let mut spec: RunSpec = serde_json::from_value(Value::Object(document))
+            .map_err(|e| spec_error(format!("invalid run spec: {e}")))?;
         spec.resolve_dataset_path(base);
         spec.validate()?;
         Ok(spec)
@@ -172,93 +164,19 @@ impl RunSpec {
 
     /// Checks every rule that can be checked without Python.
     pub fn validate(&self) -> Result<()> {
-        if self.name.trim().is_empty() {
-            return Err(key_error("name", "must not be empty"));
-        }
-        self.validate_budget()?;
-        if !OBJECTIVES.contains(&self.objective.as_str()) {
+        check_name(&self.name)?;
+        check_section(Section::Budget, &budget_map(&self.budget))?;
+        let objectives = &rules().objectives;
+        if !objectives.contains_key(&self.objective) {
+            let known: Vec<&str> = objectives.keys().map(String::as_str).collect();
             return Err(key_error(
                 "objective",
-                &format!(
-                    "{:?} is not one of {}",
-                    self.objective,
-                    OBJECTIVES.join(", ")
-                ),
+                &format!("{:?} is not one of {}", self.objective, known.join(", ")),
             ));
         }
-        self.validate_search_space()?;
+        check_section(Section::SearchSpace, &self.search_space)?;
+        check_section(Section::DatasetOptions, &self.dataset_options)?;
         self.validate_dataset()
-    }
-
-    fn validate_budget(&self) -> Result<()> {
-        let b = &self.budget;
-        let positive = [
-            ("budget.trials", b.trials as u64),
-            ("budget.epochs", b.epochs as u64),
-            ("budget.batch_size", b.batch_size as u64),
-            ("budget.trial_timeout_ms", b.trial_timeout_ms),
-            ("budget.parallelism", b.parallelism as u64),
-        ];
-        for (key, value) in positive {
-            if value == 0 {
-                return Err(key_error(key, "must be at least 1"));
-            }
-        }
-        if b.trials > 100_000 {
-            return Err(key_error("budget.trials", "must be at most 100000"));
-        }
-        Ok(())
-    }
-
-    fn validate_search_space(&self) -> Result<()> {
-        let space = &self.search_space;
-        if let Some(unknown) = space
-            .keys()
-            .find(|k| !SEARCH_SPACE_KEYS.contains(&k.as_str()))
-        {
-            return Err(key_error(
-                &format!("search_space.{unknown}"),
-                &format!(
-                    "is not a search-space key; expected one of {}",
-                    SEARCH_SPACE_KEYS.join(", ")
-                ),
-            ));
-        }
-        for (low, high) in [
-            ("minimum_levels", "maximum_levels"),
-            ("minimum_units_per_level", "maximum_units_per_level"),
-            ("minimum_neurons_per_unit", "maximum_neurons_per_unit"),
-        ] {
-            let (Some(lo), Some(hi)) = (space.get(low), space.get(high)) else {
-                continue;
-            };
-            let (Some(lo), Some(hi)) = (lo.as_f64(), hi.as_f64()) else {
-                return Err(key_error(
-                    &format!("search_space.{low}"),
-                    "must be a number",
-                ));
-            };
-            if lo > hi {
-                return Err(key_error(
-                    &format!("search_space.{low}"),
-                    &format!("= {lo} is above search_space.{high} = {hi}"),
-                ));
-            }
-        }
-        if let Some(lr) = space.get("learning_rate") {
-            let pair = lr.as_array().filter(|a| a.len() == 2);
-            let bounds: Option<Vec<f64>> = pair.and_then(|a| a.iter().map(Value::as_f64).collect());
-            match bounds.as_deref() {
-                Some([lo, hi]) if *lo > 0.0 && lo <= hi => {}
-                _ => {
-                    return Err(key_error(
-                        "search_space.learning_rate",
-                        "must be [low, high] with 0 < low <= high",
-                    ))
-                }
-            }
-        }
-        Ok(())
     }
 
     fn validate_dataset(&self) -> Result<()> {
@@ -266,16 +184,50 @@ impl RunSpec {
             .dataset
             .split_once(':')
             .ok_or_else(|| key_error("dataset", "must be sklearn:NAME, csv:PATH or npz:PATH"))?;
+        let option = |key: &str| self.dataset_options.get(key).and_then(Value::as_str);
+        if kind != "csv" && option("target").is_some() {
+            return Err(key_error(
+                "dataset_options.target",
+                "applies to csv datasets only",
+            ));
+        }
         match kind {
-            "sklearn" => Ok(()),
-            "csv" | "npz" => {
-                let path = Path::new(rest);
-                if !path.is_file() {
+            "sklearn" => {
+                let tasks = &rules().sklearn_datasets;
+                let Some(task) = tasks.get(rest) else {
+                    let known: Vec<&str> = tasks.keys().map(String::as_str).collect();
                     return Err(key_error(
                         "dataset",
-                        &format!("file {} does not exist", path.display()),
+                        &format!(
+                            "unknown scikit-learn dataset {rest:?} (known: {})",
+                            known.join(", ")
+                        ),
+                    ));
+                };
+                if let Some(asked) = option("task").filter(|asked| asked != task) {
+                    return Err(key_error(
+                        "dataset_options.task",
+                        &format!("sklearn:{rest} is a {task} dataset, not {asked}"),
                     ));
                 }
+                let needs = rules()
+                    .objectives
+                    .get(&self.objective)
+                    .and_then(|o| o.task.as_deref());
+                match needs {
+                    Some(needs) if needs != task => Err(key_error(
+                        "objective",
+                        &format!(
+                            "{} needs a {needs} dataset, but sklearn:{rest} is a {task} dataset",
+                            self.objective
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            "csv" | "npz" => {
+                let path = Path::new(rest);
+                check_regular_file(path)?;
                 if kind == "csv" {
                     self.check_csv_target(path)?;
                 }
@@ -289,13 +241,23 @@ impl RunSpec {
     }
 
     fn check_csv_target(&self, path: &Path) -> Result<()> {
-        use std::io::BufRead;
+        use std::io::{BufRead, Read};
         let file = std::fs::File::open(path)
             .map_err(|e| key_error("dataset", &format!("cannot open {}: {e}", path.display())))?;
-        let mut header = String::new();
-        std::io::BufReader::new(file)
-            .read_line(&mut header)
+        let mut header = Vec::new();
+        std::io::BufReader::new(file.take(MAX_HEADER_BYTES + 1))
+            .read_until(b'\n', &mut header)
             .map_err(|e| key_error("dataset", &format!("cannot read {}: {e}", path.display())))?;
+        if header.len() as u64 > MAX_HEADER_BYTES {
+            return Err(key_error(
+                "dataset",
+                &format!(
+                    "the header row of {} is longer than {MAX_HEADER_BYTES} bytes",
+                    path.display()
+                ),
+            ));
+        }
+        let header = String::from_utf8_lossy(&header);
         let target = self
             .dataset_options
             .get("target")
@@ -376,12 +338,206 @@ pub fn trial_seed(run_seed: u64, index: u32) -> u64 {
     (z ^ (z >> 31)) & ((1 << 53) - 1)
 }
 
-fn spec_error(message: String) -> BridgeError {
-    BridgeError::new(ErrorClass::Contract, message)
+/// The largest spec file read.
+const MAX_SPEC_BYTES: u64 = 1 << 20;
+
+/// Reads a spec file of at most [`MAX_SPEC_BYTES`] (a device or FIFO never fills memory).
+fn read_spec_file(path: &Path) -> std::io::Result<String> {
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(path)?
+        .take(MAX_SPEC_BYTES + 1)
+        .read_to_string(&mut text)?;
+    if text.len() as u64 > MAX_SPEC_BYTES {
+        return Err(std::io::Error::other(format!(
+            "larger than {MAX_SPEC_BYTES} bytes"
+        )));
+    }
+    Ok(text)
 }
 
-fn key_error(key: &str, problem: &str) -> BridgeError {
-    spec_error(format!("{key} {problem}")).with_detail("key", key)
+/// The longest CSV header row read to find the target column.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// The top-level keys of a spec.
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "name",
+    "dataset",
+    "objective",
+    "direction",
+    "seed",
+    "dataset_options",
+    "search_space",
+    "budget",
+];
+
+/// Checks the keys and value kinds of a parsed spec document, naming the key of the
+/// first problem, and normalises its sections by the shared table ([`rules`]).
+fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>> {
+    if let Some(unknown) = document
+        .keys()
+        .find(|k| !TOP_LEVEL_KEYS.contains(&k.as_str()))
+    {
+        return Err(key_error(
+            unknown,
+            &format!(
+                "is not a run spec key; expected one of {}",
+                TOP_LEVEL_KEYS.join(", ")
+            ),
+        ));
+    }
+    for key in ["name", "dataset"] {
+        if !document.contains_key(key) {
+            return Err(key_error(key, "is required"));
+        }
+    }
+    for key in ["name", "dataset", "objective"] {
+        if let Some(value) = document.get(key).filter(|v| !v.is_string()) {
+            return Err(key_error(
+                key,
+                &format!("must be a string, got {}", shown(value)),
+            ));
+        }
+    }
+    if let Some(value) = document.get("direction") {
+        if !matches!(value.as_str(), Some("maximize" | "minimize")) {
+            return Err(key_error(
+                "direction",
+                &format!("must be maximize or minimize, got {}", shown(value)),
+            ));
+        }
+    }
+    if !document.contains_key("direction") {
+        // The objective's natural direction (a loss is minimised).
+        let objective = document
+            .get("objective")
+            .and_then(Value::as_str)
+            .map_or_else(default_objective, str::to_owned);
+        if let Some(rule) = rules().objectives.get(&objective) {
+            document.insert("direction".into(), rule.direction.clone().into());
+        }
+    }
+    if let Some(value) = document.get_mut("seed") {
+        let seed = value.as_u64().or_else(|| {
+            let x = value.as_f64()?;
+            (x.fract() == 0.0 && (0.0..9.0e15).contains(&x)).then_some(x as u64)
+        });
+        let Some(seed) = seed else {
+            return Err(key_error(
+                "seed",
+                &format!("must be a non-negative integer, got {}", shown(value)),
+            ));
+        };
+        *value = Value::from(seed);
+    }
+    for section in [
+        Section::SearchSpace,
+        Section::Budget,
+        Section::DatasetOptions,
+    ] {
+        let key = section.name();
+        let Some(value) = document.get_mut(key) else {
+            continue;
+        };
+        let Value::Object(table) = value else {
+            return Err(key_error(
+                key,
+                &format!("must be a table, got {}", shown(value)),
+            ));
+        };
+        *table = check_section(section, table)?;
+    }
+    Ok(document)
+}
+
+/// A TOML table as JSON; a non-finite float or a date is refused, naming its key (JSON,
+/// the contracts and the store hold neither).
+fn json_table(table: toml::Table, prefix: &str) -> Result<Map<String, Value>> {
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            Ok((key, json_value(value, &path)?))
+        })
+        .collect()
+}
+
+fn json_value(value: toml::Value, key: &str) -> Result<Value> {
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(x) => serde_json::Number::from_f64(x)
+            .map(Value::Number)
+            .ok_or_else(|| key_error(key, &format!("must be a finite number, got {x}")))?,
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => {
+            return Err(key_error(
+                key,
+                &format!("must not be a date or time, got {d}"),
+            ))
+        }
+        toml::Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| json_value(item, key))
+                .collect::<Result<_>>()?,
+        ),
+        toml::Value::Table(table) => Value::Object(json_table(table, key)?),
+    })
+}
+
+/// A run's name is shown on terminals: not empty, and no control characters (escapes,
+/// NUL, newlines).
+fn check_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(key_error("name", "must not be empty"));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(key_error(
+            "name",
+            &format!("must not hold control characters, got {:?}", c),
+        ));
+    }
+    Ok(())
+}
+
+/// A dataset file must be a regular file; says what the path is otherwise.
+fn check_regular_file(path: &Path) -> Result<()> {
+    let what = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => return Ok(()),
+        Ok(meta) if meta.is_dir() => "is a directory, not a regular file".to_owned(),
+        Ok(meta) => format!("is not a regular file (a {})", file_kind(&meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_owned(),
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Err(key_error(
+        "dataset",
+        &format!("file {} {what}", path.display()),
+    ))
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+fn spec_error(message: String) -> BridgeError {
+    BridgeError::new(ErrorClass::Contract, message)
 }
 
 fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> Value {
@@ -436,6 +592,122 @@ mod tests {
             assert_eq!(err.class, ErrorClass::Contract);
             assert!(err.message.contains(key), "{key}: {}", err.message);
         }
+    }
+
+    #[test]
+    fn late_failures_are_refused_before_anything_starts() {
+        let cases = [
+            (
+                format!("{BASE}[search_space]\nminimum_neurons_per_unit = 0\n"),
+                "search_space.minimum_neurons_per_unit",
+            ),
+            (
+                format!("{BASE}[search_space]\np_lateral_connection = 1.5\n"),
+                "search_space.p_lateral_connection",
+            ),
+            (
+                format!("{BASE}[search_space]\nactivation = [\"swish\"]\n"),
+                "search_space.activation",
+            ),
+            (
+                format!("{BASE}[search_space]\nactivation = []\n"),
+                "search_space.activation",
+            ),
+            (
+                format!("{BASE}[dataset_options]\nvalidation_split = 1.0\n"),
+                "dataset_options.validation_split",
+            ),
+            (
+                format!("{BASE}[dataset_options]\ntarget = \"y\"\n"),
+                "dataset_options.target",
+            ),
+            (
+                format!("{BASE}[dataset_options]\ntask = \"regression\"\n"),
+                "dataset_options.task",
+            ),
+            (format!("{BASE}seed = -1\n"), "seed"),
+            (format!("{BASE}direction = \"up\"\n"), "direction"),
+            (
+                format!("{BASE}[budget]\ntrials = \"many\"\n"),
+                "budget.trials",
+            ),
+            (
+                "name = \"t\"\ndataset = \"sklearn:mnist\"\n".into(),
+                "dataset",
+            ),
+            (
+                "name = \"a\\u001b[2Jb\"\ndataset = \"sklearn:iris\"\n".into(),
+                "name",
+            ),
+            (
+                "name = \"a\\nb\"\ndataset = \"sklearn:iris\"\n".into(),
+                "name",
+            ),
+            (
+                "name = \"a\\u0000b\"\ndataset = \"sklearn:iris\"\n".into(),
+                "name",
+            ),
+            ("dataset = \"sklearn:iris\"\n".into(), "name"),
+            (
+                format!("{BASE}[search_space]\np_lateral_connection = nan\n"),
+                "search_space.p_lateral_connection",
+            ),
+            (
+                format!("{BASE}[search_space]\nlearning_rate = [0.001, inf]\n"),
+                "search_space.learning_rate",
+            ),
+            (format!("{BASE}seed = 1979-05-27\n"), "seed"),
+            (format!("{BASE}objective = \"val_rmse\"\n"), "objective"),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.class, ErrorClass::Contract);
+            assert_eq!(err.details["key"], key, "{text}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn the_direction_defaults_to_the_objectives_own() {
+        let loss = parse(&format!("{BASE}objective = \"val_loss\"\n")).unwrap();
+        assert_eq!(loss.direction, Direction::Minimize);
+        assert_eq!(parse(BASE).unwrap().direction, Direction::Maximize);
+        let asked = format!("{BASE}objective = \"val_loss\"\ndirection = \"maximize\"\n");
+        assert_eq!(parse(&asked).unwrap().direction, Direction::Maximize);
+    }
+
+    #[test]
+    fn a_dataset_path_that_is_not_a_regular_file_says_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                format!("csv:{}", dir.path().display()),
+                "is a directory, not a regular file",
+            ),
+            (
+                "npz:/dev/zero".to_string(),
+                "is not a regular file (a character device)",
+            ),
+            (
+                format!("csv:{}/missing.csv", dir.path().display()),
+                "does not exist",
+            ),
+        ];
+        for (dataset, what) in cases {
+            let text = format!("name = \"t\"\ndataset = \"{dataset}\"\n");
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.details["key"], "dataset");
+            assert!(err.message.contains(what), "{dataset}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_csv_header_is_read_within_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = vec![b'a'; (MAX_HEADER_BYTES + 10) as usize];
+        std::fs::write(dir.path().join("d.csv"), long).unwrap();
+        let err = RunSpec::from_toml_str("name = \"t\"\ndataset = \"csv:d.csv\"\n", dir.path())
+            .unwrap_err();
+        assert!(err.message.contains("longer than"), "{}", err.message);
     }
 
     #[test]

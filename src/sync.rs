@@ -25,6 +25,7 @@
 //! one try and a few seconds per request ([`HTTP_TIMEOUT_S`]; environment variables the
 //! user set win), and each bridge call has its own deadline ([`CALL_TIMEOUT`]).
 
+use crate::artifacts::{artifact_dir, run_folder};
 use crate::client::{CallOptions, Client};
 use crate::config::{Config, Mode};
 use crate::error::{BridgeError, ErrorClass, Result};
@@ -337,11 +338,14 @@ impl MlflowSync {
             }
             _ => None,
         };
+        // The only folder the service may upload a trial's artifact from (DESIGN §10).
+        let artifact_root = run_folder(&artifact_dir(self.store.path()), &item.run_id);
         let payload = json!({
             "tracking_uri": self.tracking_uri,
             "run": run,
             "final": final_run,
             "trial": trial,
+            "artifact_root": artifact_root,
             "http": http_settings(),
         });
         payload::check_value(&payload, self.max_payload_bytes).map_err(|err| {

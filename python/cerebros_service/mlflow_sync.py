@@ -118,7 +118,8 @@ def sync(payload: Mapping[str, Any]) -> dict:
         parent_id, parent_created = _parent(client, experiment_id, run, bool(payload.get("final")))
         child = None
         if trial is not None:
-            child_id, child_created = _child(client, experiment_id, parent_id, run, trial)
+            root = payload.get("artifact_root")
+            child_id, child_created = _child(client, experiment_id, parent_id, run, trial, root)
             child = {"mlflow_run_id": child_id, "created": child_created}
     except OpError:
         raise
@@ -274,7 +275,12 @@ def _parent(client, experiment_id: str, run: Mapping[str, Any], final: bool) -> 
 
 
 def _child(
-    client, experiment_id: str, parent_id: str, run: Mapping[str, Any], trial: Mapping[str, Any]
+    client,
+    experiment_id: str,
+    parent_id: str,
+    run: Mapping[str, Any],
+    trial: Mapping[str, Any],
+    artifact_root: Any = None,
 ) -> tuple[str, bool]:
     trial_id = trial["trial_id"]
     status = str(trial.get("status") or "failed")
@@ -317,7 +323,10 @@ def _child(
         tags["error"] = str(message or json.dumps(error))
     artifact = trial.get("artifact_path") or _local_path(trial.get("artifact_uri"))
     if artifact:
-        if Path(artifact).is_file():
+        refused = _outside(artifact, artifact_root)
+        if refused:
+            tags["cerebros.artifact_refused"] = refused
+        elif Path(artifact).is_file():
             client.log_artifact(mlflow_id, artifact)
             tags["artifact"] = Path(artifact).name
         else:
@@ -432,6 +441,18 @@ def _flatten(values: Mapping[str, Any], prefix: str = "") -> dict[str, str]:
 def _clip(text: Any, limit: int) -> str:
     text = str(text)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _outside(artifact: str, root: Any) -> str | None:
+    """Why ``artifact`` may not be uploaded, or ``None`` when its real path (symlinks
+    resolved) lies inside the run's artifacts folder ``root`` (DESIGN §10). Checked right
+    before the upload: the file may have changed since the host accepted it."""
+    if not isinstance(root, str) or not root:
+        return "no artifacts folder was given to check it against"
+    real, folder = os.path.realpath(artifact), os.path.realpath(root)
+    if os.path.commonpath([real, folder]) != folder:
+        return f"{real} is outside the run's artifacts folder {folder}"
+    return None
 
 
 def _local_path(uri: Any) -> str | None:

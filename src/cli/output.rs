@@ -3,6 +3,7 @@
 
 use cerebros_bridge::error::{BridgeError, ErrorClass};
 use serde_json::{json, Value};
+use std::borrow::Cow;
 use std::io::Write;
 
 /// Success.
@@ -24,6 +25,39 @@ pub fn exit_code(class: ErrorClass) -> i32 {
         ErrorClass::Timeout => EXIT_TIMEOUT,
         _ => EXIT_FAILURE,
     }
+}
+
+/// `text` safe to print on a terminal: control characters (escape sequences, NUL,
+/// newlines, C1 controls) are written as Rust escapes (`\u{1b}`, `\n`). Stored strings
+/// (names, errors, ids) go through it wherever the CLI prints them for people.
+pub fn printable(text: &str) -> Cow<'_, str> {
+    if !text.chars().any(char::is_control) {
+        return Cow::Borrowed(text);
+    }
+    Cow::Owned(
+        text.chars()
+            .map(|c| {
+                if c.is_control() {
+                    c.escape_default().to_string()
+                } else {
+                    c.to_string()
+                }
+            })
+            .collect(),
+    )
+}
+
+/// [`printable`], keeping the line breaks and tabs of multi-line text (a traceback).
+fn printable_lines(text: &str) -> String {
+    text.split('\n')
+        .map(|line| {
+            line.split('\t')
+                .map(|part| printable(part).into_owned())
+                .collect::<Vec<_>>()
+                .join("\t")
+        })
+        .collect::<Vec<_>>()
+        .join("\n")
 }
 
 /// Writes one line to stdout, ignoring a closed pipe (`| head`).
@@ -50,10 +84,10 @@ pub fn report_error(err: &BridgeError, json: bool) -> i32 {
     if json {
         print_json(&json!({"ok": false, "error": err.to_json()}), true);
     } else {
-        eprintln!("error[{}]: {}", err.class, err.message);
+        eprintln!("error[{}]: {}", err.class, printable(&err.message));
         if let Some(traceback) = err.details.get("traceback") {
             match traceback {
-                Value::String(text) => eprintln!("{}", text.trim_end()),
+                Value::String(text) => eprintln!("{}", printable_lines(text.trim_end())),
                 other => eprintln!("{other}"),
             }
         }
@@ -70,6 +104,16 @@ pub fn flush() {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn control_characters_are_escaped() {
+        assert_eq!(printable("plain ünïcode"), "plain ünïcode");
+        assert_eq!(
+            printable("a\u{1b}[2Jb\nc\0d\u{9b}"),
+            "a\\u{1b}[2Jb\\nc\\u{0}d\\u{9b}"
+        );
+        assert_eq!(printable_lines("a\n\tb\u{7}"), "a\n\tb\\u{7}");
+    }
 
     #[test]
     fn classes_map_to_documented_exit_codes() {

@@ -1,7 +1,8 @@
 //! `cerebros-bridge run SPEC`: a whole NAS run with a progress display, and the pieces
 //! `runs resume` shares with it (driving a run, showing progress, the final report).
 
-use super::output::{self, EXIT_FAILURE, EXIT_OK};
+use super::output::{self, printable, EXIT_FAILURE, EXIT_OK};
+use cerebros_bridge::artifacts;
 use cerebros_bridge::client::Client;
 use cerebros_bridge::config::Config;
 use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
@@ -47,7 +48,9 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> i32 {
         if !args.json {
             eprintln!(
                 "run {run_id}: {} on {}, {} trials",
-                spec.name, spec.dataset, spec.budget.trials
+                printable(&spec.name),
+                printable(&spec.dataset),
+                spec.budget.trials
             );
         }
         let run = runtime.block_on(drive_with_progress(worker, &run_id, args.json))?;
@@ -75,7 +78,7 @@ pub fn with_worker<T>(
         })?;
     let store_file = store::store_path(&config.store.url)?;
     let store = Arc::new(Store::open(&store_file)?);
-    let artifact_dir = artifact_dir(&store_file);
+    let artifact_dir = artifacts::artifact_dir(&store_file);
     let client = Arc::new(Client::start(config)?);
     let mut worker = RunWorker::new(client.clone(), store, artifact_dir);
     if sync::enabled(config) {
@@ -84,16 +87,6 @@ pub fn with_worker<T>(
     let outcome = body(&runtime, &worker);
     client.shutdown(Duration::from_millis(500));
     outcome
-}
-
-/// Artifacts live in `artifacts/` beside the store file, as absolute paths.
-fn artifact_dir(store_file: &Path) -> PathBuf {
-    let parent = store_file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let dir = parent.join("artifacts");
-    std::path::absolute(&dir).unwrap_or(dir)
 }
 
 /// Drives `run_id` with a progress display on stderr; Ctrl-C cancels it cleanly.
@@ -225,10 +218,14 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
     let out = output::stdout_line;
     out(&format!(
         "run {} ({}): {} — {} of {} trials finished",
-        run.run_id, run.name, run.status, run.trials_completed, run.trials_planned
+        printable(&run.run_id),
+        printable(&run.name),
+        printable(&run.status),
+        run.trials_completed,
+        run.trials_planned
     ));
     if let Some(error) = &run.error {
-        out(&format!("error: {error}"));
+        out(&format!("error: {}", printable(error)));
     }
     let mut ranked: Vec<&TrialRecord> = trials.iter().filter(|t| t.status == "succeeded").collect();
     let metric = |t: &TrialRecord| t.metrics.get(&run.objective).and_then(Value::as_f64);
@@ -250,7 +247,7 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
             out(&format!(
                 "{:<5} {:<34} {:>12} {:>9} {:>9.1}  {}",
                 rank + 1,
-                trial.trial_id,
+                printable(&trial.trial_id),
                 metric(trial).map_or("-".into(), |m| format!("{m:.4}")),
                 trial
                     .metrics
@@ -260,7 +257,7 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
                 trial
                     .parameters
                     .get("levels")
-                    .map_or("-".into(), |l| l.to_string()),
+                    .map_or("-".into(), |l| printable(&l.to_string()).into_owned()),
             ));
         }
     }
@@ -268,14 +265,14 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
     if failed > 0 {
         out(&format!(
             "\n{failed} trial(s) failed; see `runs show {}`",
-            run.run_id
+            printable(&run.run_id)
         ));
     }
     if let Some(best) = ranked.first() {
         if let Some(uri) = &best.artifact_uri {
             out(&format!(
                 "\nbest model: {} ({} = {})",
-                uri,
+                printable(uri),
                 run.objective,
                 metric(best).map_or("-".into(), |m| format!("{m:.4}"))
             ));
@@ -284,7 +281,7 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
     if run.status == "cancelled" || run.status == "interrupted" {
         out(&format!(
             "resume with: cerebros-bridge runs resume {}",
-            run.run_id
+            printable(&run.run_id)
         ));
     }
 }

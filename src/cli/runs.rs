@@ -1,6 +1,6 @@
 //! `cerebros-bridge runs list|show|resume|cancel`: the runs in the store.
 
-use super::output::{self, EXIT_OK};
+use super::output::{self, printable, EXIT_OK};
 use super::run::{drive_with_progress, finish, print_report, run_document, with_worker};
 use cerebros_bridge::config::Config;
 use cerebros_bridge::error::Result;
@@ -90,9 +90,9 @@ fn list(store: &Store, json: bool) -> Result<i32> {
 fn summary_line(run: &RunRecord) -> String {
     format!(
         "{:<30} {:<22} {:<12} {:>8} {:>14}  {}",
-        run.run_id,
-        run.name,
-        run.status,
+        printable(&run.run_id),
+        printable(&run.name),
+        printable(&run.status),
         format!("{}/{}", run.trials_completed, run.trials_planned),
         run.best_metric.map_or("-".into(), |m| format!("{m:.4}")),
         run.started_at.as_deref().unwrap_or("-")
@@ -120,11 +120,11 @@ fn show(store: &Store, run_id: &str, json: bool) -> Result<i32> {
             output::stdout_line(&format!(
                 "{:>4} {:<34} {:<10} {} {}{}",
                 trial.index,
-                trial.trial_id,
-                trial.status,
-                run.objective,
+                printable(&trial.trial_id),
+                printable(&trial.status),
+                printable(&run.objective),
                 metric,
-                error.map_or(String::new(), |e| format!("  ({e})"))
+                error.map_or(String::new(), |e| format!("  ({})", printable(e)))
             ));
         }
     }
@@ -136,7 +136,7 @@ fn cancel(store: &Store, run_id: &str, json: bool) -> Result<i32> {
     if json {
         output::print_json(&json!({"run_id": run_id, "status": status}), false);
     } else {
-        output::stdout_line(&format!("run {run_id}: {status}"));
+        output::stdout_line(&format!("run {}: {status}", printable(run_id)));
     }
     Ok(EXIT_OK)
 }

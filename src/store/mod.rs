@@ -611,6 +611,8 @@ fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Res
 
 /// Recomputes trials_completed and the best trial from the trials table (ties go to
 /// the lowest index, so the best trial does not depend on the order trials finished).
+/// Only numeric objective values count: a row written before replies were checked may
+/// hold anything, and must not keep its run from finishing.
 fn update_run_summary(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()> {
     let (objective, direction): (String, String) = tx.query_row(
         "SELECT objective, direction FROM model_runs WHERE run_id = ?1",
@@ -627,7 +629,7 @@ fn update_run_summary(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()
         .query_row(
             &format!(
                 "SELECT trial_id, json_extract(metrics, ?2) AS m FROM model_trials
-                 WHERE run_id = ?1 AND status = 'succeeded' AND m IS NOT NULL
+                 WHERE run_id = ?1 AND status = 'succeeded' AND typeof(m) IN ('integer', 'real')
                  ORDER BY m {order}, idx ASC LIMIT 1"
             ),
             params![run_id, path],

@@ -83,7 +83,8 @@ def test_a_trial_becomes_a_child_of_the_run_with_params_metrics_curves_and_artif
     artifact.write_bytes(b"weights")
     run = _run("nesting")
     trial = _trial(run, 0, artifact)
-    result = sync_mlflow({"tracking_uri": tracking_uri, "run": run, "trial": trial})
+    payload = {"tracking_uri": tracking_uri, "run": run, "trial": trial}
+    result = sync_mlflow({**payload, "artifact_root": str(tmp_path)})
     parent_id = result["run"]["mlflow_run_id"]
     child_id = result["trial"]["mlflow_run_id"]
     assert result["run"]["created"] and result["trial"]["created"]
@@ -172,11 +173,34 @@ def test_a_failed_trial_is_synced_as_failed_with_its_error(tracking_uri, client)
     trial = _trial(run, 0, status="failed")
     trial.update(metrics={}, parameters={}, error={"class": "timeout", "message": "too slow"})
     trial["artifact_path"] = "/nonexistent/t0.npz"
-    child = sync_mlflow({"tracking_uri": tracking_uri, "run": run, "trial": trial})["trial"]
+    payload = {"tracking_uri": tracking_uri, "run": run, "trial": trial}
+    child = sync_mlflow({**payload, "artifact_root": "/nonexistent"})["trial"]
     found = client.get_run(child["mlflow_run_id"])
     assert found.info.status == "FAILED"
     assert found.data.tags["error"] == "too slow"
     assert found.data.tags["cerebros.artifact_missing"] == "/nonexistent/t0.npz"
+
+
+@pytest.mark.parametrize("where", ["outside", "symlink", "no_root"])
+def test_an_artifact_outside_the_runs_folder_is_never_uploaded(
+    tracking_uri, client, tmp_path, where
+):
+    root = tmp_path / "artifacts" / "run-1"
+    root.mkdir(parents=True)
+    secret = tmp_path / "secret.txt"
+    secret.write_text("not for MLflow")
+    artifact = secret if where == "outside" else root / "t0.npz"
+    if where == "symlink":
+        artifact.symlink_to(secret)
+    elif where == "no_root":
+        artifact.write_bytes(b"weights")
+    run = _run(f"refused-{where}")
+    payload = {"tracking_uri": tracking_uri, "run": run, "trial": _trial(run, 0, artifact)}
+    if where != "no_root":
+        payload["artifact_root"] = str(root)
+    child = sync_mlflow(payload)["trial"]["mlflow_run_id"]
+    assert client.list_artifacts(child) == []
+    assert client.get_run(child).data.tags["cerebros.artifact_refused"]
 
 
 def test_an_unreachable_server_is_a_system_error_marked_unreachable():

@@ -270,9 +270,9 @@ def test_search_space_defaults_and_idempotence():
         ({"learning_rate": 0.01}, "search_space.learning_rate", "pair"),
         ({"learning_rate": [0.01]}, "search_space.learning_rate", "pair"),
         ({"learning_rate": [0.1, 0.01]}, "search_space.learning_rate", "low <= high"),
-        ({"learning_rate": [0, 0.01]}, "search_space.learning_rate", "0 < low"),
+        ({"learning_rate": [0, 0.01]}, "search_space.learning_rate", "low must be in (0, 1]"),
         ({"learning_rate": ["a", 0.01]}, "search_space.learning_rate", "number"),
-        ({"learning_rate": [0.1, 5.0]}, "search_space.learning_rate", "at most"),
+        ({"learning_rate": [0.1, 5.0]}, "search_space.learning_rate", "high must be in (0, 1]"),
     ],
 )
 def test_search_space_errors_name_the_key(raw, key, fragment):

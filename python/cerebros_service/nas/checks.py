@@ -20,7 +20,6 @@ __all__ = [
     "opt_str",
     "as_int",
     "as_number",
-    "as_probability",
     "as_seed",
 ]
 
@@ -94,14 +93,6 @@ def as_number(value: Any, key: str) -> float:
     if not math.isfinite(value):
         raise contract_error(key, f"must be finite, got {value!r}")
     return value
-
-
-def as_probability(value: Any, key: str) -> float:
-    """A number in [0, 1]."""
-    number = as_number(value, key)
-    if not 0.0 <= number <= 1.0:
-        raise contract_error(key, f"must be a probability in [0, 1], got {number!r}")
-    return number
 
 
 def as_seed(value: Any, key: str) -> int:

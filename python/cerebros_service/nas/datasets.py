@@ -32,7 +32,8 @@ from typing import Any
 import numpy as np
 
 from .._dispatch import OpError
-from .checks import as_number, contract_error
+from .checks import contract_error
+from .rules import SKLEARN_TASKS, check_section
 from .search_space import seeded_rng
 
 __all__ = [
@@ -43,16 +44,11 @@ __all__ = [
     "clear_cache",
 ]
 
-#: scikit-learn loader name and task of each ``sklearn:`` id.
+#: scikit-learn loader name and task of each ``sklearn:`` id (the ids and tasks are those of
+#: ``spec_rules.json``).
 SKLEARN_DATASETS: dict[str, tuple[str, str]] = {
-    "digits": ("load_digits", "classification"),
-    "wine": ("load_wine", "classification"),
-    "breast_cancer": ("load_breast_cancer", "classification"),
-    "iris": ("load_iris", "classification"),
-    "diabetes": ("load_diabetes", "regression"),
+    name: (f"load_{name}", task) for name, task in SKLEARN_TASKS.items()
 }
-_OPTION_KEYS = ("validation_split", "target", "task")
-_TASKS = ("classification", "regression")
 _MAX_INFERRED_CLASSES = 100
 _SPLIT_STREAM = 0x5EED
 _CACHE_SIZE = 8
@@ -103,38 +99,9 @@ class Dataset:
 
 
 def normalize_dataset_options(raw: Mapping[str, Any] | None) -> dict:
-    """Validate ``dataset_options``; unknown keys and bad values name the key."""
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise contract_error("dataset_options", f"must be a table/object, got {type(raw).__name__}")
-    for key in raw:
-        if key not in _OPTION_KEYS:
-            raise contract_error(
-                f"dataset_options.{key}",
-                f"unknown dataset option (known: {', '.join(_OPTION_KEYS)})",
-            )
-    options: dict[str, Any] = {}
-    split = raw.get("validation_split")
-    split = 0.2 if split is None else as_number(split, "dataset_options.validation_split")
-    if not 0.0 < split < 1.0:
-        raise contract_error(
-            "dataset_options.validation_split", f"must be strictly between 0 and 1, got {split!r}"
-        )
-    options["validation_split"] = split
-    target = raw.get("target")
-    if target is not None:
-        if not isinstance(target, str) or not target:
-            raise contract_error("dataset_options.target", f"must be a column name, got {target!r}")
-        options["target"] = target
-    task = raw.get("task")
-    if task is not None:
-        if task not in _TASKS:
-            raise contract_error(
-                "dataset_options.task", f"must be one of {', '.join(_TASKS)}, got {task!r}"
-            )
-        options["task"] = task
-    return options
+    """Validate ``dataset_options`` (rules of ``spec_rules.json``); unknown keys and bad
+    values name the key."""
+    return check_section("dataset_options", raw, "dataset_options")
 
 
 # -- cache ----------------------------------------------------------------------------------

@@ -26,32 +26,16 @@ from .checks import (
 )
 from .datasets import Dataset, load_dataset, normalize_dataset_options
 from .network import Network
+from .rules import OBJECTIVES, check_section
 from .search_space import normalize_search_space, sample_architecture
 from .trainer import blas_threads, train
 
 __all__ = ["start_run", "run_trial", "record_trial", "finalize_run"]
 
-#: objective -> (task it needs, or None for either; its natural direction)
-OBJECTIVES: dict[str, tuple[str | None, str]] = {
-    "val_accuracy": ("classification", "maximize"),
-    "val_loss": (None, "minimize"),
-    "val_rmse": ("regression", "minimize"),
-}
 _OBJECTIVE_ALIASES = {"accuracy": "val_accuracy", "loss": "val_loss", "rmse": "val_rmse"}
 _DIRECTIONS = ("maximize", "minimize")
 TRIAL_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
 RUN_STATUSES = ("succeeded", "failed", "cancelled", "timeout")
-
-#: budget key -> (default, minimum, maximum); None default: optional, not filled in
-_BUDGET: dict[str, tuple[int | None, int, int]] = {
-    "trials": (None, 1, 1_000_000),
-    "epochs": (10, 1, 100_000),
-    "batch_size": (64, 1, 1_000_000),
-    "patience": (3, 0, 100_000),
-    "trial_timeout_ms": (None, 1, 2**53),
-    "parallelism": (None, 1, 4096),
-}
-
 
 # -- shared checks --------------------------------------------------------------------------
 
@@ -82,16 +66,8 @@ def _direction(value: Any, objective: str, key: str) -> str:
 
 
 def _budget(raw: Mapping[str, Any]) -> dict[str, int]:
-    """Validate the known budget keys (others are left to the host) and fill defaults."""
-    budget: dict[str, int] = {}
-    for key, (default, low, high) in _BUDGET.items():
-        value = raw.get(key)
-        if value is None:
-            if default is not None:
-                budget[key] = default
-            continue
-        budget[key] = as_int(value, f"budget.{key}", minimum=low, maximum=high)
-    return budget
+    """Validate the budget (rules of ``spec_rules.json``) and fill its defaults."""
+    return check_section("budget", raw, "budget")
 
 
 def _finite(value: float) -> float | None:

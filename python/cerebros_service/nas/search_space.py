@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from .checks import as_int, as_number, as_probability, contract_error
+from .rules import ACTIVATIONS, check_section, defaults
 
 __all__ = [
     "ACTIVATIONS",
@@ -35,30 +35,9 @@ __all__ = [
     "sample_architecture",
 ]
 
-#: Activations the trainer implements.
-ACTIVATIONS = ("relu", "elu", "tanh", "sigmoid", "gelu")
-
-#: Defaults filled in by :func:`normalize_search_space` (the example of DESIGN §4).
-DEFAULT_SEARCH_SPACE: dict[str, Any] = {
-    "minimum_levels": 1,
-    "maximum_levels": 3,
-    "minimum_units_per_level": 1,
-    "maximum_units_per_level": 3,
-    "minimum_neurons_per_unit": 8,
-    "maximum_neurons_per_unit": 64,
-    "p_lateral_connection": 0.5,
-    "p_predecessor_connection": 0.5,
-    "activation": ["relu", "elu"],
-    "learning_rate": [0.001, 0.01],
-}
-
-# (minimum key, maximum key, hard cap): the caps keep one trial within memory and time.
-_RANGES = (
-    ("minimum_levels", "maximum_levels", 32),
-    ("minimum_units_per_level", "maximum_units_per_level", 32),
-    ("minimum_neurons_per_unit", "maximum_neurons_per_unit", 4096),
-)
-_MAX_LEARNING_RATE = 1.0
+#: Defaults filled in by :func:`normalize_search_space` (the example of DESIGN §4), from
+#: ``spec_rules.json`` like every rule of the search space.
+DEFAULT_SEARCH_SPACE: dict[str, Any] = defaults("search_space")
 
 # Seed streams derived from a trial seed (see ``trainer``): architecture sampling uses 1.
 ARCH_STREAM = 1
@@ -68,68 +47,12 @@ def normalize_search_space(raw: Mapping[str, Any] | None, prefix: str = "search_
     """Validate ``raw`` and return the complete search space, defaults filled.
 
     Idempotent: a normalised space normalises to itself. Raises ``OpError("contract", ...)``
-    naming the key (``search_space.maximum_levels``) for unknown keys, non-integers, values
-    below 1 or above the caps, a minimum above its maximum, probabilities outside [0, 1],
-    unsupported activations and a learning rate that is not a ``[low, high]`` pair with
-    ``0 < low <= high <= 1``.
+    naming the key (``search_space.maximum_levels``) for what ``spec_rules.json`` refuses:
+    unknown keys, non-integers, values outside their bounds, a minimum above its maximum,
+    probabilities outside [0, 1], unsupported activations and a learning rate that is not a
+    ``[low, high]`` pair with ``0 < low <= high <= 1``.
     """
-    if raw is None:
-        raw = {}
-    if not isinstance(raw, Mapping):
-        raise contract_error(prefix, f"must be a table/object, got {type(raw).__name__}")
-    unknown = sorted(str(k) for k in raw if k not in DEFAULT_SEARCH_SPACE)
-    if unknown:
-        raise contract_error(
-            f"{prefix}.{unknown[0]}",
-            f"unknown search-space key (known: {', '.join(DEFAULT_SEARCH_SPACE)})",
-        )
-    merged = {**DEFAULT_SEARCH_SPACE, **{k: v for k, v in raw.items() if v is not None}}
-    space: dict[str, Any] = {}
-    for low_key, high_key, cap in _RANGES:
-        low = as_int(merged[low_key], f"{prefix}.{low_key}", minimum=1, maximum=cap)
-        high = as_int(merged[high_key], f"{prefix}.{high_key}", minimum=1, maximum=cap)
-        if low > high:
-            raise contract_error(
-                f"{prefix}.{low_key}",
-                f"must not exceed {prefix}.{high_key} ({low} > {high})",
-            )
-        space[low_key], space[high_key] = low, high
-    for key in ("p_lateral_connection", "p_predecessor_connection"):
-        space[key] = as_probability(merged[key], f"{prefix}.{key}")
-    space["activation"] = _normalize_activation(merged["activation"], f"{prefix}.activation")
-    space["learning_rate"] = _normalize_learning_rate(
-        merged["learning_rate"], f"{prefix}.learning_rate"
-    )
-    return space
-
-
-def _normalize_activation(value: Any, key: str) -> list[str]:
-    names = [value] if isinstance(value, str) else value
-    if not isinstance(names, list | tuple) or not names:
-        raise contract_error(
-            key, f"must be an activation name or a non-empty list of them, got {value!r}"
-        )
-    result: list[str] = []
-    for name in names:
-        if not isinstance(name, str) or name.strip().lower() not in ACTIVATIONS:
-            raise contract_error(
-                key, f"unsupported activation {name!r} (supported: {', '.join(ACTIVATIONS)})"
-            )
-        name = name.strip().lower()
-        if name not in result:
-            result.append(name)
-    return result
-
-
-def _normalize_learning_rate(value: Any, key: str) -> list[float]:
-    if isinstance(value, str) or not isinstance(value, list | tuple) or len(value) != 2:
-        raise contract_error(key, f"must be a [low, high] pair, got {value!r}")
-    low, high = (as_number(v, key) for v in value)
-    if not 0.0 < low <= high:
-        raise contract_error(key, f"must satisfy 0 < low <= high, got [{low!r}, {high!r}]")
-    if high > _MAX_LEARNING_RATE:
-        raise contract_error(key, f"high must be at most {_MAX_LEARNING_RATE}, got {high!r}")
-    return [low, high]
+    return check_section("search_space", raw, prefix)
 
 
 # -- architectures --------------------------------------------------------------------------
