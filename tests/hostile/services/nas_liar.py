@@ -26,6 +26,7 @@ health = _service.health
 start_run = _service.start_run
 record_trial = _service.record_trial
 finalize_run = _service.finalize_run
+__bridge_ops__ = ["health", "start_run", "record_trial", "finalize_run"]
 
 
 def run_trial(p: dict) -> dict:
