@@ -330,6 +330,7 @@ pub fn pool_options(config: &Config) -> PoolOptions {
         repo_path: config.repo_path.clone(),
         python_executable: config.python_executable.clone(),
         spin: true,
+        start_timeout: Duration::from_millis(config.invoke.start_timeout_ms),
     }
 }
 

@@ -1,5 +1,6 @@
 //! cerebros-bridge: hosts CPython in-process and drives a Python NAS service.
 pub mod bench;
+pub mod bounded_read;
 pub mod cache;
 pub mod client;
 pub mod config;

@@ -1,6 +1,7 @@
 //! Run specs (DESIGN §4): a TOML file describing one NAS run, validated before anything
 //! starts, with errors that name the offending key.
 
+use crate::bounded_read;
 use crate::contracts::RunStartedV1;
 use crate::error::{BridgeError, ErrorClass, Result};
 use serde::{Deserialize, Serialize};
@@ -21,6 +22,12 @@ pub const SEARCH_SPACE_KEYS: [&str; 11] = [
     "learning_rate",
     "output_activation",
 ];
+
+/// The longest run spec read (a spec is a few hundred bytes).
+const MAX_SPEC_FILE_BYTES: usize = 1024 * 1024;
+
+/// The longest CSV header line read when checking a dataset's target column.
+const MAX_CSV_HEADER_BYTES: u64 = 1024 * 1024;
 
 /// The objectives a run can optimise.
 pub const OBJECTIVES: [&str; 3] = ["val_accuracy", "val_loss", "val_rmse"];
@@ -139,7 +146,7 @@ fn default_seed() -> u64 {
 impl RunSpec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<RunSpec> {
-        let text = std::fs::read_to_string(path)
+        let text = bounded_read::read_text(path, MAX_SPEC_FILE_BYTES)
             .map_err(|e| spec_error(format!("cannot read run spec {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         RunSpec::from_toml_str(&text, base).map_err(|mut e| {
@@ -293,7 +300,7 @@ impl RunSpec {
         let file = std::fs::File::open(path)
             .map_err(|e| key_error("dataset", &format!("cannot open {}: {e}", path.display())))?;
         let mut header = String::new();
-        std::io::BufReader::new(file)
+        std::io::BufReader::new(std::io::Read::take(file, MAX_CSV_HEADER_BYTES))
             .read_line(&mut header)
             .map_err(|e| key_error("dataset", &format!("cannot read {}: {e}", path.display())))?;
         let target = self
