@@ -166,7 +166,7 @@ fn system_error(what: &str, err: std::io::Error) -> BridgeError {
 /// Says what is being measured, on stderr, unless the output is JSON.
 fn progress(args: &BenchArgs, text: &str) {
     if !args.json {
-        eprintln!("bench: {text}");
+        output::stderr_line(&format!("bench: {text}"));
     }
 }
 
