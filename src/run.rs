@@ -9,6 +9,10 @@
 //! so none runs twice, and every trial's seed depends only on the run seed and its index,
 //! so a resumed run ends with the same best trial as an uninterrupted one.
 //!
+//! Store calls made while driving run on the store's own thread ([`StoreCalls`]), in
+//! order: SQLite's busy wait for another process's writer never holds up a runtime
+//! thread.
+//!
 //! With [`RunWorker::with_mlflow`], each drive also runs a [`SyncWorker`] beside the
 //! trials: woken after every recorded trial, it mirrors the store's MLflow outbox into
 //! MLflow without ever holding a trial up, and flushes once more when the run has ended.
@@ -18,7 +22,8 @@ use crate::contracts::{RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequeste
 use crate::error::{BridgeError, ErrorClass, Result};
 use crate::spec::{budget_map, trial_seed, RunSpec};
 use crate::store::{
-    now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, TrialRecord, HEARTBEAT_EVERY,
+    now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, StoreCalls, TrialRecord,
+    HEARTBEAT_EVERY,
 };
 use crate::sync::{SyncSettings, SyncWorker};
 use serde::Serialize;
@@ -82,6 +87,8 @@ impl CancelSignal {
 pub struct RunWorker {
     client: Arc<Client>,
     store: Arc<Store>,
+    /// The store, for async code.
+    calls: StoreCalls,
     artifact_dir: PathBuf,
     events: broadcast::Sender<RunEvent>,
     mlflow: Option<SyncSettings>,
@@ -103,6 +110,7 @@ impl RunWorker {
         let (events, _) = broadcast::channel(1024);
         RunWorker {
             client,
+            calls: StoreCalls::new(store.clone()),
             store,
             artifact_dir,
             events,
@@ -139,14 +147,17 @@ impl RunWorker {
     /// Drives run `run_id` to its end (or until `cancel` is raised) and returns it as
     /// stored. Works the same for a new run and for one being resumed.
     pub async fn drive(&self, run_id: &str, cancel: CancelSignal) -> Result<RunRecord> {
-        let run = self.store.run(run_id)?;
+        let run = self.read_run(run_id).await?;
         let spec: RunSpec = serde_json::from_value(run.spec.clone()).map_err(|e| {
             BridgeError::new(
                 ErrorClass::SystemError,
                 format!("run {run_id} has an unreadable spec in the store: {e}"),
             )
         })?;
-        self.store.claim(run_id, &Owner::current())?;
+        let id = run_id.to_owned();
+        self.calls
+            .run(move |store| store.claim(&id, &Owner::current()))
+            .await?;
         let heartbeat = self.spawn_heartbeat(run_id, cancel.clone());
         let sync = self.mlflow.clone().map(|settings| {
             SyncWorker::spawn(settings, self.store.clone(), self.sync_wake.clone())
@@ -165,20 +176,36 @@ impl RunWorker {
             Some(sync) => {
                 sync.finish().await;
                 // Read again: the final flush wrote the MLflow ids back.
-                finished.and_then(|_| self.store.run(run_id))
+                match finished {
+                    Ok(_) => self.read_run(run_id).await,
+                    Err(err) => Err(err),
+                }
             }
             None => finished,
         }
     }
 
+    /// Run `run_id` as stored.
+    async fn read_run(&self, run_id: &str) -> Result<RunRecord> {
+        let id = run_id.to_owned();
+        self.calls.run(move |store| store.run(&id)).await
+    }
+
+    /// The trials of `run_id` as stored.
+    async fn read_trials(&self, run_id: &str) -> Result<Vec<TrialRecord>> {
+        let id = run_id.to_owned();
+        self.calls.run(move |store| store.trials(&id)).await
+    }
+
     fn spawn_heartbeat(&self, run_id: &str, cancel: CancelSignal) -> tokio::task::JoinHandle<()> {
-        let store = self.store.clone();
+        let calls = self.calls.clone();
         let run_id = run_id.to_owned();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
             loop {
                 tick.tick().await;
-                match store.heartbeat(&run_id) {
+                let id = run_id.clone();
+                match calls.run(move |store| store.heartbeat(&id)).await {
                     Ok(true) => cancel.cancel(),
                     Ok(false) => {}
                     Err(err) => tracing::warn!(run_id, "heartbeat failed: {err}"),
@@ -197,7 +224,10 @@ impl RunWorker {
         let artifact_dir = self.artifact_dir.clone();
         let started = spec.run_started(run_id, &now_rfc3339(), &artifact_dir);
         let info = self.client.start_run(&started).await?;
-        self.store.record_start(run_id, &info)?;
+        let (id, stored_info) = (run_id.to_owned(), info.clone());
+        self.calls
+            .run(move |store| store.record_start(&id, &stored_info))
+            .await?;
         self.emit("ml.run.start", run_id, info.clone());
         let search_space = info
             .get("search_space")
@@ -212,8 +242,8 @@ impl RunWorker {
             parameters: spec.trial_parameters(&artifact_dir),
         });
         let finished: std::collections::HashSet<u32> = self
-            .store
-            .trials(run_id)?
+            .read_trials(run_id)
+            .await?
             .into_iter()
             .filter(|t| t.status == "succeeded" || t.status == "failed")
             .map(|t| t.index)
@@ -226,8 +256,8 @@ impl RunWorker {
             return Ok("cancelled".into());
         }
         let succeeded = self
-            .store
-            .trials(run_id)?
+            .read_trials(run_id)
+            .await?
             .iter()
             .any(|t| t.status == "succeeded");
         Ok(if succeeded { "succeeded" } else { "failed" }.into())
@@ -246,7 +276,7 @@ impl RunWorker {
         let mut error = error.map(str::to_owned);
         let mut status = status.to_owned();
         if status != "failed" || error.is_none() {
-            let run = self.store.run(run_id)?;
+            let run = self.read_run(run_id).await?;
             let mut finalized = RunFinalizedV1::new(run_id, run_status(&status));
             finalized.best_trial_id = run.best_trial_id.clone();
             finalized.duration_ms = took.as_millis() as u64;
@@ -266,8 +296,11 @@ impl RunWorker {
         if status == "failed" && error.is_none() {
             error = Some("no trial succeeded".into());
         }
-        self.store.finish_run(run_id, &status, error.as_deref())?;
-        let run = self.store.run(run_id)?;
+        let (id, final_status, final_error) = (run_id.to_owned(), status.clone(), error.clone());
+        self.calls
+            .run(move |store| store.finish_run(&id, &final_status, final_error.as_deref()))
+            .await?;
+        let run = self.read_run(run_id).await?;
         let kind = if status == "failed" {
             "ml.run.exception"
         } else {
@@ -332,7 +365,7 @@ async fn run_trials(
                 running.abort_all();
                 while running.join_next().await.is_some() {}
                 for index in in_flight.drain(..) {
-                    record_cancelled(&context, index)?;
+                    record_cancelled(&context, index).await?;
                 }
                 return Ok(());
             }
@@ -344,12 +377,12 @@ fn trial_id(run_id: &str, index: u32) -> String {
     format!("{run_id}-t{index:03}")
 }
 
-fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
+async fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
     let trial_id = trial_id(&context.run_id, index);
     let still_running = context
         .worker
-        .store
-        .trials(&context.run_id)?
+        .read_trials(&context.run_id)
+        .await?
         .iter()
         .any(|t| t.trial_id == trial_id && t.status == "running");
     if !still_running {
@@ -371,7 +404,11 @@ fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
         finished_at: Some(now_rfc3339()),
         mlflow_run_id: None,
     };
-    context.worker.store.record_trial(&record, None)
+    context
+        .worker
+        .calls
+        .run(move |store| store.record_trial(&record, None))
+        .await
 }
 
 /// Runs trial `index` and records its outcome, whatever it is.
@@ -379,8 +416,11 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     let run_id = &context.run_id;
     let trial_id = trial_id(run_id, index);
     let seed = trial_seed(context.spec.seed, index);
-    let store = &context.worker.store;
-    store.trial_started(run_id, &trial_id, index, seed)?;
+    let calls = &context.worker.calls;
+    let (id, started_trial) = (run_id.clone(), trial_id.clone());
+    calls
+        .run(move |store| store.trial_started(&id, &started_trial, index, seed))
+        .await?;
     let mut request = TrialRequestedV1::new(run_id.clone(), trial_id.clone(), index, seed);
     request.dataset_id = Some(context.spec.dataset.clone());
     request.search_space = context.search_space.clone();
@@ -404,7 +444,10 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
             None,
         ),
     };
-    store.record_trial(&record, artifact.as_ref())?;
+    let stored = record.clone();
+    calls
+        .run(move |store| store.record_trial(&stored, artifact.as_ref()))
+        .await?;
     context.worker.sync_wake.notify_one();
     if record.status == "succeeded" {
         acknowledge(context, &record).await;

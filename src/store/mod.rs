@@ -3,10 +3,12 @@
 //! its artifact, its event and the run's counters, so a killed process loses nothing it
 //! had reported.
 
+mod calls;
 mod outbox;
 mod owner;
 mod schema;
 
+pub use calls::StoreCalls;
 pub use outbox::{OutboxCounts, OutboxItem, OutboxKind};
 pub use owner::{now_ms, Owner, HEARTBEAT_EVERY, LEASE};
 
