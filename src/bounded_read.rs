@@ -66,9 +66,8 @@ pub fn read_text(path: &Path, limit: usize) -> Result<String, ReadError> {
             size: meta.is_file().then_some(bytes.len() as u64),
         });
     }
-    String::from_utf8(bytes).map_err(|err| {
-        ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, err.utf8_error()))
-    })
+    String::from_utf8(bytes)
+        .map_err(|err| ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, err.utf8_error())))
 }
 
 #[cfg(test)]

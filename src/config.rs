@@ -926,6 +926,7 @@ mod tests {
         assert_eq!(c.invoke.cancel_grace_ms, 250);
         assert_eq!(c.invoke.max_payload_bytes, 16 * 1024 * 1024);
         assert_eq!(c.invoke.queue_capacity, 1024);
+        assert_eq!(c.invoke.start_timeout_ms, 30_000);
         assert_eq!(
             c.invoke.retry_on,
             vec![
@@ -1277,8 +1278,19 @@ mod tests {
         let m = validation_message(|c| c.invoke.queue_capacity = 0);
         assert_eq!(
             m,
-            "invoke.queue_capacity = 0 (from defaults): expected an integer of at least 1"
+            "invoke.queue_capacity = 0 (from defaults): expected an integer from 1 to 1000000"
         );
+        let m = validation_message(|c| c.invoke.max_retries = 101);
+        assert_eq!(
+            m,
+            "invoke.max_retries = 101 (from defaults): expected an integer from 0 to 100"
+        );
+        let m = validation_message(|c| c.invoke.retry_backoff_ms = u64::MAX);
+        assert!(m.ends_with("expected a whole number of milliseconds from 0 to 600000"));
+        let m = validation_message(|c| c.invoke.start_timeout_ms = 0);
+        assert!(m.starts_with("invoke.start_timeout_ms = 0"));
+        let m = validation_message(|c| c.cache.max_entries = 1_000_001);
+        assert!(m.ends_with("from 1 to 1000000"), "{m}");
         let m = validation_message(|c| c.cache.ttl_ms = 0);
         assert!(m.starts_with("cache.ttl_ms = 0"));
         let m = validation_message(|c| c.cache.max_entries = 0);
@@ -1287,6 +1299,32 @@ mod tests {
         c.cache.enabled = false;
         c.cache.max_entries = 0;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn store_urls_must_name_a_file_that_can_hold_a_store() {
+        for bad in [
+            "sqlite://",
+            "sqlite://:memory:",
+            "sqlite:///dev/null",
+            "sqlite:///tmp",
+        ] {
+            let m = validation_message(|c| c.store.url = bad.to_owned());
+            assert!(
+                m.starts_with(&format!("store.url = {bad:?} (from defaults): ")),
+                "{m}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for good in [dir.path().join("new.db"), dir.path().join("a/b/new.db")] {
+            let c = Config {
+                store: StoreConfig {
+                    url: format!("sqlite://{}", good.display()),
+                },
+                ..Config::default()
+            };
+            c.validate().unwrap();
+        }
     }
 
     #[test]

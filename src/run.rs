@@ -22,8 +22,7 @@ use crate::contracts::{RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequeste
 use crate::error::{BridgeError, ErrorClass, Result};
 use crate::spec::{budget_map, trial_seed, RunSpec};
 use crate::store::{
-    now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, StoreCalls, TrialRecord,
-    HEARTBEAT_EVERY,
+    now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, StoreCalls, TrialRecord, HEARTBEAT_EVERY,
 };
 use crate::sync::{SyncSettings, SyncWorker};
 use serde::Serialize;

@@ -182,7 +182,11 @@ fn forward(pipe: File, stream: &'static str) {
     let mut line = Vec::new();
     loop {
         line.clear();
-        match reader.by_ref().take(LOG_LINE_BYTES).read_until(b'\n', &mut line) {
+        match reader
+            .by_ref()
+            .take(LOG_LINE_BYTES)
+            .read_until(b'\n', &mut line)
+        {
             Ok(0) | Err(_) => return,
             Ok(_) => {
                 let text = String::from_utf8_lossy(&line);

@@ -362,3 +362,40 @@ impl PendingCall {
         .with_detail("timeout_ms", self.timeout.as_millis() as u64))
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(size: usize) -> PoolOptions {
+        PoolOptions {
+            size,
+            queue_capacity: 16,
+            cancel_grace: Duration::from_millis(250),
+            module: "cerebros_service".into(),
+            repo_path: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python"),
+            python_executable: None,
+            spin: true,
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn a_start_that_fails_part_way_stops_the_workers_it_started() {
+        worker::SPAWN_HOOK.with(|hook| *hook.borrow_mut() = (2, Vec::new()));
+        let err = Pool::start(options(3))
+            .err()
+            .expect("the third worker fails");
+        assert!(err.message.contains("injected failure"), "{}", err.message);
+        let started = worker::SPAWN_HOOK.with(|hook| std::mem::take(&mut hook.borrow_mut().1));
+        assert_eq!(started.len(), 2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !started.iter().all(|w| w.has_exited()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            started.iter().all(|w| w.has_exited()),
+            "workers of a failed start are still running"
+        );
+    }
+}

@@ -69,7 +69,7 @@ impl<T> JobQueue<T> {
         may_spin: bool,
     ) -> bool {
         if may_spin && self.spin_for_item(spin, pure_spin) {
-            return true;
+            return !self.is_closed();
         }
         let mut sleepers = self.sleepers.lock();
         *sleepers += 1;
@@ -167,6 +167,10 @@ mod tests {
         queue.spinning.fetch_sub(1, Ordering::SeqCst);
         queue.close();
         parked.join().unwrap();
-        assert_eq!(woke, Ok(true), "the parked worker slept through the second item");
+        assert_eq!(
+            woke,
+            Ok(true),
+            "the parked worker slept through the second item"
+        );
     }
 }

@@ -7,9 +7,9 @@
 
 use super::Store;
 use crate::error::{BridgeError, ErrorClass, Result};
+use parking_lot::Mutex;
 use std::panic::AssertUnwindSafe;
 use std::sync::mpsc::{self, Sender};
-use parking_lot::Mutex;
 use std::sync::Arc;
 
 type Call = Box<dyn FnOnce(&Store) + Send>;

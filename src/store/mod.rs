@@ -550,7 +550,9 @@ impl Store {
 /// `/dev/null-journal` beside it).
 pub fn check_store_path(path: &Path) -> std::result::Result<(), String> {
     if path.as_os_str().is_empty() {
-        return Err("the path is empty (SQLite would keep the results in memory and lose them)".into());
+        return Err(
+            "the path is empty (SQLite would keep the results in memory and lose them)".into(),
+        );
     }
     if path == Path::new(":memory:") {
         return Err("an in-memory database loses every result".into());

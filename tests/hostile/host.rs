@@ -42,8 +42,12 @@ impl Outcome {
 
     /// Stdout as exactly one JSON document.
     fn json(&self) -> Value {
-        serde_json::from_str(&self.stdout)
-            .unwrap_or_else(|err| panic!("stdout is not one JSON document ({err})\n{}", self.context()))
+        serde_json::from_str(&self.stdout).unwrap_or_else(|err| {
+            panic!(
+                "stdout is not one JSON document ({err})\n{}",
+                self.context()
+            )
+        })
     }
 
     /// Asserts a `--json` failure of `class` with exit `code`; returns the error.
@@ -131,7 +135,15 @@ fn a_module_whose_import_never_finishes_is_answered_by_the_call_deadline() {
         for mode in MODES {
             let out = run(bridge(
                 module,
-                &["call", "health", "--timeout-ms", "1000", "--json", "--mode", mode],
+                &[
+                    "call",
+                    "health",
+                    "--timeout-ms",
+                    "1000",
+                    "--json",
+                    "--mode",
+                    mode,
+                ],
             ));
             out.expect_error(4, "timeout");
             assert!(
@@ -146,9 +158,8 @@ fn a_module_whose_import_never_finishes_is_answered_by_the_call_deadline() {
 #[test]
 fn validate_fails_a_module_whose_import_never_finishes_after_start_timeout_ms() {
     for module in ["host_spin_import", "host_sleep_import"] {
-        let (_dir, config) = config_file(
-            "[invoke]\nstart_timeout_ms = 1000\n[mlflow]\ntracking_uri = \"off\"\n",
-        );
+        let (_dir, config) =
+            config_file("[invoke]\nstart_timeout_ms = 1000\n[mlflow]\ntracking_uri = \"off\"\n");
         let config = config.display().to_string();
         let out = run(bridge(module, &["validate", "--json", "--config", &config]));
         assert_eq!(out.code, 1, "{}", out.context());
@@ -171,14 +182,21 @@ fn validate_fails_a_module_whose_import_never_finishes_after_start_timeout_ms() 
 #[test]
 fn what_an_op_prints_never_reaches_the_cli_stdout() {
     for mode in MODES {
-        let out = run(bridge("host_print", &["call", "forge", "--json", "--mode", mode]));
+        let out = run(bridge(
+            "host_print",
+            &["call", "forge", "--json", "--mode", mode],
+        ));
         assert_eq!(out.code, 0, "{mode}: {}", out.context());
         assert_eq!(out.stdout, "{\"real\":true}\n", "{mode}: {}", out.context());
     }
     // In-process, the interpreter's output goes to the log instead.
     let out = run(bridge("host_print", &["-v", "call", "forge", "--json"]));
     assert_eq!(out.stdout, "{\"real\":true}\n", "{}", out.context());
-    for line in ["{\"ok\": true, \"forged\": true}", "host_print: python stderr", "host_print: fd stderr"] {
+    for line in [
+        "{\"ok\": true, \"forged\": true}",
+        "host_print: python stderr",
+        "host_print: fd stderr",
+    ] {
         assert!(
             out.stderr.contains(line) && out.stderr.contains("cerebros.bridge.python"),
             "{line} is not in the log: {}",
@@ -190,7 +208,10 @@ fn what_an_op_prints_never_reaches_the_cli_stdout() {
 #[test]
 fn an_op_that_closes_fd_1_does_not_silence_the_cli() {
     for mode in MODES {
-        let out = run(bridge("host_print", &["call", "close_stdout", "--json", "--mode", mode]));
+        let out = run(bridge(
+            "host_print",
+            &["call", "close_stdout", "--json", "--mode", mode],
+        ));
         assert_eq!(out.code, 0, "{mode}: {}", out.context());
         assert_eq!(out.json(), serde_json::json!({"real": true}), "{mode}");
     }
@@ -223,16 +244,30 @@ fn a_payload_from_an_endless_file_is_refused_at_max_payload_bytes() {
     let config = config.display().to_string();
     let out = run(limited(
         "host_print",
-        &["call", "forge", "--payload", "@/dev/zero", "--json", "--config", &config],
+        &[
+            "call",
+            "forge",
+            "--payload",
+            "@/dev/zero",
+            "--json",
+            "--config",
+            &config,
+        ],
     ));
     let err = out.expect_error(2, "contract");
     let message = err["message"].as_str().unwrap();
-    assert!(message.contains("over invoke.max_payload_bytes = 1024"), "{message}");
+    assert!(
+        message.contains("over invoke.max_payload_bytes = 1024"),
+        "{message}"
+    );
 }
 
 #[test]
 fn an_endless_config_or_spec_file_is_refused() {
-    let out = run(limited("host_print", &["call", "forge", "--json", "--config", "/dev/zero"]));
+    let out = run(limited(
+        "host_print",
+        &["call", "forge", "--json", "--config", "/dev/zero"],
+    ));
     let err = out.expect_error(2, "config");
     assert!(err["message"].as_str().unwrap().contains("limit"), "{err}");
     let out = run(limited("host_print", &["run", "/dev/zero", "--json"]));
@@ -244,7 +279,12 @@ fn an_endless_config_or_spec_file_is_refused() {
 
 #[test]
 fn a_store_url_that_cannot_hold_a_store_is_a_config_error() {
-    for url in ["sqlite://", "sqlite:///dev/null", "sqlite://:memory:", "sqlite:///tmp"] {
+    for url in [
+        "sqlite://",
+        "sqlite:///dev/null",
+        "sqlite://:memory:",
+        "sqlite:///tmp",
+    ] {
         let mut cmd = bridge("host_print", &["runs", "list", "--json"]);
         cmd.env("CEREBROS_STORE_URL", url);
         let out = run(cmd);
@@ -256,7 +296,11 @@ fn a_store_url_that_cannot_hold_a_store_is_a_config_error() {
 #[test]
 fn retry_settings_that_would_overflow_are_config_errors() {
     let cases = [
-        ("CEREBROS_RETRY_BACKOFF_MS", "18446744073709551615", "invoke.retry_backoff_ms"),
+        (
+            "CEREBROS_RETRY_BACKOFF_MS",
+            "18446744073709551615",
+            "invoke.retry_backoff_ms",
+        ),
         ("CEREBROS_MAX_RETRIES", "4294967295", "invoke.max_retries"),
     ];
     for (var, value, key) in cases {
@@ -269,12 +313,21 @@ fn retry_settings_that_would_overflow_are_config_errors() {
     }
     let (_dir, config) = config_file("[invoke]\nqueue_capacity = 1000000000000\n");
     let config = config.display().to_string();
-    let err = run(bridge("host_print", &["call", "forge", "--json", "--config", &config]))
-        .expect_error(2, "config");
+    let err = run(bridge(
+        "host_print",
+        &["call", "forge", "--json", "--config", &config],
+    ))
+    .expect_error(2, "config");
     assert_eq!(err["details"]["key"], "invoke.queue_capacity", "{err}");
     let out = run(bridge(
         "host_print",
-        &["call", "forge", "--json", "--timeout-ms", "18446744073709551615"],
+        &[
+            "call",
+            "forge",
+            "--json",
+            "--timeout-ms",
+            "18446744073709551615",
+        ],
     ));
     assert_eq!(out.code, 2, "{}", out.context());
 }
@@ -283,7 +336,8 @@ fn retry_settings_that_would_overflow_are_config_errors() {
 
 /// A small run spec over `fault_service` (which answers at once).
 fn quick_spec() -> RunSpec {
-    let text = "name = \"busy\"\ndataset = \"sklearn:iris\"\n[budget]\ntrials = 2\nparallelism = 1\n";
+    let text =
+        "name = \"busy\"\ndataset = \"sklearn:iris\"\n[budget]\ntrials = 2\nparallelism = 1\n";
     RunSpec::from_toml_str(text, &common::root()).unwrap()
 }
 
@@ -357,7 +411,9 @@ fn the_bridge_error_class_of_a_start_timeout_is_timeout() {
         ..Config::default()
     };
     let started = Instant::now();
-    let err = Client::start(&config).err().expect("the start-up times out");
+    let err = Client::start(&config)
+        .err()
+        .expect("the start-up times out");
     assert_eq!(err.class, ErrorClass::Timeout, "{err}");
     assert!(started.elapsed() < Duration::from_millis(500) + MARGIN);
 }
