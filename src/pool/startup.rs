@@ -2,12 +2,12 @@
 //!
 //! A service module's top level is code like any other: it may spin, sleep or wait on
 //! something that never comes. The start-up therefore runs on a thread of its own
-//! while the caller waits at most `start_timeout`. At the deadline the caller gets a
-//! `timeout` error, and an exception is raised in the import (a spinning top level
-//! stops at its next bytecode; a blocking C call, such as a `time.sleep`, only when
-//! it returns). The start-up thread is then abandoned: it never keeps the process
-//! alive, and nothing waits for it. The interpreter is never finalized while it runs
-//! (the bridge never finalizes the interpreter).
+//! while the caller waits at most `start_timeout`. At the deadline an exception is
+//! raised in the import (a spinning top level stops at its next bytecode; a blocking C
+//! call, such as a `time.sleep`, only when it returns) and the caller gets a `timeout`
+//! error once the import has stopped, or the cancel grace has passed. A start-up
+//! thread still stuck then is abandoned: it never keeps the process alive, and nothing
+//! waits for it. The bridge never finalizes the interpreter.
 
 use super::worker::BridgeCallTimeout;
 use super::PoolOptions;
@@ -46,6 +46,11 @@ pub(super) fn import_module(options: &PoolOptions) -> Result<Py<PyModule>> {
         Ok(outcome) => outcome,
         Err(_) => {
             importing.interrupt();
+            // A spinning top level stops at once: let it end before answering, so that
+            // no thread of ours still runs Python when a host interpreter exits.
+            if let Ok(late) = receiver.recv_timeout(options.cancel_grace) {
+                report_late(options, late);
+            }
             let ms = options.start_timeout.as_millis() as u64;
             Err(BridgeError::new(
                 ErrorClass::Timeout,
@@ -117,7 +122,7 @@ fn report_late(options: &PoolOptions, outcome: Result<Py<PyModule>>) {
             );
             Python::attach(|_| drop(module));
         }
-        Err(err) => tracing::warn!(
+        Err(err) => tracing::debug!(
             module = %options.module,
             "the service module's import ended after invoke.start_timeout_ms: {}",
             err.message
