@@ -28,7 +28,8 @@ const BOOL_EXPECTED: &str = "expected true, false, 1, 0, yes or no";
 const MS_EXPECTED: &str = "expected a whole number of milliseconds";
 const COUNT_EXPECTED: &str = "expected a whole number";
 const MAX_POOL_SIZE: u64 = 64;
-const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// The longest deadline of a call, or of the start-up, in milliseconds (24 h).
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 const MAX_CANCEL_GRACE_MS: u64 = 60_000;
 const MAX_PAYLOAD_LIMIT: u64 = 1024 * 1024 * 1024;
 const MAX_RETRIES: u64 = 100;

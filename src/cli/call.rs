@@ -2,16 +2,13 @@
 
 use super::output::{self, EXIT_OK};
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::{Config, Mode};
+use cerebros_bridge::config::{Config, Mode, MAX_TIMEOUT_MS};
 use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
 use cerebros_bridge::payload;
 use clap::Args;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
-
-/// The longest `--timeout-ms`, as for `invoke.default_timeout_ms` (24 h).
-const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
 /// How long running calls may finish once the result is in.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);

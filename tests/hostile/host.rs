@@ -417,3 +417,25 @@ fn the_bridge_error_class_of_a_start_timeout_is_timeout() {
     assert_eq!(err.class, ErrorClass::Timeout, "{err}");
     assert!(started.elapsed() < Duration::from_millis(500) + MARGIN);
 }
+
+#[test]
+fn a_call_deadline_beyond_24_hours_is_refused_in_every_mode() {
+    for mode in MODES {
+        let mut config = Config {
+            repo_path: common::root().join("python"),
+            mode: mode.parse().unwrap(),
+            ..Config::default()
+        };
+        config.invoke.pool_size = 1;
+        let client = Client::start(&config).unwrap();
+        let options = cerebros_bridge::client::CallOptions {
+            timeout: Some(Duration::MAX),
+            ..Default::default()
+        };
+        let err = client
+            .call_blocking_with("echo", serde_json::json!({}), options)
+            .unwrap_err();
+        assert_eq!(err.class, ErrorClass::Contract, "{mode}: {err}");
+        client.shutdown(Duration::from_millis(200));
+    }
+}
