@@ -3,7 +3,7 @@
 //! each attempt to the [`Invoker`] of the configured mode.
 
 use crate::cache::{CacheStats, ResultCache};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, MAX_TIMEOUT_MS};
 use crate::contracts::{
     ContractV1, RunFinalizedV1, RunStartedV1, TrialReportedV1, TrialRequestedV1,
 };
@@ -187,6 +187,7 @@ impl Client {
         options: &CallOptions,
     ) -> Result<Value> {
         let timeout = options.timeout.unwrap_or(self.default_timeout);
+        check_timeout(timeout)?;
         let max_retries = options.max_retries.unwrap_or(self.retry.max_retries);
         let mut attempt = 1;
         loop {
@@ -330,7 +331,23 @@ pub fn pool_options(config: &Config) -> PoolOptions {
         repo_path: config.repo_path.clone(),
         python_executable: config.python_executable.clone(),
         spin: true,
+        start_timeout: Duration::from_millis(config.invoke.start_timeout_ms),
     }
+}
+
+/// A call's deadline is at most [`MAX_TIMEOUT_MS`] away (a later one would overflow
+/// the clock's arithmetic).
+fn check_timeout(timeout: Duration) -> Result<()> {
+    if timeout <= Duration::from_millis(MAX_TIMEOUT_MS) {
+        return Ok(());
+    }
+    Err(BridgeError::new(
+        ErrorClass::Contract,
+        format!(
+            "a timeout of {} ms is over the limit of {MAX_TIMEOUT_MS} ms (24 h)",
+            timeout.as_millis()
+        ),
+    ))
 }
 
 fn class_index(class: ErrorClass) -> usize {

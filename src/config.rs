@@ -5,6 +5,7 @@
 //! value, where the value came from and what the key accepts, and its `details` carry
 //! `key` and `source`.
 
+use crate::bounded_read;
 use crate::error::{BridgeError, ErrorClass, Result};
 use serde::{Deserialize, Deserializer, Serialize};
 use std::collections::BTreeMap;
@@ -27,9 +28,16 @@ const BOOL_EXPECTED: &str = "expected true, false, 1, 0, yes or no";
 const MS_EXPECTED: &str = "expected a whole number of milliseconds";
 const COUNT_EXPECTED: &str = "expected a whole number";
 const MAX_POOL_SIZE: u64 = 64;
-const MAX_TIMEOUT_MS: u64 = 86_400_000;
+/// The longest deadline of a call, or of the start-up, in milliseconds (24 h).
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
 const MAX_CANCEL_GRACE_MS: u64 = 60_000;
 const MAX_PAYLOAD_LIMIT: u64 = 1024 * 1024 * 1024;
+const MAX_RETRIES: u64 = 100;
+const MAX_RETRY_BACKOFF_MS: u64 = 600_000;
+/// Queues and caches allocate their capacity up front: beyond this is a typo.
+const MAX_CAPACITY: u64 = 1_000_000;
+/// The longest config file read (a config is a few hundred bytes).
+const MAX_CONFIG_FILE_BYTES: usize = 1024 * 1024;
 
 /// How a call is executed (DESIGN §2).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Default, Serialize)]
@@ -132,9 +140,9 @@ impl fmt::Display for ConfigSource {
 pub struct InvokeConfig {
     /// Deadline of a call without its own timeout, in milliseconds (1 to 86 400 000).
     pub default_timeout_ms: u64,
-    /// Extra attempts after a retryable failure.
+    /// Extra attempts after a retryable failure (0 to 100).
     pub max_retries: u32,
-    /// Base of the exponential backoff between attempts, in milliseconds.
+    /// Base of the exponential backoff between attempts, in milliseconds (0 to 600 000).
     pub retry_backoff_ms: u64,
     /// Number of worker threads or processes (1 to 64).
     pub pool_size: usize,
@@ -143,10 +151,14 @@ pub struct InvokeConfig {
     pub cancel_grace_ms: u64,
     /// Largest accepted payload, in bytes of JSON (1 to 1 GiB).
     pub max_payload_bytes: usize,
-    /// Most requests waiting for a worker before calls fail as `overloaded` (at least 1).
+    /// Most requests waiting for a worker before calls fail as `overloaded` (1 to
+    /// 1 000 000).
     pub queue_capacity: usize,
     /// The error classes that are retried.
     pub retry_on: Vec<ErrorClass>,
+    /// How long starting the bridge may take (the interpreter, the service module's
+    /// import, the worker processes being ready), in milliseconds (1 to 86 400 000).
+    pub start_timeout_ms: u64,
 }
 
 impl Default for InvokeConfig {
@@ -163,6 +175,7 @@ impl Default for InvokeConfig {
                 .into_iter()
                 .filter(|class| class.retryable_by_default())
                 .collect(),
+            start_timeout_ms: 30_000,
         }
     }
 }
@@ -175,7 +188,7 @@ pub struct CacheConfig {
     pub enabled: bool,
     /// How long an entry lives, in milliseconds (at least 1).
     pub ttl_ms: u64,
-    /// Most entries kept (at least 1 while enabled).
+    /// Most entries kept (1 to 1 000 000 while enabled).
     pub max_entries: usize,
 }
 
@@ -414,7 +427,7 @@ impl Config {
     }
 
     fn from_file(path: &Path, how: &str, cwd: &Path) -> Result<Config> {
-        let text = std::fs::read_to_string(path).map_err(|err| {
+        let text = bounded_read::read_text(path, MAX_CONFIG_FILE_BYTES).map_err(|err| {
             let source = format!("{} ({how})", path.display());
             BridgeError::new(
                 ErrorClass::Config,
@@ -554,9 +567,27 @@ impl Config {
                 "a number of bytes",
             ),
             (
+                "invoke.max_retries",
+                u64::from(invoke.max_retries),
+                0..=MAX_RETRIES,
+                INT,
+            ),
+            (
+                "invoke.retry_backoff_ms",
+                invoke.retry_backoff_ms,
+                0..=MAX_RETRY_BACKOFF_MS,
+                MS,
+            ),
+            (
+                "invoke.start_timeout_ms",
+                invoke.start_timeout_ms,
+                1..=MAX_TIMEOUT_MS,
+                MS,
+            ),
+            (
                 "invoke.queue_capacity",
                 invoke.queue_capacity as u64,
-                1..=u64::MAX,
+                1..=MAX_CAPACITY,
                 INT,
             ),
             ("cache.ttl_ms", cache.ttl_ms, 1..=u64::MAX, MS),
@@ -571,7 +602,7 @@ impl Config {
             limits.push((
                 "cache.max_entries",
                 cache.max_entries as u64,
-                1..=u64::MAX,
+                1..=MAX_CAPACITY,
                 INT,
             ));
         }
@@ -619,12 +650,20 @@ impl Config {
         Err(self.invalid("invoke.retry_on", format_args!("{names:?}"), &expected))
     }
 
+    /// `store.url` is a `sqlite://` URL whose path can hold a store (see
+    /// [`crate::store::check_store_path`]).
     fn check_store_url(&self) -> Result<()> {
-        if self.store.url.starts_with("sqlite://") {
-            return Ok(());
-        }
-        let expected = "expected a sqlite:// URL such as sqlite://cerebros.db";
-        Err(self.invalid("store.url", format_args!("{:?}", self.store.url), expected))
+        let url = &self.store.url;
+        let Ok(path) = crate::store::store_path(url) else {
+            let expected = "expected a sqlite:// URL such as sqlite://cerebros.db";
+            return Err(self.invalid("store.url", format_args!("{url:?}"), expected));
+        };
+        crate::store::check_store_path(&path).map_err(|reason| {
+            let expected = format!(
+                "{reason}; expected sqlite://PATH naming a regular file, or a new file in a folder"
+            );
+            self.invalid("store.url", format_args!("{url:?}"), &expected)
+        })
     }
 }
 
@@ -898,6 +937,7 @@ mod tests {
         assert_eq!(c.invoke.cancel_grace_ms, 250);
         assert_eq!(c.invoke.max_payload_bytes, 16 * 1024 * 1024);
         assert_eq!(c.invoke.queue_capacity, 1024);
+        assert_eq!(c.invoke.start_timeout_ms, 30_000);
         assert_eq!(
             c.invoke.retry_on,
             vec![
@@ -1250,8 +1290,19 @@ mod tests {
         let m = validation_message(|c| c.invoke.queue_capacity = 0);
         assert_eq!(
             m,
-            "invoke.queue_capacity = 0 (from defaults): expected an integer of at least 1"
+            "invoke.queue_capacity = 0 (from defaults): expected an integer from 1 to 1000000"
         );
+        let m = validation_message(|c| c.invoke.max_retries = 101);
+        assert_eq!(
+            m,
+            "invoke.max_retries = 101 (from defaults): expected an integer from 0 to 100"
+        );
+        let m = validation_message(|c| c.invoke.retry_backoff_ms = u64::MAX);
+        assert!(m.ends_with("expected a whole number of milliseconds from 0 to 600000"));
+        let m = validation_message(|c| c.invoke.start_timeout_ms = 0);
+        assert!(m.starts_with("invoke.start_timeout_ms = 0"));
+        let m = validation_message(|c| c.cache.max_entries = 1_000_001);
+        assert!(m.ends_with("from 1 to 1000000"), "{m}");
         let m = validation_message(|c| c.cache.ttl_ms = 0);
         assert!(m.starts_with("cache.ttl_ms = 0"));
         let m = validation_message(|c| c.mlflow.flush_timeout_ms = 86_400_001);
@@ -1262,6 +1313,32 @@ mod tests {
         c.cache.enabled = false;
         c.cache.max_entries = 0;
         c.validate().unwrap();
+    }
+
+    #[test]
+    fn store_urls_must_name_a_file_that_can_hold_a_store() {
+        for bad in [
+            "sqlite://",
+            "sqlite://:memory:",
+            "sqlite:///dev/null",
+            "sqlite:///tmp",
+        ] {
+            let m = validation_message(|c| c.store.url = bad.to_owned());
+            assert!(
+                m.starts_with(&format!("store.url = {bad:?} (from defaults): ")),
+                "{m}"
+            );
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for good in [dir.path().join("new.db"), dir.path().join("a/b/new.db")] {
+            let c = Config {
+                store: StoreConfig {
+                    url: format!("sqlite://{}", good.display()),
+                },
+                ..Config::default()
+            };
+            c.validate().unwrap();
+        }
     }
 
     #[test]

@@ -58,12 +58,34 @@ fn start(python_executable: Option<&Path>) -> Result<InterpreterInfo> {
         find_python(python_executable)
     };
     let venv = python.as_deref().and_then(venv_root);
-    Python::attach(|py| activate(py, python.as_deref(), venv.as_deref())).map_err(|e| {
+    let activated = Python::attach(|py| {
+        if !hosted {
+            line_buffer_output(py)?;
+        }
+        activate(py, python.as_deref(), venv.as_deref())
+    });
+    activated.map_err(|e| {
         BridgeError::new(
             ErrorClass::Dependency,
             format!("could not set up the embedded interpreter: {e}"),
         )
     })
+}
+
+/// Makes the embedded interpreter's `sys.stdout` and `sys.stderr` line-buffered: the
+/// interpreter is never finalized, so block-buffered output would never reach fd 1 or
+/// fd 2 (which a host such as the CLI may send to its log).
+fn line_buffer_output(py: Python<'_>) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    for name in ["stdout", "stderr"] {
+        let stream = sys.getattr(name)?;
+        if stream.hasattr("reconfigure")? {
+            let options = PyDict::new(py);
+            options.set_item("line_buffering", true)?;
+            stream.call_method("reconfigure", (), Some(&options))?;
+        }
+    }
+    Ok(())
 }
 
 /// The Python executable whose venv the bridge should use: the configured one, else

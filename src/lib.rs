@@ -1,6 +1,7 @@
 //! cerebros-bridge: hosts CPython in-process and drives a Python NAS service.
 pub mod artifacts;
 pub mod bench;
+pub mod bounded_read;
 pub mod cache;
 pub mod client;
 pub mod config;

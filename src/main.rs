@@ -13,6 +13,6 @@ static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 /// stuck in a call can never keep it alive.
 fn main() {
     let code = cli::run();
-    cli::output::flush();
+    cli::stdio::finish();
     std::process::exit(code);
 }

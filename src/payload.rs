@@ -4,6 +4,7 @@
 //! The nesting depth of text is measured by a linear scan *before* parsing, so a
 //! pathological input (a million `[`) is refused without touching the stack.
 
+use crate::bounded_read::{self, ReadError};
 use crate::error::{BridgeError, ErrorClass, Result};
 use serde::Deserialize;
 use serde_json::Value;
@@ -316,27 +317,32 @@ fn non_finite_at(text: &str, line: usize, column: usize) -> bool {
     rest.starts_with("NaN") || rest.starts_with("Infinity")
 }
 
-/// Reads a payload file after checking its size from its metadata.
+/// Reads a payload file, at most `max_bytes` of it (a FIFO or a device included).
 fn read_payload_file(path: &Path, max_bytes: usize) -> Result<String> {
-    let unreadable = |err: io::Error| {
-        contract_error(format!(
-            "cannot read payload file {}: {err}",
-            path.display()
-        ))
-        .with_detail("path", path.display().to_string())
-    };
     if path.as_os_str().is_empty() {
         return Err(contract_error(
             "expected a file path after @ in the payload argument".to_owned(),
         ));
     }
-    let len = std::fs::metadata(path).map_err(unreadable)?.len();
-    let len = usize::try_from(len).unwrap_or(usize::MAX);
-    check_size(len, max_bytes).map_err(|err| {
-        let message = format!("payload file {}: {}", path.display(), err.message);
-        BridgeError { message, ..err }
-    })?;
-    std::fs::read_to_string(path).map_err(unreadable)
+    bounded_read::read_text(path, max_bytes).map_err(|err| match err {
+        ReadError::Io(err) => contract_error(format!(
+            "cannot read payload file {}: {err}",
+            path.display()
+        ))
+        .with_detail("path", path.display().to_string()),
+        ReadError::TooLarge { size, .. } => {
+            let size = match size {
+                Some(bytes) => format!("{bytes} bytes"),
+                None => format!("more than {max_bytes} bytes"),
+            };
+            contract_error(format!(
+                "payload file {}: payload is {size}, over invoke.max_payload_bytes = {max_bytes}",
+                path.display()
+            ))
+            .with_detail("max_bytes", max_bytes)
+            .with_detail("path", path.display().to_string())
+        }
+    })
 }
 
 #[cfg(test)]

@@ -9,6 +9,10 @@
 //! so none runs twice, and every trial's seed depends only on the run seed and its index,
 //! so a resumed run ends with the same best trial as an uninterrupted one.
 //!
+//! Store calls made while driving run on the store's own thread ([`StoreCalls`]), in
+//! order: SQLite's busy wait for another process's writer never holds up a runtime
+//! thread.
+//!
 //! With [`RunWorker::with_mlflow`], each drive also runs a [`SyncWorker`] beside the
 //! trials: woken after every recorded trial, it mirrors the store's MLflow outbox into
 //! MLflow without ever holding a trial up, and flushes once more when the run has ended.
@@ -21,7 +25,7 @@ use crate::contracts::{RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequeste
 use crate::error::{BridgeError, ErrorClass, Result};
 use crate::spec::{budget_map, trial_seed, RunSpec};
 use crate::store::{
-    now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, TrialRecord, HEARTBEAT_EVERY,
+    now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, StoreCalls, TrialRecord, HEARTBEAT_EVERY,
 };
 use crate::sync::{SyncSettings, SyncWorker};
 use report::{check_report, CheckedReport, Expected};
@@ -86,6 +90,8 @@ impl CancelSignal {
 pub struct RunWorker {
     client: Arc<Client>,
     store: Arc<Store>,
+    /// The store, for async code.
+    calls: StoreCalls,
     artifact_dir: PathBuf,
     events: broadcast::Sender<RunEvent>,
     mlflow: Option<SyncSettings>,
@@ -107,6 +113,7 @@ impl RunWorker {
         let (events, _) = broadcast::channel(1024);
         RunWorker {
             client,
+            calls: StoreCalls::new(store.clone()),
             store,
             artifact_dir,
             events,
@@ -143,14 +150,17 @@ impl RunWorker {
     /// Drives run `run_id` to its end (or until `cancel` is raised) and returns it as
     /// stored. Works the same for a new run and for one being resumed.
     pub async fn drive(&self, run_id: &str, cancel: CancelSignal) -> Result<RunRecord> {
-        let run = self.store.run(run_id)?;
+        let run = self.read_run(run_id).await?;
         let spec: RunSpec = serde_json::from_value(run.spec.clone()).map_err(|e| {
             BridgeError::new(
                 ErrorClass::SystemError,
                 format!("run {run_id} has an unreadable spec in the store: {e}"),
             )
         })?;
-        self.store.claim(run_id, &Owner::current())?;
+        let id = run_id.to_owned();
+        self.calls
+            .run(move |store| store.claim(&id, &Owner::current()))
+            .await?;
         let heartbeat = self.spawn_heartbeat(run_id, cancel.clone());
         let sync = self.mlflow.clone().map(|settings| {
             SyncWorker::spawn(settings, self.store.clone(), self.sync_wake.clone())
@@ -164,13 +174,18 @@ impl RunWorker {
         };
         let finished = self
             .finalize(run_id, &spec, &status, error.as_deref(), started.elapsed())
-            .await
-            .inspect_err(|err| self.end_as_failed(run_id, err));
+            .await;
+        if let Err(err) = &finished {
+            self.end_as_failed(run_id, err).await;
+        }
         match sync {
             Some(sync) => {
                 sync.finish().await;
                 // Read again: the final flush wrote the MLflow ids back.
-                finished.and_then(|_| self.store.run(run_id))
+                match finished {
+                    Ok(_) => self.read_run(run_id).await,
+                    Err(err) => Err(err),
+                }
             }
             None => finished,
         }
@@ -178,21 +193,39 @@ impl RunWorker {
 
     /// Last resort when ending a run failed: mark it `failed` with that error, so it
     /// never stays `running` without an owner.
-    fn end_as_failed(&self, run_id: &str, err: &BridgeError) {
+    async fn end_as_failed(&self, run_id: &str, err: &BridgeError) {
         let why = format!("the run could not be finished: {err}");
-        if let Err(again) = self.store.finish_run(run_id, "failed", Some(&why)) {
+        let id = run_id.to_owned();
+        let ended = self
+            .calls
+            .run(move |store| store.finish_run(&id, "failed", Some(&why)))
+            .await;
+        if let Err(again) = ended {
             tracing::error!(run_id, "cannot end the run: {err}; then: {again}");
         }
     }
 
+    /// Run `run_id` as stored.
+    async fn read_run(&self, run_id: &str) -> Result<RunRecord> {
+        let id = run_id.to_owned();
+        self.calls.run(move |store| store.run(&id)).await
+    }
+
+    /// The trials of `run_id` as stored.
+    async fn read_trials(&self, run_id: &str) -> Result<Vec<TrialRecord>> {
+        let id = run_id.to_owned();
+        self.calls.run(move |store| store.trials(&id)).await
+    }
+
     fn spawn_heartbeat(&self, run_id: &str, cancel: CancelSignal) -> tokio::task::JoinHandle<()> {
-        let store = self.store.clone();
+        let calls = self.calls.clone();
         let run_id = run_id.to_owned();
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(HEARTBEAT_EVERY);
             loop {
                 tick.tick().await;
-                match store.heartbeat(&run_id) {
+                let id = run_id.clone();
+                match calls.run(move |store| store.heartbeat(&id)).await {
                     Ok(true) => cancel.cancel(),
                     Ok(false) => {}
                     Err(err) => tracing::warn!(run_id, "heartbeat failed: {err}"),
@@ -211,7 +244,10 @@ impl RunWorker {
         let artifact_dir = self.artifact_dir.clone();
         let started = spec.run_started(run_id, &now_rfc3339(), &artifact_dir);
         let info = self.client.start_run(&started).await?;
-        self.store.record_start(run_id, &info)?;
+        let (id, stored_info) = (run_id.to_owned(), info.clone());
+        self.calls
+            .run(move |store| store.record_start(&id, &stored_info))
+            .await?;
         self.emit("ml.run.start", run_id, info.clone());
         let search_space = info
             .get("search_space")
@@ -226,8 +262,8 @@ impl RunWorker {
             parameters: spec.trial_parameters(&artifact_dir),
         });
         let finished: std::collections::HashSet<u32> = self
-            .store
-            .trials(run_id)?
+            .read_trials(run_id)
+            .await?
             .into_iter()
             .filter(|t| t.status == "succeeded" || t.status == "failed")
             .map(|t| t.index)
@@ -240,8 +276,8 @@ impl RunWorker {
             return Ok("cancelled".into());
         }
         let succeeded = self
-            .store
-            .trials(run_id)?
+            .read_trials(run_id)
+            .await?
             .iter()
             .any(|t| t.status == "succeeded");
         Ok(if succeeded { "succeeded" } else { "failed" }.into())
@@ -260,7 +296,7 @@ impl RunWorker {
         let mut error = error.map(str::to_owned);
         let mut status = status.to_owned();
         if status != "failed" || error.is_none() {
-            let run = self.store.run(run_id)?;
+            let run = self.read_run(run_id).await?;
             let mut finalized = RunFinalizedV1::new(run_id, run_status(&status));
             finalized.best_trial_id = run.best_trial_id.clone();
             finalized.duration_ms = took.as_millis() as u64;
@@ -280,8 +316,11 @@ impl RunWorker {
         if status == "failed" && error.is_none() {
             error = Some("no trial succeeded".into());
         }
-        self.store.finish_run(run_id, &status, error.as_deref())?;
-        let run = self.store.run(run_id)?;
+        let (id, final_status, final_error) = (run_id.to_owned(), status.clone(), error.clone());
+        self.calls
+            .run(move |store| store.finish_run(&id, &final_status, final_error.as_deref()))
+            .await?;
+        let run = self.read_run(run_id).await?;
         let kind = if status == "failed" {
             "ml.run.exception"
         } else {
@@ -368,7 +407,7 @@ async fn stop_in_flight(
     running.abort_all();
     while running.join_next().await.is_some() {}
     for index in in_flight.drain(..) {
-        if let Err(err) = record_cancelled(context, index) {
+        if let Err(err) = record_cancelled(context, index).await {
             tracing::warn!(run_id = %context.run_id, index, "cannot record a stopped trial: {err}");
         }
     }
@@ -378,12 +417,12 @@ fn trial_id(run_id: &str, index: u32) -> String {
     format!("{run_id}-t{index:03}")
 }
 
-fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
+async fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
     let trial_id = trial_id(&context.run_id, index);
     let still_running = context
         .worker
-        .store
-        .trials(&context.run_id)?
+        .read_trials(&context.run_id)
+        .await?
         .iter()
         .any(|t| t.trial_id == trial_id && t.status == "running");
     if !still_running {
@@ -405,7 +444,11 @@ fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
         finished_at: Some(now_rfc3339()),
         mlflow_run_id: None,
     };
-    context.worker.store.record_trial(&record, None)
+    context
+        .worker
+        .calls
+        .run(move |store| store.record_trial(&record, None))
+        .await
 }
 
 /// Runs trial `index` and records its outcome, whatever it is.
@@ -413,8 +456,11 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     let run_id = &context.run_id;
     let trial_id = trial_id(run_id, index);
     let seed = trial_seed(context.spec.seed, index);
-    let store = &context.worker.store;
-    store.trial_started(run_id, &trial_id, index, seed)?;
+    let calls = &context.worker.calls;
+    let (id, started_trial) = (run_id.clone(), trial_id.clone());
+    calls
+        .run(move |store| store.trial_started(&id, &started_trial, index, seed))
+        .await?;
     let mut request = TrialRequestedV1::new(run_id.clone(), trial_id.clone(), index, seed);
     request.dataset_id = Some(context.spec.dataset.clone());
     request.search_space = context.search_space.clone();
@@ -445,7 +491,7 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
             None,
         ),
     };
-    let record = record_or_fail(context, record, artifact)?;
+    let record = record_or_fail(context, record, artifact).await?;
     context.worker.sync_wake.notify_one();
     if record.status == "succeeded" {
         acknowledge(context, &record).await;
@@ -461,13 +507,17 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
 /// Records a finished trial with its artifact. When the store refuses it, the trial is
 /// recorded as `failed` with the store's error instead, so it never stays `running`; only
 /// when that fails too is the error the run's.
-fn record_or_fail(
+async fn record_or_fail(
     context: &TrialContext,
     record: TrialRecord,
     artifact: Option<ArtifactRecord>,
 ) -> Result<TrialRecord> {
-    let store = &context.worker.store;
-    let Err(err) = store.record_trial(&record, artifact.as_ref()) else {
+    let calls = &context.worker.calls;
+    let stored = record.clone();
+    let Err(err) = calls
+        .run(move |store| store.record_trial(&stored, artifact.as_ref()))
+        .await
+    else {
         return Ok(record);
     };
     tracing::warn!(run_id = %context.run_id, trial_id = %record.trial_id, "cannot record the trial: {err}");
@@ -485,7 +535,10 @@ fn record_or_fail(
         ),
         ..record
     };
-    store.record_trial(&failed, None)?;
+    let stored = failed.clone();
+    calls
+        .run(move |store| store.record_trial(&stored, None))
+        .await?;
     Ok(failed)
 }
 

@@ -5,12 +5,16 @@
 
 pub mod rules;
 
+use crate::bounded_read;
 use crate::contracts::RunStartedV1;
 use crate::error::{BridgeError, ErrorClass, Result};
 use rules::{check_section, key_error, rules, shown, Section};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 use std::path::{Path, PathBuf};
+
+/// The longest run spec read (a spec is a few hundred bytes).
+const MAX_SPEC_FILE_BYTES: usize = 1024 * 1024;
 
 /// Whether a larger or a smaller objective is better.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -128,7 +132,7 @@ fn default_seed() -> u64 {
 impl RunSpec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<RunSpec> {
-        let text = read_spec_file(path)
+        let text = bounded_read::read_text(path, MAX_SPEC_FILE_BYTES)
             .map_err(|e| spec_error(format!("cannot read run spec {}: {e}", path.display())))?;
         let base = path.parent().unwrap_or(Path::new("."));
         RunSpec::from_toml_str(&text, base).map_err(|mut e| {
@@ -336,24 +340,6 @@ pub fn trial_seed(run_seed: u64, index: u32) -> u64 {
     z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
     z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
     (z ^ (z >> 31)) & ((1 << 53) - 1)
-}
-
-/// The largest spec file read.
-const MAX_SPEC_BYTES: u64 = 1 << 20;
-
-/// Reads a spec file of at most [`MAX_SPEC_BYTES`] (a device or FIFO never fills memory).
-fn read_spec_file(path: &Path) -> std::io::Result<String> {
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(path)?
-        .take(MAX_SPEC_BYTES + 1)
-        .read_to_string(&mut text)?;
-    if text.len() as u64 > MAX_SPEC_BYTES {
-        return Err(std::io::Error::other(format!(
-            "larger than {MAX_SPEC_BYTES} bytes"
-        )));
-    }
-    Ok(text)
 }
 
 /// The longest CSV header row read to find the target column.

@@ -51,7 +51,7 @@ pub struct BenchArgs {
     /// Calls per mode, sequential and concurrent (subprocess makes at most 50,
     /// worker_process at most 5000).
     #[arg(long, value_name = "N", default_value_t = 20_000,
-          value_parser = clap::value_parser!(u64).range(1..))]
+          value_parser = clap::value_parser!(u64).range(1..=10_000_000))]
     calls: u64,
 
     /// Callers at once (tokio tasks) for the concurrent figure.
@@ -166,7 +166,7 @@ fn system_error(what: &str, err: std::io::Error) -> BridgeError {
 /// Says what is being measured, on stderr, unless the output is JSON.
 fn progress(args: &BenchArgs, text: &str) {
     if !args.json {
-        eprintln!("bench: {text}");
+        output::stderr_line(&format!("bench: {text}"));
     }
 }
 

@@ -2,7 +2,7 @@
 
 use super::output::{self, EXIT_OK};
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::{Config, Mode};
+use cerebros_bridge::config::{Config, Mode, MAX_TIMEOUT_MS};
 use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
 use cerebros_bridge::payload;
 use clap::Args;
@@ -29,7 +29,7 @@ pub struct CallArgs {
     mode: Option<String>,
 
     /// Deadline of each attempt in milliseconds (default: invoke.default_timeout_ms).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..=MAX_TIMEOUT_MS))]
     timeout_ms: Option<u64>,
 
     /// Print one JSON document on stdout (the result, or {"ok": false, "error": ...}).
@@ -43,10 +43,13 @@ pub fn run(config_path: Option<&Path>, args: &CallArgs) -> i32 {
         let payload = parse_payload(args.payload.as_deref(), &config)?;
         Ok((config, payload))
     });
-    let (config, payload) = match prepared {
+    let (mut config, payload) = match prepared {
         Ok(prepared) => prepared,
         Err(err) => return output::report_error(&err, args.json),
     };
+    // The call's deadline covers the bridge's start-up too.
+    let timeout_ms = args.timeout_ms.unwrap_or(config.invoke.default_timeout_ms);
+    config.invoke.start_timeout_ms = config.invoke.start_timeout_ms.min(timeout_ms);
     let client = match Client::start(&config) {
         Ok(client) => client,
         Err(err) => return output::report_error(&err, args.json),

@@ -1,6 +1,6 @@
-//! Log set-up: `tracing` events go to stderr, filtered by `-v` or `RUST_LOG`.
+//! Log set-up: `tracing` events go to the CLI's stderr, filtered by `-v` or `RUST_LOG`.
 
-use std::io::IsTerminal;
+use super::{output, stdio};
 use tracing_subscriber::EnvFilter;
 
 /// The default log level for a `-v` count: 0 warn, 1 info, 2 debug, 3+ trace.
@@ -18,20 +18,23 @@ fn filter(verbosity: u8) -> EnvFilter {
     let level = level_for(verbosity);
     match std::env::var("RUST_LOG") {
         Ok(spec) if !spec.trim().is_empty() => EnvFilter::try_new(&spec).unwrap_or_else(|err| {
-            eprintln!("warning: ignoring RUST_LOG={spec:?} ({err}); logging at {level}");
+            output::stderr_line(&format!(
+                "warning: ignoring RUST_LOG={spec:?} ({err}); logging at {level}"
+            ));
             EnvFilter::new(level)
         }),
         _ => EnvFilter::new(level),
     }
 }
 
-/// Installs the global subscriber: human-readable lines on stderr (coloured only on
-/// a terminal), so stdout holds only command output.
+/// Installs the global subscriber: human-readable lines on the CLI's real stderr
+/// (coloured only on a terminal), so stdout holds only command output, and the log
+/// never goes through the pipe that [`stdio`] reads into it.
 pub fn init(verbosity: u8) {
     let _ = tracing_subscriber::fmt()
         .with_env_filter(filter(verbosity))
-        .with_writer(std::io::stderr)
-        .with_ansi(std::io::stderr().is_terminal())
+        .with_writer(stdio::stderr)
+        .with_ansi(stdio::stderr_is_terminal())
         .try_init();
 }
 

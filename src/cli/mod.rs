@@ -7,6 +7,7 @@ mod mlflow;
 pub mod output;
 mod run;
 mod runs;
+pub mod stdio;
 mod validate;
 
 use clap::{Parser, Subcommand};
@@ -69,7 +70,11 @@ enum Command {
 /// process exit code. Errors in the arguments themselves exit 2 through clap.
 pub fn run() -> i32 {
     let cli = Cli::parse();
+    let captured = stdio::capture();
     logging::init(cli.verbose);
+    if let Err(err) = captured {
+        tracing::warn!("cannot keep the interpreter's output off stdout: {err}");
+    }
     let config_path = cli.config.as_deref();
     match &cli.command {
         Command::Validate(args) => validate::run(config_path, args),

@@ -1,6 +1,7 @@
 //! What the CLI writes: JSON documents on stdout, errors on stdout (`--json`) or
 //! stderr, and the exit code of each error class.
 
+use super::stdio;
 use cerebros_bridge::error::{BridgeError, ErrorClass};
 use serde_json::{json, Value};
 use std::borrow::Cow;
@@ -60,10 +61,14 @@ fn printable_lines(text: &str) -> String {
         .join("\n")
 }
 
-/// Writes one line to stdout, ignoring a closed pipe (`| head`).
+/// Writes one line to the CLI's stdout, ignoring a closed pipe (`| head`).
 pub fn stdout_line(text: &str) {
-    let mut out = std::io::stdout().lock();
-    let _ = writeln!(out, "{text}");
+    let _ = stdio::stdout().write_all(format!("{text}\n").as_bytes());
+}
+
+/// Writes one line to the CLI's stderr.
+pub fn stderr_line(text: &str) {
+    let _ = stdio::stderr().write_all(format!("{text}\n").as_bytes());
 }
 
 /// Writes `value` to stdout: pretty, or on one line when `compact`.
@@ -84,21 +89,19 @@ pub fn report_error(err: &BridgeError, json: bool) -> i32 {
     if json {
         print_json(&json!({"ok": false, "error": err.to_json()}), true);
     } else {
-        eprintln!("error[{}]: {}", err.class, printable(&err.message));
+        stderr_line(&format!(
+            "error[{}]: {}",
+            err.class,
+            printable(&err.message)
+        ));
         if let Some(traceback) = err.details.get("traceback") {
             match traceback {
-                Value::String(text) => eprintln!("{}", printable_lines(text.trim_end())),
-                other => eprintln!("{other}"),
+                Value::String(text) => stderr_line(&printable_lines(text.trim_end())),
+                other => stderr_line(&other.to_string()),
             }
         }
     }
     exit_code(err.class)
-}
-
-/// Flushes stdout and stderr before the process exits without running destructors.
-pub fn flush() {
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
 }
 
 #[cfg(test)]

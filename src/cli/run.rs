@@ -2,6 +2,7 @@
 //! `runs resume` shares with it (driving a run, showing progress, the final report).
 
 use super::output::{self, printable, EXIT_FAILURE, EXIT_OK};
+use super::stdio;
 use cerebros_bridge::artifacts;
 use cerebros_bridge::client::Client;
 use cerebros_bridge::config::Config;
@@ -11,9 +12,8 @@ use cerebros_bridge::spec::RunSpec;
 use cerebros_bridge::store::{self, RunRecord, Store, TrialRecord};
 use cerebros_bridge::sync;
 use clap::Args;
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};
-use std::io::IsTerminal;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -46,12 +46,12 @@ pub fn run(config_path: Option<&Path>, args: &RunArgs) -> i32 {
     let outcome = with_worker(&config, |runtime, worker| {
         let run_id = worker.create(&spec)?;
         if !args.json {
-            eprintln!(
+            output::stderr_line(&format!(
                 "run {run_id}: {} on {}, {} trials",
                 printable(&spec.name),
                 printable(&spec.dataset),
                 spec.budget.trials
-            );
+            ));
         }
         let run = runtime.block_on(drive_with_progress(worker, &run_id, args.json))?;
         let trials = worker.store().trials(&run_id)?;
@@ -99,7 +99,9 @@ pub async fn drive_with_progress(
     let on_interrupt = cancel.clone();
     let interrupt = tokio::spawn(async move {
         if tokio::signal::ctrl_c().await.is_ok() {
-            eprintln!("\ncancelling: running trials are being stopped; finished ones are kept");
+            output::stderr_line(
+                "\ncancelling: running trials are being stopped; finished ones are kept",
+            );
             on_interrupt.cancel();
         }
     });
@@ -130,12 +132,9 @@ struct Progress {
 
 impl Progress {
     fn new(run: &RunRecord) -> Progress {
-        let terminal = std::io::stderr().is_terminal();
-        let bar = if terminal {
-            ProgressBar::new(run.trials_planned as u64)
-        } else {
-            ProgressBar::hidden()
-        };
+        let bar = terminal_bar(run.trials_planned as u64);
+        let terminal = bar.is_some();
+        let bar = bar.unwrap_or_else(ProgressBar::hidden);
         bar.set_style(
             ProgressStyle::with_template(
                 "{spinner} trials {pos}/{len} [{bar:30}] {msg} · eta {eta}",
@@ -178,15 +177,29 @@ impl Progress {
                 let status = event.data["status"].as_str().unwrap_or("?");
                 let took = event.data["duration_ms"].as_u64().unwrap_or(0) as f64 / 1e3;
                 let value = metric.map_or("-".to_owned(), |m| format!("{m:.4}"));
-                eprintln!(
+                output::stderr_line(&format!(
                     "trial {:>3}/{} {status:<9} {} {value} ({took:.1} s) best {best_text}",
                     index + 1,
                     self.planned,
                     self.objective
-                );
+                ));
             }
         }
     }
+}
+
+/// A progress bar drawn on the CLI's stderr, when that is a terminal.
+fn terminal_bar(len: u64) -> Option<ProgressBar> {
+    if !stdio::stderr_is_terminal() {
+        return None;
+    }
+    let write = stdio::stderr_file().ok()?;
+    let read = write.try_clone().ok()?;
+    let term = console::Term::read_write_pair(read, write);
+    Some(ProgressBar::with_draw_target(
+        Some(len),
+        ProgressDrawTarget::term(term, 20),
+    ))
 }
 
 /// Prints the outcome of a run (or resume) and returns the exit code.

@@ -16,11 +16,11 @@
 //!   one takes its slot, so the pool keeps its size.
 
 mod queue;
+mod startup;
 mod supervisor;
 mod worker;
 
 use crate::error::{BridgeError, ErrorClass, Result};
-use crate::interpreter;
 use crate::reply::ReplySlot;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -59,11 +59,14 @@ pub struct PoolOptions {
     /// Put on `sys.path` before importing `module`.
     pub repo_path: PathBuf,
     /// The interpreter whose venv the embedded interpreter uses (see
-    /// [`interpreter::find_python`]).
+    /// [`crate::interpreter::find_python`]).
     pub python_executable: Option<PathBuf>,
     /// Whether idle workers and lone callers busy-wait briefly before parking (the
     /// default; see BENCHMARKS.md for what turning it off costs).
     pub spin: bool,
+    /// How long starting the interpreter and importing `module` may take
+    /// (`invoke.start_timeout_ms`); past it, [`Pool::start`] fails with `timeout`.
+    pub start_timeout: Duration,
 }
 
 /// A snapshot of the pool's health.
@@ -128,6 +131,7 @@ struct Shared {
 ///     repo_path: "python".into(),
 ///     python_executable: None,
 ///     spin: true,
+///     start_timeout: Duration::from_secs(30),
 /// })?;
 /// let reply = pool
 ///     .submit("echo", serde_json::json!({"x": 1}), Duration::from_secs(5))?
@@ -140,8 +144,9 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts the interpreter (once per process), imports the service module and
-    /// starts `options.size` workers.
+    /// Starts the interpreter (once per process), imports the service module (both
+    /// within `options.start_timeout`) and starts `options.size` workers. A failure
+    /// part way stops the workers already started.
     pub fn start(options: PoolOptions) -> Result<Pool> {
         if options.size == 0 {
             return Err(BridgeError::new(
@@ -149,10 +154,7 @@ impl Pool {
                 "invoke.pool_size = 0: expected at least 1 worker",
             ));
         }
-        interpreter::ensure_started(options.python_executable.as_deref())?;
-        let module = Python::attach(|py| {
-            interpreter::import_service(py, &options.repo_path, &options.module)
-        })?;
+        let module = startup::import_module(&options)?;
         let (supervisor_tx, supervisor_rx) = crossbeam_channel::unbounded();
         let shared = Arc::new(Shared {
             module,
@@ -168,12 +170,14 @@ impl Pool {
             replaced: AtomicU64::new(0),
             options,
         });
-        for slot in 0..shared.options.size {
-            let state = worker::spawn(&shared, slot, 0)?;
-            shared.slots.lock().push(state);
+        // From here on, dropping `pool` (an error below) shuts down what was started.
+        let pool = Pool { shared };
+        for slot in 0..pool.shared.options.size {
+            let state = worker::spawn(&pool.shared, slot, 0)?;
+            pool.shared.slots.lock().push(state);
         }
-        supervisor::spawn(shared.clone(), supervisor_rx)?;
-        Ok(Pool { shared })
+        supervisor::spawn(pool.shared.clone(), supervisor_rx)?;
+        Ok(pool)
     }
 
     /// Queues a call of `op` with `payload`; the caller must give up at `timeout`.
@@ -356,5 +360,42 @@ impl PendingCall {
             format!("no reply within {} ms", self.timeout.as_millis()),
         )
         .with_detail("timeout_ms", self.timeout.as_millis() as u64))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn options(size: usize) -> PoolOptions {
+        PoolOptions {
+            size,
+            queue_capacity: 16,
+            cancel_grace: Duration::from_millis(250),
+            module: "cerebros_service".into(),
+            repo_path: PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("python"),
+            python_executable: None,
+            spin: true,
+            start_timeout: Duration::from_secs(30),
+        }
+    }
+
+    #[test]
+    fn a_start_that_fails_part_way_stops_the_workers_it_started() {
+        worker::SPAWN_HOOK.with(|hook| *hook.borrow_mut() = (2, Vec::new()));
+        let err = Pool::start(options(3))
+            .err()
+            .expect("the third worker fails");
+        assert!(err.message.contains("injected failure"), "{}", err.message);
+        let started = worker::SPAWN_HOOK.with(|hook| std::mem::take(&mut hook.borrow_mut().1));
+        assert_eq!(started.len(), 2);
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while Instant::now() < deadline && !started.iter().all(|w| w.has_exited()) {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        assert!(
+            started.iter().all(|w| w.has_exited()),
+            "workers of a failed start are still running"
+        );
     }
 }

@@ -5,9 +5,11 @@
 //! * A worker takes a job only once it holds the GIL ([`JobQueue::pop`] is called
 //!   attached). A worker that dequeued first and then waited for the GIL would hold the
 //!   job hostage for up to a switch interval while another worker sat idle.
-//! * [`JobQueue::push`] wakes a parked worker only when no worker is spinning on the
-//!   queue: an idle worker first spins for a short while (GIL released) and picks up
-//!   the next job without any system call on either side.
+//! * [`JobQueue::push`] wakes a parked worker only when the queue holds more jobs than
+//!   workers spinning on it: an idle worker first spins for a short while (GIL
+//!   released) and picks up the next job without any system call on either side, but
+//!   it takes one job only, so a second job pushed during its spin wakes another
+//!   worker rather than waiting behind the first.
 
 use crossbeam_queue::ArrayQueue;
 use parking_lot::{Condvar, Mutex};
@@ -38,7 +40,7 @@ impl<T> JobQueue<T> {
     pub(crate) fn push(&self, item: T) -> Result<(), T> {
         self.items.push(item)?;
         fence(Ordering::SeqCst);
-        if self.spinning.load(Ordering::SeqCst) == 0 {
+        if self.items.len() > self.spinning.load(Ordering::SeqCst) {
             let sleepers = self.sleepers.lock();
             if *sleepers > 0 {
                 self.wake.notify_one();
@@ -67,7 +69,7 @@ impl<T> JobQueue<T> {
         may_spin: bool,
     ) -> bool {
         if may_spin && self.spin_for_item(spin, pure_spin) {
-            return true;
+            return !self.is_closed();
         }
         let mut sleepers = self.sleepers.lock();
         *sleepers += 1;
@@ -141,5 +143,34 @@ mod tests {
         std::thread::sleep(Duration::from_millis(20));
         queue.close();
         assert!(!waiter.join().unwrap());
+    }
+
+    #[test]
+    fn a_second_item_pushed_while_a_worker_spins_wakes_a_parked_one() {
+        let queue = Arc::new(JobQueue::new(4));
+        let (woke_tx, woke_rx) = std::sync::mpsc::channel();
+        let parked = {
+            let queue = queue.clone();
+            std::thread::spawn(move || {
+                let open = queue.wait_for_item(Duration::ZERO, Duration::ZERO, false);
+                let _ = woke_tx.send(open);
+            })
+        };
+        while *queue.sleepers.lock() == 0 {
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        // Another worker is spinning: it will take the first item by itself.
+        queue.spinning.fetch_add(1, Ordering::SeqCst);
+        queue.push(1).unwrap();
+        queue.push(2).unwrap();
+        let woke = woke_rx.recv_timeout(Duration::from_secs(2));
+        queue.spinning.fetch_sub(1, Ordering::SeqCst);
+        queue.close();
+        parked.join().unwrap();
+        assert_eq!(
+            woke,
+            Ok(true),
+            "the parked worker slept through the second item"
+        );
     }
 }

@@ -104,12 +104,27 @@ impl WorkerState {
     }
 }
 
+#[cfg(test)]
+thread_local! {
+    /// Test hook, for spawns made on this thread: from which slot on they fail, and
+    /// the workers they started.
+    pub(super) static SPAWN_HOOK: std::cell::RefCell<(usize, Vec<Arc<WorkerState>>)> =
+        const { std::cell::RefCell::new((usize::MAX, Vec::new())) };
+}
+
 /// Starts worker `generation` for `slot`.
 pub(super) fn spawn(
     shared: &Arc<Shared>,
     slot: usize,
     generation: u64,
 ) -> Result<Arc<WorkerState>> {
+    #[cfg(test)]
+    if SPAWN_HOOK.with(|hook| slot >= hook.borrow().0) {
+        return Err(BridgeError::new(
+            ErrorClass::SystemError,
+            "cannot start a worker thread: injected failure",
+        ));
+    }
     let state = Arc::new(WorkerState {
         slot,
         generation,
@@ -131,6 +146,8 @@ pub(super) fn spawn(
                 format!("cannot start a worker thread: {e}"),
             )
         })?;
+    #[cfg(test)]
+    SPAWN_HOOK.with(|hook| hook.borrow_mut().1.push(state.clone()));
     Ok(state)
 }
 

@@ -57,6 +57,9 @@ pub struct ProcessOptions {
     /// Requests that may wait behind running ones (`worker_process`), or processes that
     /// may run at once (`subprocess`), before calls fail as `overloaded`.
     pub queue_capacity: usize,
+    /// `worker_process` mode: how long the children may take to be ready
+    /// (`invoke.start_timeout_ms`).
+    pub start_timeout: Duration,
 }
 
 impl ProcessOptions {
@@ -70,6 +73,7 @@ impl ProcessOptions {
             pool_size: config.invoke.pool_size,
             grace: Duration::from_millis(config.invoke.cancel_grace_ms),
             queue_capacity: config.invoke.queue_capacity,
+            start_timeout: Duration::from_millis(config.invoke.start_timeout_ms),
         }
     }
 }

@@ -41,9 +41,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-/// How long [`WorkerProcessInvoker::start`] waits for every child to be ready.
-pub const STARTUP_TIMEOUT: Duration = Duration::from_secs(60);
-
 /// How much of a child's stderr is kept for error excerpts.
 const STDERR_TAIL: usize = 64 * 1024;
 
@@ -288,7 +285,8 @@ impl WorkerProcessInvoker {
                 reply
             })
             .collect();
-        let deadline = Instant::now() + STARTUP_TIMEOUT;
+        let start_timeout = invoker.shared.options.start_timeout;
+        let deadline = Instant::now() + start_timeout;
         for reply in started {
             let worker = reply
                 .wait_until(deadline)
@@ -298,13 +296,15 @@ impl WorkerProcessInvoker {
                 Some(Err(err)) => return Err(err),
                 None => {
                     return Err(BridgeError::new(
-                        ErrorClass::Dependency,
+                        ErrorClass::Timeout,
                         format!(
-                            "worker process {} did not report ready within {} s",
+                            "worker process {} did not report ready within {} ms \
+                             (invoke.start_timeout_ms)",
                             worker.pid,
-                            STARTUP_TIMEOUT.as_secs()
+                            start_timeout.as_millis()
                         ),
                     )
+                    .with_detail("start_timeout_ms", start_timeout.as_millis() as u64)
                     .with_detail("stderr_excerpt", worker.stderr_excerpt()))
                 }
             }

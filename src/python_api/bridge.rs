@@ -11,7 +11,7 @@
 use super::errors::to_py_err;
 use super::{host, payload};
 use crate::client::{CallOptions, Client};
-use crate::config::{Config, Mode};
+use crate::config::{Config, Mode, MAX_TIMEOUT_MS};
 use crate::error::{BridgeError, ErrorClass};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -25,9 +25,6 @@ use std::time::Duration;
 
 /// How often a call waiting on the main thread checks for signals (Ctrl-C).
 pub const SIGNAL_POLL: Duration = Duration::from_millis(50);
-
-/// The longest per-call timeout, as for `invoke.default_timeout_ms` (24 h).
-const MAX_TIMEOUT_MS: u64 = 86_400_000;
 
 /// Bridges that are not closed yet, for the `atexit` hook.
 static OPEN: Mutex<Vec<Weak<Inner>>> = Mutex::new(Vec::new());

@@ -3,10 +3,12 @@
 //! its artifact, its event and the run's counters, so a killed process loses nothing it
 //! had reported.
 
+mod calls;
 mod outbox;
 mod owner;
 mod schema;
 
+pub use calls::StoreCalls;
 pub use outbox::{FailedItem, LeaseHolder, OutboxCounts, OutboxItem, OutboxKind};
 pub use owner::{now_ms, Owner, HEARTBEAT_EVERY, LEASE};
 
@@ -152,6 +154,13 @@ impl Store {
 
     /// Opens (creating if needed) the store file at `path`.
     pub fn open(path: &Path) -> Result<Store> {
+        check_store_path(path).map_err(|reason| {
+            BridgeError::new(
+                ErrorClass::Config,
+                format!("store {}: {reason}", path.display()),
+            )
+            .with_detail("key", "store.url")
+        })?;
         if let Some(parent) = path.parent().filter(|p| !p.as_os_str().is_empty()) {
             std::fs::create_dir_all(parent).map_err(|e| {
                 BridgeError::new(
@@ -531,6 +540,61 @@ impl Store {
             .map_err(db_error("read events"))?;
         rows.collect::<rusqlite::Result<Vec<_>>>()
             .map_err(db_error("read events"))
+    }
+}
+
+/// Why `path` cannot hold a store, if it cannot. A store is a regular file, or a file
+/// still to be created whose nearest existing ancestor is a folder. Refused: an empty
+/// path and `:memory:` (SQLite would keep the results in memory and lose them), and a
+/// device, FIFO or folder (`/dev/null` would swallow them and SQLite would write
+/// `/dev/null-journal` beside it).
+pub fn check_store_path(path: &Path) -> std::result::Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err(
+            "the path is empty (SQLite would keep the results in memory and lose them)".into(),
+        );
+    }
+    if path == Path::new(":memory:") {
+        return Err("an in-memory database loses every result".into());
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) => Err(format!(
+            "{} is a {}, not a regular file",
+            path.display(),
+            file_kind(&meta)
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let nearest = path
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .find(|a| a.exists());
+            match nearest {
+                Some(folder) if !folder.is_dir() => {
+                    Err(format!("{} is not a folder", folder.display()))
+                }
+                _ => Ok(()),
+            }
+        }
+        Err(err) => Err(format!("{}: {err}", path.display())),
+    }
+}
+
+/// What a non-regular file is, for messages.
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        "folder"
+    } else if kind.is_char_device() || kind.is_block_device() {
+        "device"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
     }
 }
 

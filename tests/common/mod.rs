@@ -21,6 +21,7 @@ pub fn fault_options(size: usize) -> PoolOptions {
         repo_path: root().join("tests/fixtures"),
         python_executable: None,
         spin: true,
+        start_timeout: Duration::from_secs(30),
     }
 }
 

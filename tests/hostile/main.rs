@@ -4,6 +4,7 @@
 
 #[path = "../common/mod.rs"]
 mod common;
+mod host;
 mod mlflow;
 mod nas;
 mod ops;

@@ -4,7 +4,7 @@ use super::python;
 use super::Check;
 use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::config::{Config, Mode};
-use cerebros_bridge::error::BridgeError;
+use cerebros_bridge::error::{BridgeError, ErrorClass};
 use cerebros_bridge::store;
 use cerebros_bridge::sync::SyncSettings;
 use cerebros_bridge::{interpreter, op_rules};
@@ -107,6 +107,11 @@ fn check_module(config: &Config) -> Check {
     let hint = "check module / repo_path (CEREBROS_MODULE / CEREBROS_REPO)";
     let client = match Client::start(&probe) {
         Ok(client) => client,
+        Err(err) if err.class == ErrorClass::Timeout => {
+            let hint = "the module's top level does not return: fix it, or raise \
+                        invoke.start_timeout_ms if its import is only slow";
+            return Check::fail("module", err.message, hint);
+        }
         Err(err) => return Check::fail("module", err.message, hint),
     };
     let options = CallOptions {
@@ -191,11 +196,11 @@ fn health_detail(module: &str, reply: &Value) -> String {
 /// `store`: the folder of the SQLite file exists and a file can be created there.
 fn check_store(url: &str) -> Check {
     let hint = "set store.url (or CEREBROS_STORE_URL) to sqlite://PATH in a writable folder";
-    let Some(path) = sqlite_path(url) else {
+    let Ok(path) = store::store_path(url) else {
         return Check::fail("store", format!("{url:?} is not a sqlite:// URL"), hint);
     };
-    if path.as_os_str().is_empty() || path == Path::new(":memory:") {
-        return Check::ok("store", format!("{url}: in-memory database"));
+    if let Err(reason) = store::check_store_path(&path) {
+        return Check::fail("store", format!("{url}: {reason}"), hint);
     }
     let folder = parent_folder(&path);
     match probe_writable(&folder) {
@@ -205,14 +210,6 @@ fn check_store(url: &str) -> Check {
         ),
         Err(reason) => Check::fail("store", format!("{url}: {reason}"), hint),
     }
-}
-
-/// The file path of a `sqlite://PATH` URL (query string dropped); `None` for other
-/// schemes.
-fn sqlite_path(url: &str) -> Option<PathBuf> {
-    let rest = url.strip_prefix("sqlite://")?;
-    let path = rest.split('?').next().unwrap_or_default();
-    Some(PathBuf::from(path))
 }
 
 /// The folder holding `path` (`.` for a bare file name).
@@ -312,16 +309,7 @@ mod tests {
     use super::*;
 
     #[test]
-    fn sqlite_urls_give_their_path() {
-        assert_eq!(
-            sqlite_path("sqlite://cerebros.db"),
-            Some(PathBuf::from("cerebros.db"))
-        );
-        assert_eq!(
-            sqlite_path("sqlite:///var/x.db?mode=rwc"),
-            Some(PathBuf::from("/var/x.db"))
-        );
-        assert_eq!(sqlite_path("postgres://x"), None);
+    fn store_files_have_a_parent_folder() {
         assert_eq!(parent_folder(Path::new("cerebros.db")), PathBuf::from("."));
         assert_eq!(parent_folder(Path::new("/var/x.db")), PathBuf::from("/var"));
     }
