@@ -17,7 +17,7 @@ import json
 import traceback
 from types import ModuleType
 
-__all__ = ["OpError", "call_op", "encode_result", "exception_error", "resolve_op"]
+__all__ = ["OpError", "call_op", "encode_error", "encode_result", "exception_error", "resolve_op"]
 
 
 class OpError(Exception):
@@ -135,13 +135,30 @@ def encode_result(name: str, result: dict) -> str:
     """Encode an op result as strict, ASCII-only JSON, or raise a ``parse_error``.
 
     NaN and infinities are refused (they are not JSON), as are values that are not JSON-like
-    (sets, arbitrary objects).
+    (sets, arbitrary objects) and strings holding a lone surrogate (not Unicode text; the
+    host could not read the line).
     """
     try:
-        return json.dumps(result, allow_nan=False)
+        text = json.dumps(result, allow_nan=False)
+        if "\\ud" in text:  # a surrogate escape: only a valid pair is Unicode text
+            json.dumps(result, ensure_ascii=False).encode("utf-8")
+        return text
     except (TypeError, ValueError, RecursionError) as exc:
         raise OpError(
             "parse_error",
             f'op "{name}" returned a result that is not JSON-representable: {exc}',
             {"op": name},
         ) from exc
+
+
+def encode_error(doc: dict) -> str:
+    """Encode a failure document (``{"ok": false, "error": ...}``) as JSON the host can read.
+
+    Values JSON cannot hold become their ``repr``, and a lone surrogate (not Unicode text, e.g.
+    in an exception's message) becomes ``?``: the error still reaches its caller.
+    """
+    text = json.dumps(doc, default=repr)
+    if "\\ud" in text:
+        text = json.dumps(doc, default=repr, ensure_ascii=False)
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text

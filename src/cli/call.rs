@@ -1,5 +1,7 @@
-//! `cerebros-bridge call OP`: one call of one op, its result on stdout.
+//! `cerebros-bridge call OP`: one call of one op, its result on stdout. Ctrl-C cancels
+//! the call (its work stops in every mode) and exits 130.
 
+use super::interrupt::{Interrupts, EXIT_INTERRUPTED};
 use super::output::{self, EXIT_OK};
 use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::config::{Config, Mode};
@@ -39,6 +41,21 @@ pub struct CallArgs {
 
 /// Runs `call` and returns the exit code.
 pub fn run(config_path: Option<&Path>, args: &CallArgs) -> i32 {
+    let interrupted = || {
+        BridgeError::new(
+            ErrorClass::Cancelled,
+            "interrupted (Ctrl-C): the call was cancelled",
+        )
+        .with_op(&args.op)
+    };
+    // Before anything imports the service module (see `interrupt`).
+    let interrupts = match Interrupts::install(format!("error[cancelled]: {}", interrupted().message)) {
+        Ok(interrupts) => interrupts,
+        Err(err) => {
+            let message = format!("cannot install the Ctrl-C handler: {err}");
+            return output::report_error(&BridgeError::new(ErrorClass::SystemError, message), args.json);
+        }
+    };
     let prepared = load_config(config_path, args.mode.as_deref()).and_then(|config| {
         let payload = parse_payload(args.payload.as_deref(), &config)?;
         Ok((config, payload))
@@ -51,18 +68,41 @@ pub fn run(config_path: Option<&Path>, args: &CallArgs) -> i32 {
         Ok(client) => client,
         Err(err) => return output::report_error(&err, args.json),
     };
+    interrupts.reassert();
     let options = CallOptions {
         timeout: args.timeout_ms.map(Duration::from_millis),
         ..CallOptions::default()
     };
-    let outcome = client.call_blocking_with(&args.op, payload, options);
+    let runtime = match tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            let message = format!("cannot start a runtime: {err}");
+            return output::report_error(&BridgeError::new(ErrorClass::SystemError, message), args.json);
+        }
+    };
+    // On Ctrl-C the call's future is dropped, which stops its work in every mode.
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = client.call_with(&args.op, payload, options) => Some(outcome),
+            () = interrupts.wait() => None,
+        }
+    });
     client.shutdown(SHUTDOWN_GRACE);
     match outcome {
-        Ok(result) => {
+        Some(Ok(result)) => {
             output::print_json(&result, args.json);
             EXIT_OK
         }
-        Err(err) => output::report_error(&err, args.json),
+        Some(Err(err)) => output::report_error(&err, args.json),
+        None => {
+            if interrupts.claim_report() {
+                output::report_error(&interrupted(), args.json);
+            }
+            EXIT_INTERRUPTED
+        }
     }
 }
 

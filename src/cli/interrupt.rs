@@ -1,0 +1,156 @@
+//! Ctrl-C (SIGINT) for `call`: the call is cancelled and the CLI exits 130, whatever the
+//! service module did to the signal.
+//!
+//! Why the CLI needs its own handler: importing `signal` into the embedded interpreter
+//! (`subprocess` and many other modules import it) installs CPython's SIGINT handler
+//! whenever SIGINT is at its default action, even in an interpreter started without
+//! signal handling. That handler only sets a flag for the interpreter's main thread,
+//! which is the CLI's main thread, and it runs no Python while it waits for the call:
+//! Ctrl-C was lost until the call ended. A module may also install a handler of its
+//! own at import (which runs on the main thread in `in_process` mode).
+//!
+//! So [`Interrupts::install`] puts a plain handler in place before the service module
+//! is imported (CPython leaves a handler it did not install alone), and
+//! [`Interrupts::reassert`] puts it back after the import. The handler only writes a
+//! byte to a pipe; a watcher thread reads it, wakes [`Interrupts::wait`], and, should
+//! the CLI still be running [`FORCE_EXIT_AFTER`] later (stuck in start-up, say), ends
+//! the process itself with status 130.
+
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+
+/// Exit status of a command ended by Ctrl-C (128 + SIGINT, as a shell reports it).
+pub const EXIT_INTERRUPTED: i32 = 130;
+
+/// How long after Ctrl-C the watcher ends the process itself if the command has not.
+pub const FORCE_EXIT_AFTER: Duration = Duration::from_millis(750);
+
+/// The pipe's write end, for the signal handler (-1 until installed).
+static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
+
+extern "C" fn on_sigint(_signal: libc::c_int) {
+    let fd = WAKE_FD.load(Ordering::Relaxed);
+    if fd >= 0 {
+        let byte = 1u8;
+        // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking, so a flood
+        // of signals never blocks the handler.
+        unsafe {
+            libc::write(fd, (&byte as *const u8).cast(), 1);
+        }
+    }
+}
+
+/// Ctrl-C, as seen by one CLI command. Install it once, first thing.
+pub struct Interrupts {
+    state: Arc<State>,
+}
+
+struct State {
+    notify: Notify,
+    /// Set by whoever reports the interruption first (the command or the watcher).
+    reported: AtomicBool,
+}
+
+impl Interrupts {
+    /// Installs the SIGINT handler and starts the watcher thread. `message` is printed
+    /// on stderr if the watcher has to end the process itself.
+    pub fn install(message: String) -> io::Result<Interrupts> {
+        let (read, write) = pipe()?;
+        WAKE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
+        // The handler writes to this fd for the rest of the process's life.
+        std::mem::forget(write);
+        set_handler()?;
+        let state = Arc::new(State {
+            notify: Notify::new(),
+            reported: AtomicBool::new(false),
+        });
+        let watched = state.clone();
+        std::thread::Builder::new()
+            .name("cerebros-sigint".into())
+            .stack_size(64 << 10)
+            .spawn(move || watch(read, watched, message))?;
+        Ok(Interrupts { state })
+    }
+
+    /// Puts the handler back, in case code run since (a service module imported in
+    /// process) replaced it.
+    pub fn reassert(&self) {
+        if let Err(err) = set_handler() {
+            tracing::warn!("cannot reinstall the Ctrl-C handler: {err}");
+        }
+    }
+
+    /// Resolves at the first Ctrl-C since [`Interrupts::install`].
+    pub async fn wait(&self) {
+        self.state.notify.notified().await;
+    }
+
+    /// Whether this caller is the first to report the interruption (the watcher may
+    /// already have, on its way to ending the process).
+    pub fn claim_report(&self) -> bool {
+        !self.state.reported.swap(true, Ordering::AcqRel)
+    }
+}
+
+/// Waits for the handler's byte, wakes the command, then gives it
+/// [`FORCE_EXIT_AFTER`] to finish before ending the process.
+fn watch(read: OwnedFd, state: Arc<State>, message: String) {
+    let mut byte = [0u8; 1];
+    loop {
+        // SAFETY: reading one byte into a valid buffer from an fd we own.
+        let n = unsafe { libc::read(read.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
+        if n > 0 {
+            break;
+        }
+        if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
+            return;
+        }
+    }
+    state.notify.notify_one();
+    std::thread::sleep(FORCE_EXIT_AFTER);
+    if !state.reported.swap(true, Ordering::AcqRel) {
+        eprintln!("{message}");
+    }
+    super::output::flush();
+    // SAFETY: ends the process at once, as a signal would; no destructor, atexit
+    // hook or stuck thread can delay it.
+    unsafe { libc::_exit(EXIT_INTERRUPTED) }
+}
+
+/// A pipe whose write end does not block: (read, write).
+fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [RawFd; 2] = [-1; 2];
+    // SAFETY: pipe2 fills the two-element array on success.
+    if unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just handed us these descriptors.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    // SAFETY: fcntl on a descriptor we own.
+    let flags = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETFL) };
+    // SAFETY: as above.
+    if flags < 0 || unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok((read, write))
+}
+
+/// Makes [`on_sigint`] the process's SIGINT handler.
+fn set_handler() -> io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; the fields set below make it ours, and the
+    // handler only does async-signal-safe work.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = on_sigint as extern "C" fn(libc::c_int) as libc::sighandler_t;
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut action.sa_mask);
+        if libc::sigaction(libc::SIGINT, &action, std::ptr::null_mut()) != 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
