@@ -49,13 +49,17 @@ pub fn run(config_path: Option<&Path>, args: &CallArgs) -> i32 {
         .with_op(&args.op)
     };
     // Before anything imports the service module (see `interrupt`).
-    let interrupts = match Interrupts::install(format!("error[cancelled]: {}", interrupted().message)) {
-        Ok(interrupts) => interrupts,
-        Err(err) => {
-            let message = format!("cannot install the Ctrl-C handler: {err}");
-            return output::report_error(&BridgeError::new(ErrorClass::SystemError, message), args.json);
-        }
-    };
+    let interrupts =
+        match Interrupts::install(format!("error[cancelled]: {}", interrupted().message)) {
+            Ok(interrupts) => interrupts,
+            Err(err) => {
+                let message = format!("cannot install the Ctrl-C handler: {err}");
+                return output::report_error(
+                    &BridgeError::new(ErrorClass::SystemError, message),
+                    args.json,
+                );
+            }
+        };
     let prepared = load_config(config_path, args.mode.as_deref()).and_then(|config| {
         let payload = parse_payload(args.payload.as_deref(), &config)?;
         Ok((config, payload))
@@ -80,7 +84,10 @@ pub fn run(config_path: Option<&Path>, args: &CallArgs) -> i32 {
         Ok(runtime) => runtime,
         Err(err) => {
             let message = format!("cannot start a runtime: {err}");
-            return output::report_error(&BridgeError::new(ErrorClass::SystemError, message), args.json);
+            return output::report_error(
+                &BridgeError::new(ErrorClass::SystemError, message),
+                args.json,
+            );
         }
     };
     // On Ctrl-C the call's future is dropped, which stops its work in every mode.

@@ -133,7 +133,9 @@ fn pipe() -> io::Result<(OwnedFd, OwnedFd)> {
     // SAFETY: fcntl on a descriptor we own.
     let flags = unsafe { libc::fcntl(write.as_raw_fd(), libc::F_GETFL) };
     // SAFETY: as above.
-    if flags < 0 || unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0 {
+    if flags < 0
+        || unsafe { libc::fcntl(write.as_raw_fd(), libc::F_SETFL, flags | libc::O_NONBLOCK) } < 0
+    {
         return Err(io::Error::last_os_error());
     }
     Ok((read, write))

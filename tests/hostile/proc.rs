@@ -220,7 +220,14 @@ fn ctrl_c_ends_call_with_130_in_every_mode() {
         let marker = dir.path().join(format!("{mode}.ticks"));
         let payload = json!({"path": marker.to_str().unwrap()}).to_string();
         let mut child = Command::new(env!("CARGO_BIN_EXE_cerebros-bridge"))
-            .args(["call", "tick", "--mode", mode.as_str(), "--timeout-ms", "30000"])
+            .args([
+                "call",
+                "tick",
+                "--mode",
+                mode.as_str(),
+                "--timeout-ms",
+                "30000",
+            ])
             .args(["--payload", &payload])
             .env("CEREBROS_MODULE", "proc_signals")
             .env("CEREBROS_REPO", root().join("tests/hostile/services"))
