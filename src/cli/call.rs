@@ -72,7 +72,7 @@ pub fn run(config_path: Option<&Path>, args: &CallArgs) -> i32 {
         Ok(client) => client,
         Err(err) => return output::report_error(&err, args.json),
     };
-    interrupts.reassert();
+    interrupts.settle();
     let options = CallOptions {
         timeout: args.timeout_ms.map(Duration::from_millis),
         ..CallOptions::default()

@@ -10,11 +10,13 @@
 //! own at import (which runs on the main thread in `in_process` mode).
 //!
 //! So [`Interrupts::install`] puts a plain handler in place before the service module
-//! is imported (CPython leaves a handler it did not install alone), and
-//! [`Interrupts::reassert`] puts it back after the import. The handler only writes a
-//! byte to a pipe; a watcher thread reads it, wakes [`Interrupts::wait`], and, should
-//! the CLI still be running [`FORCE_EXIT_AFTER`] later (stuck in start-up, say), ends
-//! the process itself with status 130.
+//! is imported (CPython leaves a handler it did not install alone); until
+//! [`Interrupts::settle`] (called once the module is imported) the watcher thread puts
+//! it back every [`GUARD_TICK`], so that a handler a module installs at import holds
+//! for at most that long, and `settle` puts it back a last time. The handler only
+//! writes a byte to a pipe; the watcher reads it, wakes [`Interrupts::wait`], and,
+//! should the CLI still be running [`FORCE_EXIT_AFTER`] later (stuck in a slow import,
+//! say), ends the process itself with status 130.
 
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
@@ -28,6 +30,9 @@ pub const EXIT_INTERRUPTED: i32 = 130;
 
 /// How long after Ctrl-C the watcher ends the process itself if the command has not.
 pub const FORCE_EXIT_AFTER: Duration = Duration::from_millis(750);
+
+/// How often the handler is put back until [`Interrupts::settle`].
+const GUARD_TICK: Duration = Duration::from_millis(10);
 
 /// The pipe's write end, for the signal handler (-1 until installed).
 static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
@@ -51,6 +56,8 @@ pub struct Interrupts {
 
 struct State {
     notify: Notify,
+    /// Until [`Interrupts::settle`]: the watcher keeps putting the handler back.
+    guarding: AtomicBool,
     /// Set by whoever reports the interruption first (the command or the watcher).
     reported: AtomicBool,
 }
@@ -66,6 +73,7 @@ impl Interrupts {
         set_handler()?;
         let state = Arc::new(State {
             notify: Notify::new(),
+            guarding: AtomicBool::new(true),
             reported: AtomicBool::new(false),
         });
         let watched = state.clone();
@@ -76,9 +84,11 @@ impl Interrupts {
         Ok(Interrupts { state })
     }
 
-    /// Puts the handler back, in case code run since (a service module imported in
-    /// process) replaced it.
-    pub fn reassert(&self) {
+    /// Ends the start-up guard and puts the handler back a last time, in case code run
+    /// since (a service module imported in process) replaced it. Call it once the
+    /// service module is imported.
+    pub fn settle(&self) {
+        self.state.guarding.store(false, Ordering::Release);
         if let Err(err) = set_handler() {
             tracing::warn!("cannot reinstall the Ctrl-C handler: {err}");
         }
@@ -96,11 +106,31 @@ impl Interrupts {
     }
 }
 
-/// Waits for the handler's byte, wakes the command, then gives it
-/// [`FORCE_EXIT_AFTER`] to finish before ending the process.
+/// Waits for the handler's byte (putting the handler back meanwhile while guarding),
+/// wakes the command, then gives it [`FORCE_EXIT_AFTER`] to finish before ending the
+/// process.
 fn watch(read: OwnedFd, state: Arc<State>, message: String) {
     let mut byte = [0u8; 1];
     loop {
+        let guarding = state.guarding.load(Ordering::Acquire);
+        let mut fds = [libc::pollfd {
+            fd: read.as_raw_fd(),
+            events: libc::POLLIN,
+            revents: 0,
+        }];
+        let timeout = if guarding {
+            GUARD_TICK.as_millis() as libc::c_int
+        } else {
+            -1
+        };
+        // SAFETY: poll on a one-element array of valid pollfd.
+        unsafe { libc::poll(fds.as_mut_ptr(), 1, timeout) };
+        if fds[0].revents == 0 {
+            if guarding {
+                let _ = set_handler();
+            }
+            continue;
+        }
         // SAFETY: reading one byte into a valid buffer from an fd we own.
         let n = unsafe { libc::read(read.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
         if n > 0 {

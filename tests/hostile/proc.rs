@@ -4,7 +4,8 @@
 //! identical call in flight waits only its own deadline; Ctrl-C ends `call` with 130
 //! even when the service module meddles with SIGINT.
 //!
-//! Service modules: `services/proc_ticker.py`, `services/proc_signals.py`.
+//! Service modules: `services/proc_ticker.py`, `services/proc_signals.py`,
+//! `services/proc_slow_import.py`.
 
 use crate::common::{eventually, root, thread_count};
 use cerebros_bridge::client::{CallOptions, Client};
@@ -208,6 +209,57 @@ fn a_caller_joining_a_call_in_flight_waits_only_its_own_deadline() {
     assert_eq!(leader.unwrap()["done"], true);
 }
 
+/// `call OP` on the CLI, in `mode`, over the hostile module `module`, output discarded.
+fn cli_call(mode: Mode, module: &str, op: &str, payload: &str) -> Command {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_cerebros-bridge"));
+    command
+        .args(["call", op, "--mode", mode.as_str(), "--timeout-ms", "30000"])
+        .args(["--payload", payload])
+        .env("CEREBROS_MODULE", module)
+        .env("CEREBROS_REPO", root().join("tests/hostile/services"))
+        .env("CEREBROS_MAX_RETRIES", "0")
+        .current_dir(root())
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::null());
+    command
+}
+
+/// Sends SIGINT to `child` and returns its exit status and how long it took to end
+/// (`None` if it was still running 10 s later; it is then killed).
+fn interrupt(child: &mut std::process::Child) -> (Option<std::process::ExitStatus>, Duration) {
+    let interrupted = Instant::now();
+    // SAFETY: a plain kill(2) of our own child, which has not been reaped.
+    unsafe {
+        libc::kill(child.id() as libc::pid_t, libc::SIGINT);
+    }
+    let mut status = None;
+    eventually(Duration::from_secs(10), || {
+        status = child.try_wait().unwrap();
+        status.is_some()
+    });
+    let waited = interrupted.elapsed();
+    if status.is_none() {
+        let _ = child.kill();
+        let _ = child.wait();
+    }
+    (status, waited)
+}
+
+/// How long after Ctrl-C the CLI must be gone: the second the feature promises, plus
+/// the grace and a second of slack.
+const CTRL_C_BOUND: Duration = Duration::from_millis(1000 + 250 + 1000);
+
+/// Whether process `pid` is gone (or a zombie).
+fn process_gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z')),
+    }
+}
+
 /// Item 9: Ctrl-C (SIGINT to the CLI) ends `call` with exit status 130 within a
 /// second in every mode, although the service module imports `signal` and
 /// `subprocess` and installs a SIGINT handler of its own; the op stops. Before the fix
@@ -219,51 +271,52 @@ fn ctrl_c_ends_call_with_130_in_every_mode() {
     for mode in Mode::ALL {
         let marker = dir.path().join(format!("{mode}.ticks"));
         let payload = json!({"path": marker.to_str().unwrap()}).to_string();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_cerebros-bridge"))
-            .args([
-                "call",
-                "tick",
-                "--mode",
-                mode.as_str(),
-                "--timeout-ms",
-                "30000",
-            ])
-            .args(["--payload", &payload])
-            .env("CEREBROS_MODULE", "proc_signals")
-            .env("CEREBROS_REPO", root().join("tests/hostile/services"))
-            .env("CEREBROS_MAX_RETRIES", "0")
-            .current_dir(root())
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
+        let mut child = cli_call(mode, "proc_signals", "tick", &payload)
             .spawn()
             .unwrap();
         let started = eventually(Duration::from_secs(30), || file_len(&marker) > 0);
         assert!(started, "{mode}: the op never started");
-        let interrupted = Instant::now();
-        // SAFETY: a plain kill(2) of our own child, which has not been reaped.
-        unsafe {
-            libc::kill(child.id() as libc::pid_t, libc::SIGINT);
-        }
-        let mut status = None;
-        eventually(Duration::from_secs(10), || {
-            status = child.try_wait().unwrap();
-            status.is_some()
-        });
-        let waited = interrupted.elapsed();
-        let Some(status) = status else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("{mode}: the CLI ignored Ctrl-C for 10 s");
-        };
+        let (status, waited) = interrupt(&mut child);
+        let status = status.unwrap_or_else(|| panic!("{mode}: the CLI ignored Ctrl-C for 10 s"));
         assert_eq!(status.code(), Some(130), "{mode}: {status:?}");
         assert!(
-            waited < Duration::from_secs(1) + GRACE + Duration::from_secs(1),
+            waited < CTRL_C_BOUND,
             "{mode}: exited {waited:?} after Ctrl-C"
         );
         std::thread::sleep(Duration::from_millis(300));
         let stopped_at = file_len(&marker);
         std::thread::sleep(Duration::from_millis(500));
         assert_eq!(file_len(&marker), stopped_at, "{mode}: the op still runs");
+    }
+}
+
+/// Item 9: Ctrl-C during start-up, while the service module is being imported (it
+/// installed a SIGINT handler of its own first, then takes 30 s), ends `call` with
+/// 130 within a second too, and the importing process is gone. Before the fix
+/// `in_process` ignored it until the import ended and the process modes died of the
+/// signal (no exit status).
+#[test]
+fn ctrl_c_during_a_slow_import_ends_call_with_130() {
+    let dir = tempfile::tempdir().unwrap();
+    for mode in Mode::ALL {
+        let marker = dir.path().join(format!("{mode}.pid"));
+        let mut child = cli_call(mode, "proc_slow_import", "echo", "{}")
+            .env("PROC_IMPORT_MARKER", &marker)
+            .spawn()
+            .unwrap();
+        let importing = eventually(Duration::from_secs(30), || file_len(&marker) > 0);
+        assert!(importing, "{mode}: the import never began");
+        let (status, waited) = interrupt(&mut child);
+        let status = status.unwrap_or_else(|| panic!("{mode}: the CLI ignored Ctrl-C for 10 s"));
+        assert_eq!(status.code(), Some(130), "{mode}: {status:?}");
+        assert!(
+            waited < CTRL_C_BOUND,
+            "{mode}: exited {waited:?} after Ctrl-C"
+        );
+        let pid: u32 = std::fs::read_to_string(&marker).unwrap().parse().unwrap();
+        assert!(
+            eventually(Duration::from_secs(2), || process_gone(pid)),
+            "{mode}: the importing process {pid} still runs"
+        );
     }
 }
