@@ -10,14 +10,20 @@
 //! own at import (which runs on the main thread in `in_process` mode).
 //!
 //! So [`Interrupts::install`] puts a plain handler in place before the service module
-//! is imported (CPython leaves a handler it did not install alone); until
-//! [`Interrupts::settle`] (called once the module is imported) the watcher thread puts
-//! it back every [`GUARD_TICK`], so that a handler a module installs at import holds
-//! for at most that long, and `settle` puts it back a last time. The handler only
-//! writes a byte to a pipe; the watcher reads it, wakes [`Interrupts::wait`], and,
+//! is imported (CPython leaves a handler it did not install alone). The handler only
+//! writes a byte to a pipe; a watcher thread reads it, wakes [`Interrupts::wait`], and,
 //! should the CLI still be running [`FORCE_EXIT_AFTER`] later (stuck in a slow import,
 //! say), ends the process itself with status 130.
+//!
+//! A handler a module installs at import (`in_process`) is dealt with three ways:
+//! [`Interrupts::watch_python`] makes CPython write to the same pipe whenever a
+//! handler set from Python receives the signal (`signal.set_wakeup_fd`), so such a
+//! handler cannot swallow Ctrl-C; until [`Interrupts::settle`] the watcher puts the
+//! CLI's handler back every [`GUARD_TICK`] (against `SIG_IGN`); and `settle`, once the
+//! module is imported, puts it back a last time.
 
+use pyo3::prelude::*;
+use pyo3::types::PyDict;
 use std::io;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
@@ -58,14 +64,14 @@ struct State {
     notify: Notify,
     /// Until [`Interrupts::settle`]: the watcher keeps putting the handler back.
     guarding: AtomicBool,
-    /// Set by whoever reports the interruption first (the command or the watcher).
+    /// Set by whoever reports the command's outcome first (the command or the watcher).
     reported: AtomicBool,
 }
 
 impl Interrupts {
-    /// Installs the SIGINT handler and starts the watcher thread. `message` is printed
-    /// on stderr if the watcher has to end the process itself.
-    pub fn install(message: String) -> io::Result<Interrupts> {
+    /// Installs the SIGINT handler and starts the watcher thread. `report` reports the
+    /// interruption if the watcher has to end the process itself.
+    pub fn install(report: impl FnOnce() + Send + 'static) -> io::Result<Interrupts> {
         let (read, write) = pipe()?;
         WAKE_FD.store(write.as_raw_fd(), Ordering::Relaxed);
         // The handler writes to this fd for the rest of the process's life.
@@ -80,8 +86,22 @@ impl Interrupts {
         std::thread::Builder::new()
             .name("cerebros-sigint".into())
             .stack_size(64 << 10)
-            .spawn(move || watch(read, watched, message))?;
+            .spawn(move || watch(read, watched, report))?;
         Ok(Interrupts { state })
+    }
+
+    /// Has CPython write to the watcher's pipe whenever a SIGINT reaches a handler set
+    /// from Python. Call it on the interpreter's main thread, before the service module
+    /// is imported (`in_process` mode).
+    pub fn watch_python(&self, py: Python<'_>) -> PyResult<()> {
+        let kwargs = PyDict::new(py);
+        kwargs.set_item("warn_on_full_buffer", false)?;
+        py.import("signal")?.call_method(
+            "set_wakeup_fd",
+            (WAKE_FD.load(Ordering::Relaxed),),
+            Some(&kwargs),
+        )?;
+        Ok(())
     }
 
     /// Ends the start-up guard and puts the handler back a last time, in case code run
@@ -99,8 +119,8 @@ impl Interrupts {
         self.state.notify.notified().await;
     }
 
-    /// Whether this caller is the first to report the interruption (the watcher may
-    /// already have, on its way to ending the process).
+    /// Whether this caller is the first to report the command's outcome; false when the
+    /// watcher has reported the interruption already, on its way to ending the process.
     pub fn claim_report(&self) -> bool {
         !self.state.reported.swap(true, Ordering::AcqRel)
     }
@@ -109,7 +129,7 @@ impl Interrupts {
 /// Waits for the handler's byte (putting the handler back meanwhile while guarding),
 /// wakes the command, then gives it [`FORCE_EXIT_AFTER`] to finish before ending the
 /// process.
-fn watch(read: OwnedFd, state: Arc<State>, message: String) {
+fn watch(read: OwnedFd, state: Arc<State>, report: impl FnOnce()) {
     let mut byte = [0u8; 1];
     loop {
         let guarding = state.guarding.load(Ordering::Acquire);
@@ -143,8 +163,9 @@ fn watch(read: OwnedFd, state: Arc<State>, message: String) {
     state.notify.notify_one();
     std::thread::sleep(FORCE_EXIT_AFTER);
     if !state.reported.swap(true, Ordering::AcqRel) {
-        eprintln!("{message}");
+        report();
     }
+    // Waits for a report the command is writing, if it claimed it first.
     super::output::flush();
     // SAFETY: ends the process at once, as a signal would; no destructor, atexit
     // hook or stuck thread can delay it.

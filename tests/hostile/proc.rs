@@ -292,31 +292,37 @@ fn ctrl_c_ends_call_with_130_in_every_mode() {
 
 /// Item 9: Ctrl-C during start-up, while the service module is being imported (it
 /// installed a SIGINT handler of its own first, then takes 30 s), ends `call` with
-/// 130 within a second too, and the importing process is gone. Before the fix
-/// `in_process` ignored it until the import ended and the process modes died of the
-/// signal (no exit status).
+/// 130 within a second too, and the importing process is gone. A handler set from
+/// Python is noticed at once; `SIG_IGN` is undone within the CLI's 10 ms guard tick,
+/// so that case waits 200 ms before Ctrl-C. Before the fix `in_process` ignored it
+/// until the import ended and the process modes died of the signal (no exit status).
 #[test]
 fn ctrl_c_during_a_slow_import_ends_call_with_130() {
     let dir = tempfile::tempdir().unwrap();
     for mode in Mode::ALL {
-        let marker = dir.path().join(format!("{mode}.pid"));
-        let mut child = cli_call(mode, "proc_slow_import", "echo", "{}")
-            .env("PROC_IMPORT_MARKER", &marker)
-            .spawn()
-            .unwrap();
-        let importing = eventually(Duration::from_secs(30), || file_len(&marker) > 0);
-        assert!(importing, "{mode}: the import never began");
-        let (status, waited) = interrupt(&mut child);
-        let status = status.unwrap_or_else(|| panic!("{mode}: the CLI ignored Ctrl-C for 10 s"));
-        assert_eq!(status.code(), Some(130), "{mode}: {status:?}");
-        assert!(
-            waited < CTRL_C_BOUND,
-            "{mode}: exited {waited:?} after Ctrl-C"
-        );
-        let pid: u32 = std::fs::read_to_string(&marker).unwrap().parse().unwrap();
-        assert!(
-            eventually(Duration::from_secs(2), || process_gone(pid)),
-            "{mode}: the importing process {pid} still runs"
-        );
+        for (handler, pause) in [("swallow", 0), ("ignore", 200)] {
+            let marker = dir.path().join(format!("{mode}-{handler}.pid"));
+            let mut child = cli_call(mode, "proc_slow_import", "echo", "{}")
+                .env("PROC_IMPORT_MARKER", &marker)
+                .env("PROC_SIGINT", handler)
+                .spawn()
+                .unwrap();
+            let importing = eventually(Duration::from_secs(30), || file_len(&marker) > 0);
+            assert!(importing, "{mode}/{handler}: the import never began");
+            std::thread::sleep(Duration::from_millis(pause));
+            let (status, waited) = interrupt(&mut child);
+            let status = status
+                .unwrap_or_else(|| panic!("{mode}/{handler}: the CLI ignored Ctrl-C for 10 s"));
+            assert_eq!(status.code(), Some(130), "{mode}/{handler}: {status:?}");
+            assert!(
+                waited < CTRL_C_BOUND,
+                "{mode}/{handler}: exited {waited:?} after Ctrl-C"
+            );
+            let pid: u32 = std::fs::read_to_string(&marker).unwrap().parse().unwrap();
+            assert!(
+                eventually(Duration::from_secs(2), || process_gone(pid)),
+                "{mode}/{handler}: the importing process {pid} still runs"
+            );
+        }
     }
 }

@@ -1,5 +1,6 @@
 """Hostile: a service module whose import installs its own SIGINT handler (one that does
-nothing, where it is allowed to) and then takes a long time.
+nothing, or ``SIG_IGN`` when ``PROC_SIGINT=ignore``; where it is allowed to) and then takes a
+long time.
 
 When ``PROC_IMPORT_MARKER`` names a file, the importing process writes its pid there first, so
 a test knows the import has begun and can check that the process is gone afterwards.
@@ -15,7 +16,8 @@ def _swallow(signum, frame):
 
 
 try:
-    signal.signal(signal.SIGINT, _swallow)
+    ignore = os.environ.get("PROC_SIGINT") == "ignore"
+    signal.signal(signal.SIGINT, signal.SIG_IGN if ignore else _swallow)
 except ValueError:  # not the interpreter's main thread
     pass
 
