@@ -248,6 +248,18 @@ impl Worker {
         }
     }
 
+    /// Why the bridge killed the child, if it did: "timed out" or "was cancelled" (of
+    /// the request that cost it).
+    fn killed_because(&self) -> Option<&'static str> {
+        if self.killed_at_deadline.load(Ordering::Acquire) {
+            Some("timed out")
+        } else if self.killed_on_cancel.load(Ordering::Acquire) {
+            Some("was cancelled")
+        } else {
+            None
+        }
+    }
+
     fn stderr_excerpt(&self) -> String {
         child::tail_excerpt(&self.stderr_tail.lock().text(), EXCERPT_CHARS)
     }
@@ -724,19 +736,11 @@ fn bury(shared: &Shared, worker: &Arc<Worker>, orphans: Vec<Reply>) {
                 worker.pid
             ),
         )
-    } else if worker.killed_at_deadline.load(Ordering::Acquire) {
+    } else if let Some(why) = worker.killed_because() {
         BridgeError::new(
             ErrorClass::SubprocessExit,
             format!(
-                "worker process {} was killed because another request on it timed out",
-                worker.pid
-            ),
-        )
-    } else if worker.killed_on_cancel.load(Ordering::Acquire) {
-        BridgeError::new(
-            ErrorClass::SubprocessExit,
-            format!(
-                "worker process {} was killed because another request on it was cancelled",
+                "worker process {} was killed because another request on it {why}",
                 worker.pid
             ),
         )
@@ -752,23 +756,14 @@ fn bury(shared: &Shared, worker: &Arc<Worker>, orphans: Vec<Reply>) {
         .with_detail("stderr_excerpt", stderr_excerpt.clone());
     if shutting_down {
         // Expected: nothing to report.
-    } else if worker.killed_at_deadline.load(Ordering::Acquire) {
+    } else if let Some(why) = worker.killed_because() {
         tracing::info!(
             target: "cerebros.bridge.worker",
             pid = worker.pid,
             slot = worker.slot,
             generation = worker.generation,
             in_flight = orphans.len(),
-            "worker process killed at a request's deadline"
-        );
-    } else if worker.killed_on_cancel.load(Ordering::Acquire) {
-        tracing::info!(
-            target: "cerebros.bridge.worker",
-            pid = worker.pid,
-            slot = worker.slot,
-            generation = worker.generation,
-            in_flight = orphans.len(),
-            "worker process killed because a request on it was cancelled"
+            "worker process killed because a request on it {why}"
         );
     } else {
         tracing::warn!(

@@ -171,6 +171,40 @@ fn dropping_a_call_stops_its_work_in_every_mode() {
     }
 }
 
+/// Item 9, `worker_process`: a request queued behind a cancelled one on the same child
+/// gets what a crash gives it (`subprocess_exit`, retried by default), at once. Before
+/// the fix it waited behind the cancelled op until its own deadline.
+#[test]
+fn a_request_behind_a_cancelled_one_gets_subprocess_exit() {
+    let client = ticker(Mode::WorkerProcess);
+    let dir = tempfile::tempdir().unwrap();
+    let marker = dir.path().join("ticks");
+    let behind = CallOptions {
+        timeout: Some(Duration::from_secs(10)),
+        ..CallOptions::default()
+    };
+    let (err, waited) = runtime().block_on(async {
+        let cancelled = client.call("tick", json!({"path": marker.to_str().unwrap()}));
+        let queued = client.call_with("echo", json!({}), behind);
+        tokio::pin!(queued);
+        tokio::select! {
+            outcome = cancelled => panic!("tick ended: {outcome:?}"),
+            outcome = &mut queued => panic!("echo overtook tick: {outcome:?}"),
+            () = async {
+                while file_len(&marker) == 0 {
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            } => {}
+        }
+        // `tick` is dropped here; `echo` was queued behind it on the only child.
+        let start = Instant::now();
+        (queued.await.unwrap_err(), start.elapsed())
+    });
+    assert_eq!(err.class, ErrorClass::SubprocessExit, "{err}");
+    assert!(err.message.contains("cancelled"), "{err}");
+    assert!(waited < GRACE + Duration::from_secs(1), "waited {waited:?}");
+}
+
 /// Item 9: a caller that joins an identical call in flight (single flight in the
 /// cache) waits at most its own deadline, not the leader's. Before the fix it waited
 /// for the leader (4 s here).
