@@ -761,6 +761,32 @@ mod tests {
         assert_eq!(s.stores, 1);
     }
 
+    #[tokio::test]
+    async fn a_waiter_gives_up_at_its_own_deadline_and_the_leader_goes_on() {
+        let cache = ResultCache::new(8, Duration::from_secs(60));
+        let leader = cache.get_or_compute_within("k".into(), Duration::from_secs(60), || async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok(json!("slow"))
+        });
+        let waiter = async {
+            tokio::task::yield_now().await;
+            let start = tokio::time::Instant::now();
+            let outcome = cache
+                .get_or_compute_within("k".into(), Duration::from_millis(100), || async {
+                    unreachable!("the waiter joins the leader's flight")
+                })
+                .await;
+            (outcome, start.elapsed())
+        };
+        let (leader, (waiter, waited)) = tokio::join!(leader, waiter);
+        let err = waiter.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Timeout);
+        assert_eq!(err.details["timeout_ms"], 100);
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+        assert_eq!(*leader.unwrap(), json!("slow"));
+        assert_eq!(*cache.get("k").unwrap(), json!("slow"));
+    }
+
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
     async fn waiters_get_the_leaders_error() {
         let cache = Arc::new(ResultCache::new(64, Duration::from_secs(60)));
