@@ -18,7 +18,8 @@
 //! A handler a module installs at import (`in_process`) is dealt with three ways:
 //! [`Interrupts::watch_python`] makes CPython write to the same pipe whenever a
 //! handler set from Python receives the signal (`signal.set_wakeup_fd`), so such a
-//! handler cannot swallow Ctrl-C; until [`Interrupts::settle`] the watcher puts the
+//! handler cannot swallow Ctrl-C (CPython writes the number of any signal with a
+//! Python handler, so the watcher only counts SIGINT's); until [`Interrupts::settle`] the watcher puts the
 //! CLI's handler back every [`GUARD_TICK`] (against `SIG_IGN`); and `settle`, once the
 //! module is imported, puts it back a last time.
 
@@ -46,7 +47,7 @@ static WAKE_FD: AtomicI32 = AtomicI32::new(-1);
 extern "C" fn on_sigint(_signal: libc::c_int) {
     let fd = WAKE_FD.load(Ordering::Relaxed);
     if fd >= 0 {
-        let byte = 1u8;
+        let byte = libc::SIGINT as u8;
         // SAFETY: write(2) is async-signal-safe; the pipe is non-blocking, so a flood
         // of signals never blocks the handler.
         unsafe {
@@ -154,7 +155,10 @@ fn watch(read: OwnedFd, state: Arc<State>, report: impl FnOnce()) {
         // SAFETY: reading one byte into a valid buffer from an fd we own.
         let n = unsafe { libc::read(read.as_raw_fd(), byte.as_mut_ptr().cast(), 1) };
         if n > 0 {
-            break;
+            if byte[0] == libc::SIGINT as u8 {
+                break;
+            }
+            continue; // another signal that reached a Python handler
         }
         if n == 0 || io::Error::last_os_error().kind() != io::ErrorKind::Interrupted {
             return;
