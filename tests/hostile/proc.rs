@@ -140,11 +140,14 @@ fn a_lone_surrogate_is_a_parse_error_the_worker_survives() {
 #[test]
 fn dropping_a_call_stops_its_work_in_every_mode() {
     let dir = tempfile::tempdir().unwrap();
+    // One runtime for the whole test: dropping a runtime waits for its blocking tasks,
+    // which would hide a `subprocess` call that goes on after its future is dropped.
+    let runtime = runtime();
     for mode in Mode::ALL {
         let client = ticker(mode);
         let marker = dir.path().join(format!("{mode}.ticks"));
         let call = client.call("tick", json!({"path": marker.to_str().unwrap()}));
-        let started = runtime().block_on(async {
+        let started = runtime.block_on(async {
             tokio::select! {
                 outcome = call => panic!("{mode}: tick ended: {outcome:?}"),
                 started = async {
