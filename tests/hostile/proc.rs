@@ -191,6 +191,7 @@ fn a_request_behind_a_cancelled_one_gets_subprocess_exit() {
         let queued = client.call_with("echo", json!({}), behind);
         tokio::pin!(queued);
         tokio::select! {
+            biased; // `tick` is sent first, `echo` queued behind it
             outcome = cancelled => panic!("tick ended: {outcome:?}"),
             outcome = &mut queued => panic!("echo overtook tick: {outcome:?}"),
             () = async {
