@@ -27,8 +27,12 @@
 //! closure panicked), the flight is closed as *abandoned*: its waiters wake up and
 //! start over, and the first of them to do so leads a new flight with its own
 //! compute closure.
+//!
+//! A waiter keeps its own deadline: [`ResultCache::get_or_compute_within`] stops
+//! waiting on another caller's flight once its own time is up (a `timeout` error),
+//! however long the leader's deadline is; the leader goes on.
 
-use crate::error::Result;
+use crate::error::{BridgeError, ErrorClass, Result};
 use lru::LruCache;
 use parking_lot::{Condvar, Mutex};
 use serde::Serialize;
@@ -321,6 +325,40 @@ impl ResultCache {
         F: FnOnce() -> Fut,
         Fut: Future<Output = Result<Value>>,
     {
+        self.get_or_compute_until(key, None, compute).await
+    }
+
+    /// [`get_or_compute`](ResultCache::get_or_compute) for a caller with a deadline:
+    /// waiting on another caller's flight for the same key, it gives up `limit` after
+    /// this call began, with a `timeout` error (the flight goes on for its own
+    /// callers). Its own computation, when it leads, is bounded by `compute` itself.
+    pub async fn get_or_compute_within<F, Fut>(
+        &self,
+        key: String,
+        limit: Duration,
+        compute: F,
+    ) -> Result<Arc<Value>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Value>>,
+    {
+        let deadline = Instant::now() + limit;
+        self.get_or_compute_until(key, Some((deadline, limit)), compute)
+            .await
+    }
+
+    /// The body of both async variants: `wait_limit` is the waiter's deadline and the
+    /// limit it came from (for the error message).
+    async fn get_or_compute_until<F, Fut>(
+        &self,
+        key: String,
+        wait_limit: Option<(Instant, Duration)>,
+        compute: F,
+    ) -> Result<Arc<Value>>
+    where
+        F: FnOnce() -> Fut,
+        Fut: Future<Output = Result<Value>>,
+    {
         if self.state.is_none() {
             return compute().await.map(Arc::new);
         }
@@ -333,10 +371,21 @@ impl ResultCache {
                     let result = compute().await;
                     return guard.finish(result);
                 }
-                Step::Wait(flight) => match flight.wait().await {
-                    Outcome::Done(result) => return result,
-                    Outcome::Abandoned => first = false,
-                },
+                Step::Wait(flight) => {
+                    let outcome = match wait_limit {
+                        None => flight.wait().await,
+                        Some((deadline, limit)) => {
+                            let until = tokio::time::Instant::from_std(deadline);
+                            tokio::time::timeout_at(until, flight.wait())
+                                .await
+                                .map_err(|_| waited_too_long(&key, limit))?
+                        }
+                    };
+                    match outcome {
+                        Outcome::Done(result) => return result,
+                        Outcome::Abandoned => first = false,
+                    }
+                }
             }
         }
     }
@@ -458,6 +507,20 @@ impl ResultCache {
         }
         step
     }
+}
+
+/// The error of a caller whose own deadline passed while it waited on another
+/// caller's flight.
+fn waited_too_long(key: &str, limit: Duration) -> BridgeError {
+    BridgeError::new(
+        ErrorClass::Timeout,
+        format!(
+            "no reply within {} ms: an identical call (cache key `{key}`) was already running and had not finished",
+            limit.as_millis()
+        ),
+    )
+    .with_detail("timeout_ms", limit.as_millis() as u64)
+    .with_detail("cache_key", key)
 }
 
 /// Held by a flight's leader while it computes. [`finish`](LeaderGuard::finish)
@@ -696,6 +759,32 @@ mod tests {
         let s = cache.stats();
         assert_eq!(s.hits + s.misses, 100);
         assert_eq!(s.stores, 1);
+    }
+
+    #[tokio::test]
+    async fn a_waiter_gives_up_at_its_own_deadline_and_the_leader_goes_on() {
+        let cache = ResultCache::new(8, Duration::from_secs(60));
+        let leader = cache.get_or_compute_within("k".into(), Duration::from_secs(60), || async {
+            tokio::time::sleep(Duration::from_secs(2)).await;
+            Ok(json!("slow"))
+        });
+        let waiter = async {
+            tokio::task::yield_now().await;
+            let start = tokio::time::Instant::now();
+            let outcome = cache
+                .get_or_compute_within("k".into(), Duration::from_millis(100), || async {
+                    unreachable!("the waiter joins the leader's flight")
+                })
+                .await;
+            (outcome, start.elapsed())
+        };
+        let (leader, (waiter, waited)) = tokio::join!(leader, waiter);
+        let err = waiter.unwrap_err();
+        assert_eq!(err.class, ErrorClass::Timeout);
+        assert_eq!(err.details["timeout_ms"], 100);
+        assert!(waited < Duration::from_secs(1), "{waited:?}");
+        assert_eq!(*leader.unwrap(), json!("slow"));
+        assert_eq!(*cache.get("k").unwrap(), json!("slow"));
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

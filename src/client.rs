@@ -168,9 +168,12 @@ impl Client {
         let attempts = self.attempts(op, payload.clone(), &options);
         match key {
             Some(key) if self.cache.is_enabled() => {
+                // Joining an identical call in flight, this caller still waits at most
+                // its own deadline.
+                let limit = options.timeout.unwrap_or(self.default_timeout);
                 let value = self
                     .cache
-                    .get_or_compute(key, || attempts)
+                    .get_or_compute_within(key, limit, || attempts)
                     .instrument(span)
                     .await;
                 value.map(Arc::unwrap_or_clone).map_err(context)

@@ -39,7 +39,7 @@ import sys
 from types import ModuleType
 from typing import BinaryIO
 
-from ._dispatch import OpError, call_op, encode_result
+from ._dispatch import OpError, call_op, encode_error, encode_result
 
 PAYLOAD_ENV = "CEREBROS_BRIDGE_PAYLOAD"
 DEFAULT_MODULE = "cerebros_service"
@@ -101,7 +101,7 @@ def run_op(op: str, module_name: str = DEFAULT_MODULE) -> int:
     except OpError as err:
         if err.error_class == "contract":
             err.details.setdefault("op", op)
-        print(json.dumps({"ok": False, "error": err.to_dict()}, default=repr), flush=True)
+        print(encode_error({"ok": False, "error": err.to_dict()}), flush=True)
         return EXIT_CONTRACT if err.error_class == "contract" else EXIT_FAILURE
     print(line, flush=True)
     return 0
@@ -112,7 +112,7 @@ def run_op(op: str, module_name: str = DEFAULT_MODULE) -> int:
 
 def _error_line(request_id: object, err: OpError) -> bytes:
     doc = {"id": request_id, "ok": False, "error": err.to_dict()}
-    return json.dumps(doc, default=repr).encode("ascii")
+    return encode_error(doc).encode("utf-8")
 
 
 def _reply(module: ModuleType, line: bytes) -> bytes:

@@ -32,6 +32,7 @@ __all__ = [
     "DECLARATION",
     "OpError",
     "call_op",
+    "encode_error",
     "encode_result",
     "exception_error",
     "list_ops",
@@ -250,12 +251,15 @@ def encode_result(name: str, result: dict) -> str:
     """Encode an op result as strict, ASCII-only JSON, or raise a ``parse_error``.
 
     NaN and infinities are refused (they are not JSON), as are values that are not JSON-like
-    (sets, arbitrary objects) and dict keys that are not ``str`` (``json.dumps`` would turn
+    (sets, arbitrary objects), strings holding a lone surrogate (not Unicode text: the host
+    could not read the line) and dict keys that are not ``str`` (``json.dumps`` would turn
     ``1`` into ``"1"``, where the in-process mode refuses it). The host checks the rest of
     what JSON text can show: integers beyond 64 bits and nesting deeper than 256 levels.
     """
     try:
         text = json.dumps(result, allow_nan=False)
+        if "\\ud" in text:  # a surrogate escape: only a valid pair is Unicode text
+            json.dumps(result, ensure_ascii=False).encode("utf-8")
     except (TypeError, ValueError, RecursionError) as exc:
         raise OpError(
             "parse_error",
@@ -311,3 +315,16 @@ def _path(parents: list, index: int) -> str:
         index, key = parents[index]
         segments.append(f"[{json.dumps(key)}]" if isinstance(key, str) else f"[{key}]")
     return "".join(reversed(segments))
+
+
+def encode_error(doc: dict) -> str:
+    """Encode a failure document (``{"ok": false, "error": ...}``) as JSON the host can read.
+
+    Values JSON cannot hold become their ``repr``, and a lone surrogate (not Unicode text, e.g.
+    in an exception's message) becomes ``?``: the error still reaches its caller.
+    """
+    text = json.dumps(doc, default=repr)
+    if "\\ud" in text:
+        text = json.dumps(doc, default=repr, ensure_ascii=False)
+        text = text.encode("utf-8", "replace").decode("utf-8")
+    return text

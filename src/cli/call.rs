@@ -1,11 +1,14 @@
-//! `cerebros-bridge call OP`: one call of one op, its result on stdout.
+//! `cerebros-bridge call OP`: one call of one op, its result on stdout. Ctrl-C cancels
+//! the call (its work stops in every mode) and exits 130.
 
+use super::interrupt::{Interrupts, EXIT_INTERRUPTED};
 use super::output::{self, EXIT_OK};
 use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::config::{Config, Mode, MAX_TIMEOUT_MS};
 use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
-use cerebros_bridge::payload;
+use cerebros_bridge::{interpreter, payload};
 use clap::Args;
+use pyo3::Python;
 use serde_json::Value;
 use std::path::Path;
 use std::time::Duration;
@@ -39,34 +42,88 @@ pub struct CallArgs {
 
 /// Runs `call` and returns the exit code.
 pub fn run(config_path: Option<&Path>, args: &CallArgs) -> i32 {
-    let prepared = load_config(config_path, args.mode.as_deref()).and_then(|config| {
-        let payload = parse_payload(args.payload.as_deref(), &config)?;
-        Ok((config, payload))
-    });
-    let (mut config, payload) = match prepared {
-        Ok(prepared) => prepared,
-        Err(err) => return output::report_error(&err, args.json),
+    let interrupted = BridgeError::new(
+        ErrorClass::Cancelled,
+        "interrupted (Ctrl-C): the call was cancelled",
+    )
+    .with_op(&args.op);
+    let json = args.json;
+    // Before anything imports the service module (see `interrupt`).
+    let report_interrupted = {
+        let err = interrupted.clone();
+        move || {
+            output::report_error(&err, json);
+        }
     };
+    let interrupts = match Interrupts::install(report_interrupted) {
+        Ok(interrupts) => interrupts,
+        Err(err) => {
+            let message = format!("cannot install the Ctrl-C handler: {err}");
+            return output::report_error(&BridgeError::new(ErrorClass::SystemError, message), json);
+        }
+    };
+    let outcome = call(config_path, args, &interrupts);
+    // The outcome is reported once: by this thread, or by the watcher that ends the
+    // process when Ctrl-C was not answered in time.
+    if !interrupts.claim_report() {
+        return EXIT_INTERRUPTED;
+    }
+    match outcome {
+        Ok(Some(result)) => {
+            output::print_json(&result, json);
+            EXIT_OK
+        }
+        Ok(None) => {
+            output::report_error(&interrupted, json);
+            EXIT_INTERRUPTED
+        }
+        Err(err) => output::report_error(&err, json),
+    }
+}
+
+/// Starts the client and makes the call: its result, or `None` when Ctrl-C came first
+/// (the call's future is then dropped, which stops its work in every mode).
+fn call(
+    config_path: Option<&Path>,
+    args: &CallArgs,
+    interrupts: &Interrupts,
+) -> Result<Option<Value>> {
+    let mut config = load_config(config_path, args.mode.as_deref())?;
+    let payload = parse_payload(args.payload.as_deref(), &config)?;
     // The call's deadline covers the bridge's start-up too.
     let timeout_ms = args.timeout_ms.unwrap_or(config.invoke.default_timeout_ms);
     config.invoke.start_timeout_ms = config.invoke.start_timeout_ms.min(timeout_ms);
-    let client = match Client::start(&config) {
-        Ok(client) => client,
-        Err(err) => return output::report_error(&err, args.json),
-    };
+    if config.mode == Mode::InProcess {
+        // The interpreter's main thread is this one: the only one that may set the
+        // wakeup fd (and the one an in-process import runs on).
+        interpreter::ensure_started(config.python_executable.as_deref())?;
+        if let Err(err) = Python::attach(|py| interrupts.watch_python(py)) {
+            tracing::warn!("Ctrl-C may not reach the CLI while a Python handler is set: {err}");
+        }
+    }
+    let client = Client::start(&config)?;
+    interrupts.settle();
     let options = CallOptions {
         timeout: args.timeout_ms.map(Duration::from_millis),
         ..CallOptions::default()
     };
-    let outcome = client.call_blocking_with(&args.op, payload, options);
-    client.shutdown(SHUTDOWN_GRACE);
-    match outcome {
-        Ok(result) => {
-            output::print_json(&result, args.json);
-            EXIT_OK
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .map_err(|err| {
+            BridgeError::new(
+                ErrorClass::SystemError,
+                format!("cannot start a runtime: {err}"),
+            )
+        })?;
+    let outcome = runtime.block_on(async {
+        tokio::select! {
+            outcome = client.call_with(&args.op, payload, options) => outcome.map(Some),
+            () = interrupts.wait() => Ok(None),
         }
-        Err(err) => output::report_error(&err, args.json),
-    }
+    });
+    client.shutdown(SHUTDOWN_GRACE);
+    outcome
 }
 
 /// Loads the configuration and applies the `--mode` override.

@@ -2,6 +2,7 @@
 
 mod bench;
 mod call;
+mod interrupt;
 mod logging;
 mod mlflow;
 pub mod output;
@@ -22,7 +23,8 @@ Exit codes:
   2  bad input: invalid payload, op name, option or configuration (contract, config)
   3  a dependency is missing: the bridge is disabled, or the service module or a
      package it needs cannot be imported (dependency)
-  4  the call did not finish before its deadline (timeout)";
+  4  the call did not finish before its deadline (timeout)
+  130  interrupted by Ctrl-C (`call`: the call was cancelled)";
 
 /// Runs the cerebros NAS service from Rust, in-process, with hard per-call timeouts.
 #[derive(Debug, Parser)]

@@ -71,6 +71,13 @@ pub fn stderr_line(text: &str) {
     let _ = stdio::stderr().write_all(format!("{text}\n").as_bytes());
 }
 
+/// Flushes the CLI's stdout and stderr before the process exits without running
+/// destructors.
+pub fn flush() {
+    let _ = stdio::stdout().flush();
+    let _ = stdio::stderr().flush();
+}
+
 /// Writes `value` to stdout: pretty, or on one line when `compact`.
 pub fn print_json(value: &Value, compact: bool) {
     let text = if compact {

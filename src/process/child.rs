@@ -1,6 +1,7 @@
 //! Process plumbing shared by the process modes: starting a child in its own process
 //! group, killing the group, noticing an exit without reaping, non-blocking pipes,
-//! bounded output buffers, and running a child to its end or its deadline.
+//! bounded output buffers, and running a child to its end, its deadline or its
+//! cancellation.
 
 use parking_lot::Mutex;
 use std::collections::HashSet;
@@ -274,6 +275,39 @@ pub(crate) fn describe_returncode(code: i64) -> String {
     }
 }
 
+/// A one-shot cancellation that a thread blocked in [`poll`] can wait on (an eventfd):
+/// the caller of a call run on another thread raises it when it stops waiting.
+pub(crate) struct Cancel {
+    fd: OwnedFd,
+}
+
+impl Cancel {
+    /// A cancellation not raised yet.
+    pub(crate) fn new() -> io::Result<Cancel> {
+        // SAFETY: plain syscall; a non-negative result is a new fd we own.
+        let fd = unsafe { libc::eventfd(0, libc::EFD_CLOEXEC | libc::EFD_NONBLOCK) };
+        if fd < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        // SAFETY: the kernel just handed us this descriptor.
+        Ok(Cancel {
+            fd: unsafe { OwnedFd::from_raw_fd(fd) },
+        })
+    }
+
+    /// Raises the cancellation (wakes a [`poll`] on it); raising it again is harmless.
+    pub(crate) fn cancel(&self) {
+        let one = 1u64.to_ne_bytes();
+        let _ = write_some(self.fd.as_raw_fd(), &one);
+    }
+
+    /// Whether it was raised.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        let mut fds = [poll_entry(Some(self.fd.as_raw_fd()), libc::POLLIN)];
+        poll(&mut fds, Some(Duration::ZERO)).is_ok() && fds[0].revents != 0
+    }
+}
+
 /// The pids of children running now, so that shutdown can kill them. A pid is taken
 /// out (under the lock) before its child is reaped, so a kill never reaches a reused
 /// pid.
@@ -315,6 +349,8 @@ pub(crate) struct Run {
     pub(crate) pid: u32,
     /// Whether the deadline passed first (the group was then killed).
     pub(crate) timed_out: bool,
+    /// Whether the call was cancelled first (the group was then killed).
+    pub(crate) cancelled: bool,
     /// The Python-style return code (see [`returncode`]).
     pub(crate) returncode: i64,
     /// Everything the child wrote to stdout, up to [`STDOUT_LIMIT`].
@@ -331,22 +367,24 @@ pub(crate) struct Run {
 /// process group (the child itself after a timeout; processes it left behind after
 /// an exit) and reaps the child.
 pub(crate) fn run(command: Command, input: &[u8], deadline: Instant) -> io::Result<Run> {
-    run_tracked(command, input, deadline, None)
+    run_tracked(command, input, deadline, None, None)
 }
 
-/// [`run`], with the child's pid in `running` while it runs.
+/// [`run`], with the child's pid in `running` while it runs, and ending early (the
+/// group killed) as soon as `cancel` is raised.
 pub(crate) fn run_tracked(
     mut command: Command,
     input: &[u8],
     deadline: Instant,
     running: Option<&Running>,
+    cancel: Option<&Cancel>,
 ) -> io::Result<Run> {
     let mut child = command.spawn()?;
     let pid = child.id();
     if let Some(running) = running {
         running.insert(pid);
     }
-    let pumped = pump(&mut child, input, deadline);
+    let pumped = pump(&mut child, input, deadline, cancel);
     match running {
         Some(running) => running.finish(pid),
         None => kill_group(pid),
@@ -356,6 +394,7 @@ pub(crate) fn run_tracked(
     Ok(Run {
         pid,
         timed_out: pumped.timed_out,
+        cancelled: pumped.cancelled,
         returncode: returncode(status?),
         stdout: pumped.stdout,
         stdout_overflow: pumped.stdout_overflow,
@@ -365,13 +404,20 @@ pub(crate) fn run_tracked(
 
 struct Pumped {
     timed_out: bool,
+    cancelled: bool,
     stdout: Vec<u8>,
     stdout_overflow: bool,
     stderr: TailBuffer,
 }
 
-/// Feeds stdin and collects stdout and stderr until the child exits or the deadline.
-fn pump(child: &mut Child, input: &[u8], deadline: Instant) -> io::Result<Pumped> {
+/// Feeds stdin and collects stdout and stderr until the child exits, the deadline
+/// passes or `cancel` is raised.
+fn pump(
+    child: &mut Child,
+    input: &[u8],
+    deadline: Instant,
+    cancel: Option<&Cancel>,
+) -> io::Result<Pumped> {
     let pid = child.id();
     let mut stdin: Option<OwnedFd> = child.stdin.take().map(OwnedFd::from);
     let mut stdout: Option<OwnedFd> = child.stdout.take().map(OwnedFd::from);
@@ -385,6 +431,7 @@ fn pump(child: &mut Child, input: &[u8], deadline: Instant) -> io::Result<Pumped
     let pidfd = pidfd_open(pid);
     let mut pumped = Pumped {
         timed_out: false,
+        cancelled: false,
         stdout: Vec::new(),
         stdout_overflow: false,
         stderr: TailBuffer::new(STDERR_LIMIT),
@@ -426,8 +473,13 @@ fn pump(child: &mut Child, input: &[u8], deadline: Instant) -> io::Result<Pumped
             poll_entry(raw(&stdout), libc::POLLIN),
             poll_entry(raw(&stderr), libc::POLLIN),
             poll_entry(raw(&pidfd), libc::POLLIN),
+            poll_entry(cancel.map(|c| c.fd.as_raw_fd()), libc::POLLIN),
         ];
         poll(&mut fds, Some(wait))?;
+        if fds[4].revents != 0 {
+            pumped.cancelled = true;
+            return Ok(pumped);
+        }
         if fds[0].revents != 0 {
             if let Some(fd) = &stdin {
                 if feed(fd.as_raw_fd(), input, &mut written) {
@@ -551,11 +603,31 @@ mod tests {
             b"",
             Instant::now() + Duration::from_secs(10),
             Some(&Running::default()),
+            None,
         )
         .unwrap();
         assert_eq!(run.returncode, 4);
         assert_eq!(run.stdout, b"out\n");
         assert_eq!(run.stderr.text(), "err\n");
+    }
+
+    #[test]
+    fn run_stops_when_cancelled() {
+        let cancel = std::sync::Arc::new(Cancel::new().unwrap());
+        assert!(!cancel.is_cancelled());
+        let raise = cancel.clone();
+        let raiser = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(200));
+            raise.cancel();
+        });
+        let start = Instant::now();
+        let far = start + Duration::from_secs(30);
+        let run = run_tracked(sh("sleep 30"), b"", far, None, Some(&cancel)).unwrap();
+        raiser.join().unwrap();
+        assert!(run.cancelled && !run.timed_out);
+        assert_eq!(run.returncode, -9);
+        assert!(start.elapsed() < Duration::from_secs(5));
+        assert!(cancel.is_cancelled());
     }
 
     #[test]

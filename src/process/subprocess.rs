@@ -4,11 +4,12 @@
 //! (or `python script_path --bridge-op OP` when `script_path` is set) with the payload
 //! on stdin and, when under 64 KiB, in `CEREBROS_BRIDGE_PAYLOAD`. The result is the JSON
 //! object on stdout; a failed op exits non-zero with `{"ok": false, "error": {...}}`
-//! there. The child runs in its own process group: at the deadline the whole group is
-//! killed and the child reaped; after a normal exit, processes the child left in its
-//! group are killed too, so nothing of a call outlives it.
+//! there. The child runs in its own process group: at the deadline, or as soon as the
+//! caller stops waiting (its future is dropped: a cancelled run, Ctrl-C), the whole
+//! group is killed and the child reaped; after a normal exit, processes the child left
+//! in its group are killed too, so nothing of a call outlives it.
 
-use super::child::{self, Running};
+use super::child::{self, Cancel, Running};
 use super::protocol::{self, OneShotOutput};
 use super::{Launch, ProcessOptions, SERVICE_PACKAGE};
 use crate::config::Mode;
@@ -97,7 +98,9 @@ impl SubprocessInvoker {
 }
 
 impl Inner {
-    fn call(&self, request: &Request) -> Result<Value> {
+    /// Runs one call to its end, its deadline or, when `cancel` is given, until it is
+    /// raised.
+    fn call(&self, request: &Request, cancel: Option<&Cancel>) -> Result<Value> {
         if self.shutting_down.load(Ordering::Acquire) {
             return Err(BridgeError::new(
                 ErrorClass::Cancelled,
@@ -113,6 +116,12 @@ impl Inner {
                 ),
             ));
         }
+        if cancel.is_some_and(Cancel::is_cancelled) {
+            return Err(BridgeError::new(
+                ErrorClass::Cancelled,
+                "the call was cancelled before it started",
+            ));
+        }
         let deadline = Instant::now() + request.timeout;
         let body = serde_json::to_vec(&*request.payload).map_err(|err| {
             BridgeError::new(
@@ -122,8 +131,8 @@ impl Inner {
         })?;
         let command = self.command(&request.op, &request.payload, &body);
         self.calls.fetch_add(1, Ordering::Relaxed);
-        let run =
-            child::run_tracked(command, &body, deadline, Some(&self.running)).map_err(|err| {
+        let run = child::run_tracked(command, &body, deadline, Some(&self.running), cancel)
+            .map_err(|err| {
                 let class = if err.kind() == std::io::ErrorKind::NotFound {
                     ErrorClass::Dependency
                 } else {
@@ -143,6 +152,16 @@ impl Inner {
                 stderr = %child::tail_excerpt(&run.stderr.text(), EXCERPT_CHARS),
                 "child stderr"
             );
+        }
+        if run.cancelled {
+            return Err(BridgeError::new(
+                ErrorClass::Cancelled,
+                format!(
+                    "the call was cancelled; the process group of pid {} was killed",
+                    run.pid
+                ),
+            )
+            .with_detail("pid", run.pid));
         }
         if run.timed_out {
             self.killed_at_deadline.fetch_add(1, Ordering::Relaxed);
@@ -268,10 +287,18 @@ impl Invoker for SubprocessInvoker {
     }
 
     /// Runs the process on tokio's blocking pool: no runtime thread waits for it.
+    /// Dropping the future kills the process group at once.
     fn invoke(&self, request: Request) -> BoxFuture<'_, Result<Value>> {
         let inner = self.inner.clone();
         Box::pin(async move {
-            tokio::task::spawn_blocking(move || inner.call(&request))
+            let cancel = Arc::new(Cancel::new().map_err(|err| {
+                BridgeError::new(
+                    ErrorClass::SystemError,
+                    format!("cannot create the call's cancellation: {err}"),
+                )
+            })?);
+            let _cancel_on_drop = CancelOnDrop(cancel.clone());
+            tokio::task::spawn_blocking(move || inner.call(&request, Some(&cancel)))
                 .await
                 .unwrap_or_else(|err| {
                     Err(BridgeError::new(
@@ -283,7 +310,7 @@ impl Invoker for SubprocessInvoker {
     }
 
     fn invoke_blocking(&self, request: Request) -> Result<Value> {
-        self.inner.call(&request)
+        self.inner.call(&request, None)
     }
 
     /// There is no standing pool: `workers` and `workers_alive` are the processes running
@@ -311,6 +338,16 @@ impl Invoker for SubprocessInvoker {
             std::thread::sleep(Duration::from_millis(1));
         }
         self.inner.running.kill_all()
+    }
+}
+
+/// Raises a call's [`Cancel`] when the future waiting for it goes away (a no-op once
+/// the call has ended).
+struct CancelOnDrop(Arc<Cancel>);
+
+impl Drop for CancelOnDrop {
+    fn drop(&mut self) {
+        self.0.cancel();
     }
 }
 

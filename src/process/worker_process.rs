@@ -15,8 +15,13 @@
 //!   print never reaches the protocol stream.
 //! * **Timeouts.** At a request's deadline its caller gets `timeout` and the child's
 //!   process group is killed; the child is reaped and replaced.
+//! * **Cancellation.** A caller that stops waiting (its future is dropped: a cancelled
+//!   run, Ctrl-C) while its request is still in flight has the child's process group
+//!   killed at once, since a child cannot be told to stop one op; it is replaced. Other
+//!   requests in flight on it fail with `subprocess_exit`, as after a crash.
 //! * **Crashes.** A child that exits, segfaults or is killed is reaped and replaced;
 //!   requests in flight on it fail with `subprocess_exit` (returncode, stderr excerpt).
+//!   Its three threads end and its pipes are closed once it is reaped.
 //!   A child that dies before it is ready is replaced after a growing delay.
 //! * **Children are started** by one supervisor thread, which lives as long as the pool,
 //!   so `PR_SET_PDEATHSIG` only fires when the host goes.
@@ -129,6 +134,8 @@ struct Worker {
     reaped: AtomicBool,
     /// Killed by the bridge because a request on it timed out.
     killed_at_deadline: AtomicBool,
+    /// Killed by the bridge because the caller of a request on it went away.
+    killed_on_cancel: AtomicBool,
     stderr_tail: Mutex<TailBuffer>,
     stderr_done: Mutex<bool>,
     stderr_closed: Condvar,
@@ -235,6 +242,18 @@ impl Worker {
         let process = self.process.lock();
         if process.is_some() {
             child::kill_group(self.pid);
+        }
+    }
+
+    /// Why the bridge killed the child, if it did: "timed out" or "was cancelled" (of
+    /// the request that cost it).
+    fn killed_because(&self) -> Option<&'static str> {
+        if self.killed_at_deadline.load(Ordering::Acquire) {
+            Some("timed out")
+        } else if self.killed_on_cancel.load(Ordering::Acquire) {
+            Some("was cancelled")
+        } else {
+            None
         }
     }
 
@@ -423,6 +442,19 @@ struct Ticket {
     worker: Arc<Worker>,
     id: u64,
     reply: Reply,
+}
+
+impl Drop for Ticket {
+    /// A request still in flight when its caller stops waiting (the future was
+    /// dropped) is cancelled: the child cannot be told to stop one op, so it is killed
+    /// (and replaced). After a reply or a timeout the request is no longer in flight
+    /// and nothing happens.
+    fn drop(&mut self) {
+        if self.worker.take(self.id).is_some() {
+            self.worker.killed_on_cancel.store(true, Ordering::Release);
+            self.worker.kill();
+        }
+    }
 }
 
 fn no_worker_error(timeout: Duration) -> BridgeError {
@@ -663,8 +695,10 @@ fn all_reaped(shared: &Shared) -> bool {
         .all(|w| w.reaped.load(Ordering::Acquire))
 }
 
-/// Reaps a dead child and answers the requests that were in flight on it.
+/// Reaps a dead child, ends its writer thread (closing its stdin) and answers the
+/// requests that were in flight on it.
 fn bury(shared: &Shared, worker: &Arc<Worker>, orphans: Vec<Reply>) {
+    worker.close_stdin();
     // Wait for the exit without reaping, so that a concurrent kill (which holds the
     // process lock) can never reach a reused pid; then reap.
     child::wait_exit(worker.pid);
@@ -702,11 +736,11 @@ fn bury(shared: &Shared, worker: &Arc<Worker>, orphans: Vec<Reply>) {
                 worker.pid
             ),
         )
-    } else if worker.killed_at_deadline.load(Ordering::Acquire) {
+    } else if let Some(why) = worker.killed_because() {
         BridgeError::new(
             ErrorClass::SubprocessExit,
             format!(
-                "worker process {} was killed because another request on it timed out",
+                "worker process {} was killed because another request on it {why}",
                 worker.pid
             ),
         )
@@ -722,14 +756,14 @@ fn bury(shared: &Shared, worker: &Arc<Worker>, orphans: Vec<Reply>) {
         .with_detail("stderr_excerpt", stderr_excerpt.clone());
     if shutting_down {
         // Expected: nothing to report.
-    } else if worker.killed_at_deadline.load(Ordering::Acquire) {
+    } else if let Some(why) = worker.killed_because() {
         tracing::info!(
             target: "cerebros.bridge.worker",
             pid = worker.pid,
             slot = worker.slot,
             generation = worker.generation,
             in_flight = orphans.len(),
-            "worker process killed at a request's deadline"
+            "worker process killed because a request on it {why}"
         );
     } else {
         tracing::warn!(
@@ -820,6 +854,7 @@ fn start_child(shared: &Arc<Shared>, slot: usize, generation: u64) -> Result<Arc
         process: Mutex::new(Some(process)),
         reaped: AtomicBool::new(false),
         killed_at_deadline: AtomicBool::new(false),
+        killed_on_cancel: AtomicBool::new(false),
         stderr_tail: Mutex::new(TailBuffer::new(STDERR_TAIL)),
         stderr_done: Mutex::new(false),
         stderr_closed: Condvar::new(),

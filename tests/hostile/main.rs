@@ -8,3 +8,4 @@ mod host;
 mod mlflow;
 mod nas;
 mod ops;
+mod proc;
