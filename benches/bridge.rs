@@ -5,7 +5,7 @@
 mod common;
 
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::invoker::Request;
+use cerebros_bridge::core::invoker::Request;
 use criterion::{criterion_group, criterion_main, BenchmarkId, Criterion, Throughput};
 use serde_json::Value;
 use std::sync::Arc;

@@ -7,7 +7,7 @@
 static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
 
 use cerebros_bridge::client::Client;
-use cerebros_bridge::config::Config;
+use cerebros_bridge::core::config::Config;
 use serde_json::Value;
 
 /// A `record_trial`-sized payload (the CLI's `bench` uses the same one).
@@ -31,7 +31,8 @@ pub fn parking_client() -> Client {
     config.invoke.max_retries = 0;
     let mut options = cerebros_bridge::client::pool_options(&config);
     options.spin = false;
-    let invoker = cerebros_bridge::invoker::InProcessInvoker::start(options).expect("pool");
+    let invoker =
+        cerebros_bridge::inprocess::invoker::InProcessInvoker::start(options).expect("pool");
     Client::with_invoker(std::sync::Arc::new(invoker), &config)
 }
 

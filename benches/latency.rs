@@ -6,7 +6,7 @@ mod common;
 
 use cerebros_bridge::bench::{self, Summary};
 use cerebros_bridge::client::CallOptions;
-use cerebros_bridge::invoker::Request;
+use cerebros_bridge::core::invoker::Request;
 use serde_json::{json, Value};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -63,9 +63,9 @@ fn inline_floor(n: u64, payload: &Value) -> Summary {
             .getattr("echo")
             .unwrap();
         bench::sequential(n, || {
-            let argument = cerebros_bridge::convert::to_python(py, payload).unwrap();
+            let argument = cerebros_bridge::inprocess::convert::to_python(py, payload).unwrap();
             let result = echo.call1((argument,)).unwrap();
-            cerebros_bridge::convert::from_python(&result).unwrap();
+            cerebros_bridge::inprocess::convert::from_python(&result).unwrap();
         })
     })
 }

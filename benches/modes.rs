@@ -8,7 +8,7 @@ mod common;
 
 use cerebros_bridge::bench::{self, HandoffEcho, PipeEcho};
 use cerebros_bridge::client::Client;
-use cerebros_bridge::config::{Config, Mode};
+use cerebros_bridge::core::config::{Config, Mode};
 use criterion::{criterion_group, criterion_main, Criterion, SamplingMode, Throughput};
 use std::sync::Arc;
 use std::time::Duration;

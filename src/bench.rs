@@ -8,13 +8,13 @@
 //!
 //! * [`HandoffEcho`]: the in-process pool's thread hand-off with no Python — a dedicated
 //!   echo thread that takes requests and answers through the same [`ReplySlot`] with the
-//!   same spin-then-park budgets as the pool ([`crate::pool`]'s `*_SPIN` constants);
+//!   same spin-then-park budgets as the pool ([`crate::inprocess::pool`]'s `*_SPIN` constants);
 //! * [`PipeEcho`]: one JSON line through a `cat` child and back, over pipes: what the
 //!   `worker_process` mode's transport costs before any Python runs.
 
-use crate::contracts::{ContractV1, TrialReportedV1, TrialStatus};
-use crate::pool::{CALLER_PURE_SPIN, CALLER_SPIN, WORKER_PURE_SPIN, WORKER_SPIN};
-use crate::reply::ReplySlot;
+use crate::core::contracts::{ContractV1, TrialReportedV1, TrialStatus};
+use crate::inprocess::pool::{CALLER_PURE_SPIN, CALLER_SPIN, WORKER_PURE_SPIN, WORKER_SPIN};
+use crate::inprocess::reply::ReplySlot;
 use crossbeam_queue::ArrayQueue;
 use serde::Serialize;
 use serde_json::{json, Value};
@@ -282,7 +282,7 @@ fn echo_loop(shared: &EchoShared) {
             WORKER_PURE_SPIN
         };
         let work = || !shared.jobs.is_empty() || shared.stop.load(Ordering::Relaxed);
-        if crate::spin::wait_until(WORKER_SPIN, pure_spin, work) {
+        if crate::inprocess::spin::wait_until(WORKER_SPIN, pure_spin, work) {
             continue;
         }
         shared.parked.store(true, Ordering::SeqCst);

@@ -4,11 +4,11 @@
 mod common;
 
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::Config;
-use cerebros_bridge::contracts::{
+use cerebros_bridge::core::config::Config;
+use cerebros_bridge::core::contracts::{
     RunFinalizedV1, RunStartedV1, RunStatus, TrialReportedV1, TrialRequestedV1, TrialStatus,
 };
-use cerebros_bridge::error::{BridgeError, ErrorClass};
+use cerebros_bridge::core::error::{BridgeError, ErrorClass};
 use common::{eventually, root, serial};
 use serde_json::{json, Value};
 use std::sync::Arc;

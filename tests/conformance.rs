@@ -13,8 +13,8 @@
 mod common;
 
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::{Config, Mode};
-use cerebros_bridge::error::{BridgeError, ErrorClass};
+use cerebros_bridge::core::config::{Config, Mode};
+use cerebros_bridge::core::error::{BridgeError, ErrorClass};
 use common::{root, serial};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -400,16 +400,16 @@ macro_rules! conformance {
 }
 
 // `crash` and `segfault` would end the test process itself in `in_process` mode.
-conformance!(in_process, cerebros_bridge::config::Mode::InProcess);
+conformance!(in_process, cerebros_bridge::core::config::Mode::InProcess);
 conformance!(
     worker_process,
-    cerebros_bridge::config::Mode::WorkerProcess,
+    cerebros_bridge::core::config::Mode::WorkerProcess,
     an_exiting_process_is_a_subprocess_exit,
     a_segfault_is_a_subprocess_exit,
 );
 conformance!(
     subprocess,
-    cerebros_bridge::config::Mode::Subprocess,
+    cerebros_bridge::core::config::Mode::Subprocess,
     an_exiting_process_is_a_subprocess_exit,
     a_segfault_is_a_subprocess_exit,
 );

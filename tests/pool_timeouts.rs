@@ -4,7 +4,7 @@
 
 mod common;
 
-use cerebros_bridge::error::ErrorClass;
+use cerebros_bridge::core::error::ErrorClass;
 use common::{eventually, fault_pool, serial, thread_count};
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -15,10 +15,13 @@ const GRACE: Duration = Duration::from_millis(250);
 const ANSWER_BOUND: Duration = Duration::from_millis(650);
 
 fn timed_call(
-    pool: &cerebros_bridge::pool::Pool,
+    pool: &cerebros_bridge::inprocess::pool::Pool,
     op: &str,
     payload: Value,
-) -> (Duration, Result<Value, cerebros_bridge::error::BridgeError>) {
+) -> (
+    Duration,
+    Result<Value, cerebros_bridge::core::error::BridgeError>,
+) {
     let start = Instant::now();
     let result = pool
         .submit(op, payload, TIMEOUT)
@@ -26,7 +29,10 @@ fn timed_call(
     (start.elapsed(), result)
 }
 
-fn assert_timed_out(elapsed: Duration, result: Result<Value, cerebros_bridge::error::BridgeError>) {
+fn assert_timed_out(
+    elapsed: Duration,
+    result: Result<Value, cerebros_bridge::core::error::BridgeError>,
+) {
     let err = result.expect_err("the call must time out");
     assert_eq!(err.class, ErrorClass::Timeout, "{err}");
     assert!(
@@ -40,7 +46,7 @@ fn assert_timed_out(elapsed: Duration, result: Result<Value, cerebros_bridge::er
 /// after another they would take at least 1 s). Best of three rounds, so that a round
 /// slowed by another test's leftover thread (a swallowing loop still burning its 1.5 s)
 /// or by the machine cannot fail it; a pool short of a worker fails every round.
-fn assert_full_size(pool: &cerebros_bridge::pool::Pool, size: usize) {
+fn assert_full_size(pool: &cerebros_bridge::inprocess::pool::Pool, size: usize) {
     let round = || {
         let start = Instant::now();
         let pending: Vec<_> = (0..size)

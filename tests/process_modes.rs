@@ -5,9 +5,9 @@
 mod common;
 
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::{Config, Mode};
-use cerebros_bridge::error::{BridgeError, ErrorClass};
-use cerebros_bridge::invoker::{Invoker, Request};
+use cerebros_bridge::core::config::{Config, Mode};
+use cerebros_bridge::core::error::{BridgeError, ErrorClass};
+use cerebros_bridge::core::invoker::{Invoker, Request};
 use cerebros_bridge::process::{self, ProcessOptions, WorkerProcessInvoker};
 use common::{eventually, root, serial};
 use parking_lot::Mutex;

@@ -7,10 +7,12 @@
 mod common;
 
 use cerebros_bridge::client::Client;
-use cerebros_bridge::config::{Config, Mode};
-use cerebros_bridge::contracts::{validate_contract, CONTRACT_NAMES};
-use cerebros_bridge::error::{BridgeError, ErrorClass};
-use cerebros_bridge::payload::{check_value, parse_payload, scan_json, value_depth, MAX_DEPTH};
+use cerebros_bridge::core::config::{Config, Mode};
+use cerebros_bridge::core::contracts::{validate_contract, CONTRACT_NAMES};
+use cerebros_bridge::core::error::{BridgeError, ErrorClass};
+use cerebros_bridge::core::payload::{
+    check_value, parse_payload, scan_json, value_depth, MAX_DEPTH,
+};
 use cerebros_bridge::process::protocol::{decode_reply, read_one_shot, OneShotOutput};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;

@@ -4,10 +4,10 @@
 mod common;
 
 use cerebros_bridge::client::Client;
-use cerebros_bridge::config::Config;
-use cerebros_bridge::run::{CancelSignal, RunWorker};
-use cerebros_bridge::spec::RunSpec;
-use cerebros_bridge::store::{Owner, Store};
+use cerebros_bridge::core::config::Config;
+use cerebros_bridge::nas::run::{CancelSignal, RunWorker};
+use cerebros_bridge::nas::spec::RunSpec;
+use cerebros_bridge::nas::store::{Owner, Store};
 use std::sync::Arc;
 
 fn worker(dir: &std::path::Path) -> RunWorker {

@@ -79,7 +79,7 @@ impl Scratch {
     }
 
     fn finished_trials(&self) -> Vec<Value> {
-        let store = cerebros_bridge::store::Store::open(&self.path("store.db")).unwrap();
+        let store = cerebros_bridge::nas::store::Store::open(&self.path("store.db")).unwrap();
         let runs = store.runs().unwrap();
         let Some(run) = runs.first() else {
             return Vec::new();

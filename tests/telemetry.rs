@@ -5,7 +5,7 @@
 mod common;
 
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::Config;
+use cerebros_bridge::core::config::Config;
 use parking_lot::Mutex;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -93,7 +93,7 @@ fn invoke_spans_events_and_cache_events_are_emitted() {
     let config = Config {
         module: "fault_service".into(),
         repo_path: common::root().join("tests/fixtures"),
-        invoke: cerebros_bridge::config::InvokeConfig {
+        invoke: cerebros_bridge::core::config::InvokeConfig {
             default_timeout_ms: 200,
             retry_backoff_ms: 10,
             max_retries: 2,

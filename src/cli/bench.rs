@@ -11,9 +11,9 @@
 use super::output::{self, EXIT_OK};
 use cerebros_bridge::bench::{self, HandoffEcho, PipeEcho, Summary};
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::{Config, Mode};
-use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
-use cerebros_bridge::payload;
+use cerebros_bridge::core::config::{Config, Mode};
+use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
+use cerebros_bridge::core::payload;
 use clap::Args;
 use serde_json::{json, Map, Value};
 use std::path::Path;

@@ -4,9 +4,9 @@
 use super::interrupt::{Interrupts, EXIT_INTERRUPTED};
 use super::output::{self, EXIT_OK};
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::{Config, Mode, MAX_TIMEOUT_MS};
-use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
-use cerebros_bridge::{interpreter, payload};
+use cerebros_bridge::core::config::{Config, Mode, MAX_TIMEOUT_MS};
+use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
+use cerebros_bridge::{core::payload, inprocess::interpreter};
 use clap::Args;
 use pyo3::Python;
 use serde_json::Value;

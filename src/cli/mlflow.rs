@@ -2,10 +2,10 @@
 //! parked as `failed` (they can never sync as they are).
 
 use super::output::{self, EXIT_FAILURE, EXIT_OK};
-use cerebros_bridge::config::Config;
-use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
-use cerebros_bridge::store::{self, FailedItem, LeaseHolder, Store};
-use cerebros_bridge::sync::{FlushReport, MlflowSync, SyncSettings};
+use cerebros_bridge::core::config::Config;
+use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
+use cerebros_bridge::nas::store::{self, FailedItem, LeaseHolder, Store};
+use cerebros_bridge::nas::sync::{FlushReport, MlflowSync, SyncSettings};
 use clap::{Args, Subcommand};
 use serde::Serialize;
 use serde_json::Value;
@@ -75,7 +75,7 @@ pub fn run(config_path: Option<&Path>, args: &MlflowArgs) -> i32 {
 fn sync(config: &Config, retry_failed: bool) -> Result<(String, SyncOutput)> {
     let store_file = store::store_path(&config.store.url)?;
     let store = Arc::new(Store::open(&store_file)?);
-    if !cerebros_bridge::sync::enabled(config) {
+    if !cerebros_bridge::nas::sync::enabled(config) {
         return Err(BridgeError::new(
             ErrorClass::Config,
             "MLflow sync is off (mlflow.tracking_uri = \"off\"); set mlflow.tracking_uri or MLFLOW_TRACKING_URI to sync",

@@ -2,7 +2,7 @@
 //! stderr, and the exit code of each error class.
 
 use super::stdio;
-use cerebros_bridge::error::{BridgeError, ErrorClass};
+use cerebros_bridge::core::error::{BridgeError, ErrorClass};
 use serde_json::{json, Value};
 use std::borrow::Cow;
 use std::io::Write;

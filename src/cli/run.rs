@@ -3,14 +3,14 @@
 
 use super::output::{self, printable, EXIT_FAILURE, EXIT_OK};
 use super::stdio;
-use cerebros_bridge::artifacts;
 use cerebros_bridge::client::Client;
-use cerebros_bridge::config::Config;
-use cerebros_bridge::error::{BridgeError, ErrorClass, Result};
-use cerebros_bridge::run::{CancelSignal, RunEvent, RunWorker};
-use cerebros_bridge::spec::RunSpec;
-use cerebros_bridge::store::{self, RunRecord, Store, TrialRecord};
-use cerebros_bridge::sync;
+use cerebros_bridge::core::config::Config;
+use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
+use cerebros_bridge::nas::artifacts;
+use cerebros_bridge::nas::run::{CancelSignal, RunEvent, RunWorker};
+use cerebros_bridge::nas::spec::RunSpec;
+use cerebros_bridge::nas::store::{self, RunRecord, Store, TrialRecord};
+use cerebros_bridge::nas::sync;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use serde_json::{json, Value};

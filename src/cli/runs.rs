@@ -2,9 +2,9 @@
 
 use super::output::{self, printable, EXIT_OK};
 use super::run::{drive_with_progress, finish, print_report, run_document, with_worker};
-use cerebros_bridge::config::Config;
-use cerebros_bridge::error::Result;
-use cerebros_bridge::store::{self, RunRecord, Store};
+use cerebros_bridge::core::config::Config;
+use cerebros_bridge::core::error::Result;
+use cerebros_bridge::nas::store::{self, RunRecord, Store};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::Path;

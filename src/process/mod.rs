@@ -23,10 +23,10 @@ mod worker_process;
 pub use subprocess::SubprocessInvoker;
 pub use worker_process::WorkerProcessInvoker;
 
-use crate::config::{Config, Mode};
-use crate::error::{BridgeError, ErrorClass, Result};
-use crate::interpreter;
-use crate::payload::{excerpt, EXCERPT_CHARS};
+use crate::core::config::{Config, Mode};
+use crate::core::error::{BridgeError, ErrorClass, Result};
+use crate::core::payload::{excerpt, EXCERPT_CHARS};
+use crate::inprocess::interpreter;
 use std::ffi::OsString;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};

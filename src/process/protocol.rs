@@ -13,10 +13,10 @@
 //! gives for the same call, and a result is held to the same rules: the child refuses
 //! dict keys that are not strings, and the host refuses what the text shows (integers
 //! beyond 64 bits, nesting deeper than [`MAX_DEPTH`]) with a `parse_error`, as
-//! [`crate::convert::from_python`] does.
+//! [`crate::inprocess::convert::from_python`] does.
 
-use crate::error::{BridgeError, ErrorClass, Result};
-use crate::payload::{excerpt, json_type, scan_json, value_depth, EXCERPT_CHARS, MAX_DEPTH};
+use crate::core::error::{BridgeError, ErrorClass, Result};
+use crate::core::payload::{excerpt, json_type, scan_json, value_depth, EXCERPT_CHARS, MAX_DEPTH};
 use serde::Deserialize;
 use serde_json::{Map, Value};
 use std::io::Write;
@@ -59,7 +59,7 @@ pub struct Reply {
 /// protocol (not JSON, no `ok`): the stream can no longer be trusted.
 ///
 /// ```
-/// use cerebros_bridge::error::ErrorClass;
+/// use cerebros_bridge::core::error::ErrorClass;
 /// use cerebros_bridge::process::protocol::decode_reply;
 /// let reply = decode_reply(br#"{"id": 3, "ok": true, "result": {"x": 1}}"#).unwrap();
 /// assert_eq!((reply.id, reply.outcome.unwrap()["x"].as_i64()), (Some(3), Some(1)));
@@ -130,7 +130,7 @@ pub fn error_from_wire(error: &Value) -> BridgeError {
 }
 
 /// Holds an op's result, read from a child, to the rules the in-process mode applies
-/// ([`crate::convert::from_python`]) that JSON text can show: no integer beyond 64 bits
+/// ([`crate::inprocess::convert::from_python`]) that JSON text can show: no integer beyond 64 bits
 /// (`big_int`, found by [`scan_json`]: the parser turned it into a float) and at most
 /// [`MAX_DEPTH`] levels of nesting. Either is a `parse_error`.
 fn check_result(result: Value, big_int: Option<String>) -> Result<Value> {

@@ -12,11 +12,11 @@
 use super::child::{self, Cancel, Running};
 use super::protocol::{self, OneShotOutput};
 use super::{Launch, ProcessOptions, SERVICE_PACKAGE};
-use crate::config::Mode;
-use crate::error::{BridgeError, ErrorClass, Result};
-use crate::invoker::{BoxFuture, Invoker, Request};
-use crate::payload::{excerpt, EXCERPT_CHARS};
-use crate::pool::PoolStats;
+use crate::core::config::Mode;
+use crate::core::error::{BridgeError, ErrorClass, Result};
+use crate::core::invoker::PoolStats;
+use crate::core::invoker::{BoxFuture, Invoker, Request};
+use crate::core::payload::{excerpt, EXCERPT_CHARS};
 use serde_json::Value;
 use std::process::Command;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -37,8 +37,8 @@ const PAYLOAD_FIELD_ENV: [(&str, &str); 4] = [
 /// The `subprocess` mode's invoker.
 ///
 /// ```
-/// use cerebros_bridge::config::Config;
-/// use cerebros_bridge::invoker::{Invoker, Request};
+/// use cerebros_bridge::core::config::Config;
+/// use cerebros_bridge::core::invoker::{Invoker, Request};
 /// use cerebros_bridge::process::{ProcessOptions, SubprocessInvoker};
 /// use std::time::Duration;
 /// let invoker = SubprocessInvoker::start(ProcessOptions::from_config(&Config::default()))?;
@@ -48,7 +48,7 @@ const PAYLOAD_FIELD_ENV: [(&str, &str); 4] = [
 ///     timeout: Duration::from_secs(10),
 /// })?;
 /// assert_eq!(reply["n"], 1);
-/// # Ok::<(), cerebros_bridge::error::BridgeError>(())
+/// # Ok::<(), cerebros_bridge::core::error::BridgeError>(())
 /// ```
 pub struct SubprocessInvoker {
     inner: Arc<Inner>,

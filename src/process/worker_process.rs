@@ -29,12 +29,12 @@
 use super::child::{self, TailBuffer};
 use super::protocol::{self, READY_ID};
 use super::{Launch, ProcessOptions, SERVICE_PACKAGE};
-use crate::config::Mode;
-use crate::error::{BridgeError, ErrorClass, Result};
-use crate::invoker::{BoxFuture, Invoker, Request};
-use crate::payload::EXCERPT_CHARS;
-use crate::pool::PoolStats;
-use crate::reply::ReplySlot;
+use crate::core::config::Mode;
+use crate::core::error::{BridgeError, ErrorClass, Result};
+use crate::core::invoker::PoolStats;
+use crate::core::invoker::{BoxFuture, Invoker, Request};
+use crate::core::payload::EXCERPT_CHARS;
+use crate::inprocess::reply::ReplySlot;
 use crossbeam_channel::{Receiver, RecvTimeoutError, Sender};
 use parking_lot::{Condvar, Mutex, MutexGuard};
 use serde_json::Value;
@@ -67,8 +67,8 @@ type Reply = Arc<ReplySlot<Result<Value>>>;
 /// The `worker_process` mode's invoker.
 ///
 /// ```
-/// use cerebros_bridge::config::Config;
-/// use cerebros_bridge::invoker::{Invoker, Request};
+/// use cerebros_bridge::core::config::Config;
+/// use cerebros_bridge::core::invoker::{Invoker, Request};
 /// use cerebros_bridge::process::{ProcessOptions, WorkerProcessInvoker};
 /// use std::time::Duration;
 /// let pool = WorkerProcessInvoker::start(ProcessOptions::from_config(&Config::default()))?;
@@ -79,7 +79,7 @@ type Reply = Arc<ReplySlot<Result<Value>>>;
 /// })?;
 /// assert_eq!(reply["n"], 1);
 /// assert_eq!(pool.stats().workers_alive, pool.stats().workers);
-/// # Ok::<(), cerebros_bridge::error::BridgeError>(())
+/// # Ok::<(), cerebros_bridge::core::error::BridgeError>(())
 /// ```
 pub struct WorkerProcessInvoker {
     shared: Arc<Shared>,

@@ -11,8 +11,8 @@
 use super::errors::to_py_err;
 use super::{host, payload};
 use crate::client::{CallOptions, Client};
-use crate::config::{Config, Mode, MAX_TIMEOUT_MS};
-use crate::error::{BridgeError, ErrorClass};
+use crate::core::config::{Config, Mode, MAX_TIMEOUT_MS};
+use crate::core::error::{BridgeError, ErrorClass};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
 use pyo3::types::PyType;

@@ -3,8 +3,8 @@
 
 use super::errors::to_py_err;
 use super::payload;
-use crate::contracts::{self as core, ContractV1};
-use crate::contracts::{RunFinalizedV1, RunStartedV1, TrialReportedV1, TrialRequestedV1};
+use crate::core::contracts::{self as core, ContractV1};
+use crate::core::contracts::{RunFinalizedV1, RunStartedV1, TrialReportedV1, TrialRequestedV1};
 use pyo3::prelude::*;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};

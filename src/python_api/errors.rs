@@ -18,7 +18,7 @@
 //! `op` and `run_id` (`None` where unknown) and `attempt` (1-based; 0 when no attempt
 //! was made). `str(err)` reads `"<class>: <message> (op <op>, attempt <n>)"`.
 
-use crate::error::{BridgeError as CoreError, ErrorClass};
+use crate::core::error::{BridgeError as CoreError, ErrorClass};
 use pyo3::exceptions::{PyException, PyValueError};
 use pyo3::prelude::*;
 use pyo3::types::{PyDict, PyType};

@@ -1,9 +1,9 @@
 //! What the bridge takes from the Python host it is loaded into.
 //!
 //! Loaded as an extension module, the interpreter is already running and is the host's:
-//! [`crate::interpreter::ensure_started`] sees that and activates no venv, leaving the
+//! [`crate::inprocess::interpreter::ensure_started`] sees that and activates no venv, leaving the
 //! host's `sys.path`, prefix and executable alone; it only lowers the switch interval to
-//! [`crate::interpreter::SWITCH_INTERVAL_S`], so a cancellation reaches a spinning op in
+//! [`crate::inprocess::interpreter::SWITCH_INTERVAL_S`], so a cancellation reaches a spinning op in
 //! about a millisecond (CPython's default is 5 ms).
 
 use pyo3::prelude::*;

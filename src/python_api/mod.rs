@@ -7,7 +7,7 @@
 //! the host interpreter; `Bridge.call` releases the GIL while it waits, so they can run.
 //!
 //! * [`bridge`]: the `Bridge` class (start, `call`, `stats`, `close`, context manager);
-//! * [`errors`]: `BridgeError` and one subclass per [`ErrorClass`](crate::error::ErrorClass);
+//! * [`errors`]: `BridgeError` and one subclass per [`ErrorClass`](crate::core::error::ErrorClass);
 //! * [`contracts`]: `validate_contract` and `contract_schema` (JSON Schema generated from
 //!   the Rust contract types, so Python and Rust cannot disagree);
 //! * [`payload`]: strict conversion of Python payloads to JSON values (via pythonize);
@@ -29,7 +29,10 @@ use pyo3::prelude::*;
 fn bridge_module(m: &Bound<'_, PyModule>) -> PyResult<()> {
     let py = m.py();
     m.add("__version__", env!("CARGO_PKG_VERSION"))?;
-    m.add("SWITCH_INTERVAL_S", crate::interpreter::SWITCH_INTERVAL_S)?;
+    m.add(
+        "SWITCH_INTERVAL_S",
+        crate::inprocess::interpreter::SWITCH_INTERVAL_S,
+    )?;
     m.add_class::<bridge::Bridge>()?;
     errors::register(m)?;
     m.add_function(wrap_pyfunction!(contracts::validate_contract, m)?)?;

@@ -10,8 +10,8 @@
 //! `contract` error whose message names where the value was, e.g.
 //! `payload["metrics"]["loss"]: nan cannot cross the bridge: …`.
 
-use crate::error::{BridgeError, ErrorClass};
-use crate::payload::MAX_DEPTH;
+use crate::core::error::{BridgeError, ErrorClass};
+use crate::core::payload::MAX_DEPTH;
 use pyo3::prelude::*;
 use pythonize::Depythonizer;
 use serde::de::{self, DeserializeSeed, Deserializer, MapAccess, SeqAccess, Visitor};

@@ -1,7 +1,7 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
-use cerebros_bridge::pool::{Pool, PoolOptions};
+use cerebros_bridge::inprocess::pool::{Pool, PoolOptions};
 use parking_lot::{Mutex, MutexGuard};
 use std::path::PathBuf;
 use std::time::Duration;

@@ -4,11 +4,11 @@
 
 use super::common;
 use cerebros_bridge::client::Client;
-use cerebros_bridge::config::Config;
-use cerebros_bridge::error::ErrorClass;
-use cerebros_bridge::run::{CancelSignal, RunWorker};
-use cerebros_bridge::spec::RunSpec;
-use cerebros_bridge::store::Store;
+use cerebros_bridge::core::config::Config;
+use cerebros_bridge::core::error::ErrorClass;
+use cerebros_bridge::nas::run::{CancelSignal, RunWorker};
+use cerebros_bridge::nas::spec::RunSpec;
+use cerebros_bridge::nas::store::Store;
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -404,7 +404,7 @@ fn the_bridge_error_class_of_a_start_timeout_is_timeout() {
     let config = Config {
         module: "host_spin_import".into(),
         repo_path: services(),
-        invoke: cerebros_bridge::config::InvokeConfig {
+        invoke: cerebros_bridge::core::config::InvokeConfig {
             start_timeout_ms: 500,
             ..Default::default()
         },

@@ -183,10 +183,10 @@ fn a_reply_that_does_not_check_out_fails_its_trial_and_the_run_still_ends() {
 fn a_run_holding_a_text_metric_from_before_the_checks_can_still_finish() {
     let scratch = Scratch::new();
     let spec_path = scratch.spec(2);
-    let spec = cerebros_bridge::spec::RunSpec::load(std::path::Path::new(&spec_path)).unwrap();
-    let store = cerebros_bridge::store::Store::open(&scratch.path("store.db")).unwrap();
+    let spec = cerebros_bridge::nas::spec::RunSpec::load(std::path::Path::new(&spec_path)).unwrap();
+    let store = cerebros_bridge::nas::store::Store::open(&scratch.path("store.db")).unwrap();
     store.create_run("run-old", &spec).unwrap();
-    let old = cerebros_bridge::store::TrialRecord {
+    let old = cerebros_bridge::nas::store::TrialRecord {
         run_id: "run-old".into(),
         trial_id: "run-old-t000".into(),
         index: 0,
@@ -245,7 +245,7 @@ fn an_artifact_outside_the_runs_folder_is_refused() {
 fn a_store_error_while_recording_a_trial_fails_only_that_trial() {
     let scratch = Scratch::new();
     let store_file = scratch.path("store.db");
-    drop(cerebros_bridge::store::Store::open(&store_file).unwrap());
+    drop(cerebros_bridge::nas::store::Store::open(&store_file).unwrap());
     let db = rusqlite::Connection::open(&store_file).unwrap();
     db.execute_batch(
         "CREATE TRIGGER refuse_trial BEFORE UPDATE ON model_trials
@@ -329,8 +329,8 @@ fn spec_values_are_checked_before_anything_is_stored() {
 #[test]
 fn stored_strings_are_printed_without_their_control_characters() {
     let scratch = Scratch::new();
-    let store = cerebros_bridge::store::Store::open(&scratch.path("store.db")).unwrap();
-    let mut spec = cerebros_bridge::spec::RunSpec::from_toml_str(
+    let store = cerebros_bridge::nas::store::Store::open(&scratch.path("store.db")).unwrap();
+    let mut spec = cerebros_bridge::nas::spec::RunSpec::from_toml_str(
         "name = \"x\"\ndataset = \"sklearn:iris\"\n",
         &scratch.path(""),
     )
@@ -369,8 +369,8 @@ mod spec_decoding {
     //! values, either decodes into a spec that validates and survives the store's JSON round
     //! trip, or is refused with an error naming a key; it never panics.
 
-    use cerebros_bridge::spec::rules::rules;
-    use cerebros_bridge::spec::RunSpec;
+    use cerebros_bridge::nas::spec::rules::rules;
+    use cerebros_bridge::nas::spec::RunSpec;
     use proptest::prelude::*;
 
     /// Top-level keys, section keys (`section.key`) and a few unknown ones.

@@ -4,8 +4,8 @@
 
 use crate::common::root;
 use cerebros_bridge::client::Client;
-use cerebros_bridge::config::{Config, Mode};
-use cerebros_bridge::error::{BridgeError, ErrorClass};
+use cerebros_bridge::core::config::{Config, Mode};
+use cerebros_bridge::core::error::{BridgeError, ErrorClass};
 use serde_json::{json, Value};
 use std::process::Command;
 

@@ -9,8 +9,8 @@
 
 use crate::common::{eventually, root, thread_count};
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::{Config, Mode};
-use cerebros_bridge::error::ErrorClass;
+use cerebros_bridge::core::config::{Config, Mode};
+use cerebros_bridge::core::error::ErrorClass;
 use serde_json::json;
 use std::path::Path;
 use std::process::{Command, Stdio};

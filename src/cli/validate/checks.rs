@@ -3,11 +3,11 @@
 use super::python;
 use super::Check;
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::config::{Config, Mode};
-use cerebros_bridge::error::{BridgeError, ErrorClass};
-use cerebros_bridge::store;
-use cerebros_bridge::sync::SyncSettings;
-use cerebros_bridge::{interpreter, op_rules};
+use cerebros_bridge::core::config::{Config, Mode};
+use cerebros_bridge::core::error::{BridgeError, ErrorClass};
+use cerebros_bridge::nas::store;
+use cerebros_bridge::nas::sync::SyncSettings;
+use cerebros_bridge::{inprocess::interpreter, inprocess::op_rules};
 use pyo3::prelude::*;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
@@ -273,7 +273,7 @@ fn check_mlflow(config: &Config) -> Check {
     let hint = "install mlflow into the venv (pip install mlflow) and point mlflow.tracking_uri \
                 (MLFLOW_TRACKING_URI) at a sqlite:/// file or a server that answers; runs go on \
                 meanwhile and `cerebros-bridge mlflow sync` flushes them later";
-    if !cerebros_bridge::sync::enabled(config) {
+    if !cerebros_bridge::nas::sync::enabled(config) {
         return Check::ok(
             "mlflow",
             "MLflow sync is off (mlflow.tracking_uri = \"off\")",

@@ -2,8 +2,8 @@
 //! and the packages the service needs.
 
 use super::Check;
-use cerebros_bridge::config::Config;
-use cerebros_bridge::interpreter;
+use cerebros_bridge::core::config::Config;
+use cerebros_bridge::inprocess::interpreter;
 use pyo3::prelude::*;
 use std::io::Read;
 use std::path::Path;

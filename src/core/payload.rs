@@ -1,0 +1,644 @@
+//! Guarding raw input (DESIGN §9, `contract` errors): size and nesting limits, JSON
+//! parsing with clear messages, and excerpts for logs and errors.
+//!
+//! The nesting depth of text is measured by a linear scan *before* parsing, so a
+//! pathological input (a million `[`) is refused without touching the stack.
+
+use crate::core::bounded_read::{self, ReadError};
+use crate::core::error::{BridgeError, ErrorClass, Result};
+use serde::Deserialize;
+use serde_json::Value;
+use std::io;
+use std::path::Path;
+
+/// The deepest nesting of arrays and objects a payload may have.
+pub const MAX_DEPTH: usize = 256;
+
+/// The most characters of output or input quoted in events and errors.
+pub const EXCERPT_CHARS: usize = 1024;
+
+/// Parses a payload received as text: checks its size against `max_bytes`, its
+/// nesting against [`MAX_DEPTH`], that no integer is beyond 64 bits (which would become
+/// a float, as it does nowhere else in the bridge), parses it, and requires a JSON object.
+///
+/// Every rejection is a [`ErrorClass::Contract`] error.
+///
+/// ```
+/// use cerebros_bridge::core::payload::parse_payload;
+///
+/// let value = parse_payload(r#"{"run_id": "r1"}"#, 1024).unwrap();
+/// assert_eq!(value["run_id"], "r1");
+///
+/// let err = parse_payload("[1, 2]", 1024).unwrap_err();
+/// assert_eq!(err.message, "payload must be a JSON object, got array");
+///
+/// let deep = "[".repeat(1_000_000);
+/// let err = parse_payload(&deep, 2_000_000).unwrap_err();
+/// assert_eq!(err.message, "payload nests 1000000 levels deep; the limit is 256");
+/// ```
+pub fn parse_payload(text: &str, max_bytes: usize) -> Result<Value> {
+    check_size(text.len(), max_bytes)?;
+    let scan = scan_json(text.as_bytes());
+    check_depth(scan.depth)?;
+    check_integers(scan.big_int)?;
+    let value = parse_json(text)?;
+    require_object(&value)?;
+    Ok(value)
+}
+
+/// Checks a payload built in Rust: it must be a JSON object, nest at most
+/// [`MAX_DEPTH`] levels (measured without recursion) and serialize to at most
+/// `max_bytes` bytes (counted without building the string).
+///
+/// ```
+/// use cerebros_bridge::core::payload::check_value;
+/// use serde_json::json;
+///
+/// check_value(&json!({"a": [1, 2, {"b": null}]}), 1024).unwrap();
+/// let err = check_value(&json!({"a": "x".repeat(100)}), 64).unwrap_err();
+/// assert_eq!(err.message, "payload is 108 bytes, over invoke.max_payload_bytes = 64");
+/// ```
+pub fn check_value(value: &Value, max_bytes: usize) -> Result<()> {
+    require_object(value)?;
+    check_depth(value_depth(value))?;
+    check_size(serialized_len(value), max_bytes)
+}
+
+/// The first `max_chars` characters of `text`, with `…` appended when it was cut.
+///
+/// ```
+/// use cerebros_bridge::core::payload::excerpt;
+/// assert_eq!(excerpt("héllo", 2), "hé…");
+/// assert_eq!(excerpt("hi", 2), "hi");
+/// ```
+pub fn excerpt(text: &str, max_chars: usize) -> String {
+    match text.char_indices().nth(max_chars) {
+        Some((cut, _)) => format!("{}…", &text[..cut]),
+        None => text.to_owned(),
+    }
+}
+
+/// Reads a payload given on the command line: `@PATH` reads the file at PATH (its
+/// size checked before it is read), anything else is the JSON text itself. Either way
+/// it goes through [`parse_payload`].
+///
+/// ```
+/// use cerebros_bridge::core::payload::load_payload_arg;
+///
+/// let value = load_payload_arg(r#"{"message": "hi"}"#, 1024).unwrap();
+/// assert_eq!(value["message"], "hi");
+///
+/// let err = load_payload_arg("@/nonexistent/payload.json", 1024).unwrap_err();
+/// assert!(err.message.contains("/nonexistent/payload.json"));
+/// ```
+pub fn load_payload_arg(arg: &str, max_bytes: usize) -> Result<Value> {
+    match arg.strip_prefix('@') {
+        Some(path) => parse_payload(&read_payload_file(Path::new(path), max_bytes)?, max_bytes),
+        None => parse_payload(arg, max_bytes),
+    }
+}
+
+/// The JSON type name of a value (`null`, `boolean`, `number`, `string`, `array`,
+/// `object`), for messages.
+pub fn json_type(value: &Value) -> &'static str {
+    match value {
+        Value::Null => "null",
+        Value::Bool(_) => "boolean",
+        Value::Number(_) => "number",
+        Value::String(_) => "string",
+        Value::Array(_) => "array",
+        Value::Object(_) => "object",
+    }
+}
+
+fn contract_error(message: String) -> BridgeError {
+    BridgeError::new(ErrorClass::Contract, message)
+}
+
+fn check_size(bytes: usize, max_bytes: usize) -> Result<()> {
+    if bytes <= max_bytes {
+        return Ok(());
+    }
+    let message = format!("payload is {bytes} bytes, over invoke.max_payload_bytes = {max_bytes}");
+    Err(contract_error(message)
+        .with_detail("bytes", bytes)
+        .with_detail("max_bytes", max_bytes))
+}
+
+fn check_depth(depth: usize) -> Result<()> {
+    if depth <= MAX_DEPTH {
+        return Ok(());
+    }
+    let message = format!("payload nests {depth} levels deep; the limit is {MAX_DEPTH}");
+    Err(contract_error(message)
+        .with_detail("depth", depth)
+        .with_detail("max_depth", MAX_DEPTH))
+}
+
+fn check_integers(big_int: Option<String>) -> Result<()> {
+    let Some(literal) = big_int else {
+        return Ok(());
+    };
+    let message = format!(
+        "payload holds the integer {literal}, beyond 64 bits (JSON numbers become floats past \
+         that); send it as a string"
+    );
+    Err(contract_error(message).with_detail("integer", literal))
+}
+
+fn require_object(value: &Value) -> Result<()> {
+    if value.is_object() {
+        return Ok(());
+    }
+    let message = format!("payload must be a JSON object, got {}", json_type(value));
+    Err(contract_error(message).with_detail("type", json_type(value)))
+}
+
+/// What a linear scan of JSON text finds, without parsing it (so without recursion).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TextScan {
+    /// The deepest nesting of `[`/`{` outside strings.
+    pub depth: usize,
+    /// The first integer literal that fits neither `i64` nor `u64` (a JSON parser would
+    /// silently turn it into a float), cut to [`BIG_INT_CHARS`] characters.
+    pub big_int: Option<String>,
+}
+
+/// The most characters of an oversized integer literal quoted in errors.
+pub const BIG_INT_CHARS: usize = 64;
+
+/// Scans JSON text for its nesting depth and its first integer beyond 64 bits, ignoring
+/// what is inside strings. Malformed text gets some answer; the parser reports what is
+/// wrong with it.
+///
+/// ```
+/// use cerebros_bridge::core::payload::scan_json;
+/// let scan = scan_json(br#"{"a": [1, 2.5e3, -9223372036854775808, "[[[1e99999"]}"#);
+/// assert_eq!((scan.depth, scan.big_int), (2, None));
+/// let scan = scan_json(br#"{"n": 1267650600228229401496703205376}"#);
+/// assert_eq!(scan.big_int.as_deref(), Some("1267650600228229401496703205376"));
+/// ```
+pub fn scan_json(bytes: &[u8]) -> TextScan {
+    let (mut depth, mut deepest) = (0usize, 0usize);
+    let (mut in_string, mut escaped) = (false, false);
+    let mut number_start: Option<usize> = None;
+    let mut big_int = None;
+    for (index, &byte) in bytes.iter().enumerate() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        if let Some(start) = number_start {
+            if matches!(byte, b'0'..=b'9' | b'.' | b'e' | b'E' | b'+' | b'-') {
+                continue;
+            }
+            number_start = None;
+            if big_int.is_none() {
+                big_int = oversized_integer(&bytes[start..index]);
+            }
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                deepest = deepest.max(depth);
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            b'-' | b'0'..=b'9' => number_start = Some(index),
+            _ => {}
+        }
+    }
+    if let (Some(start), None) = (number_start, &big_int) {
+        big_int = oversized_integer(&bytes[start..]);
+    }
+    TextScan {
+        depth: deepest,
+        big_int,
+    }
+}
+
+/// `token` (a number literal) when it is an integer that fits neither `i64` nor `u64`.
+fn oversized_integer(token: &[u8]) -> Option<String> {
+    let digits = token.strip_prefix(b"-").unwrap_or(token);
+    if digits.is_empty() || !digits.iter().all(u8::is_ascii_digit) {
+        return None; // a float, or not a number: the parser decides
+    }
+    let text = std::str::from_utf8(token).ok()?;
+    if text.parse::<i64>().is_ok() || text.parse::<u64>().is_ok() {
+        return None;
+    }
+    Some(excerpt(text, BIG_INT_CHARS))
+}
+
+/// The deepest nesting of arrays and objects in a value, counted with an explicit
+/// stack (a scalar is depth 0, `{}` depth 1).
+pub fn value_depth(value: &Value) -> usize {
+    let mut deepest = 0;
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        match value {
+            Value::Array(items) => stack.extend(items.iter().map(|child| (child, depth + 1))),
+            Value::Object(map) => stack.extend(map.values().map(|child| (child, depth + 1))),
+            _ => continue,
+        }
+        deepest = deepest.max(depth);
+    }
+    deepest
+}
+
+/// The length of a value's compact JSON serialization.
+fn serialized_len(value: &Value) -> usize {
+    let mut counter = ByteCounter(0);
+    // Writing to a counter cannot fail, and a `Value` always serializes.
+    let _ = serde_json::to_writer(&mut counter, value);
+    counter.0
+}
+
+/// An [`io::Write`] sink that only counts bytes.
+struct ByteCounter(usize);
+
+impl io::Write for ByteCounter {
+    fn write(&mut self, buf: &[u8]) -> io::Result<usize> {
+        self.0 += buf.len();
+        Ok(buf.len())
+    }
+
+    fn flush(&mut self) -> io::Result<()> {
+        Ok(())
+    }
+}
+
+/// Parses JSON text whose depth has already been checked, so serde_json's own
+/// recursion limit (128) can be lifted.
+fn parse_json(text: &str) -> Result<Value> {
+    let mut deserializer = serde_json::Deserializer::from_str(text);
+    deserializer.disable_recursion_limit();
+    let value = Value::deserialize(&mut deserializer).map_err(|err| json_error(&err, text))?;
+    deserializer.end().map_err(|err| json_error(&err, text))?;
+    Ok(value)
+}
+
+/// `malformed JSON payload at line L column C: ...`, naming NaN and Infinity when
+/// they are the cause.
+fn json_error(err: &serde_json::Error, text: &str) -> BridgeError {
+    let (line, column) = (err.line(), err.column());
+    let full = err.to_string();
+    let reason = full
+        .strip_suffix(&format!(" at line {line} column {column}"))
+        .unwrap_or(&full);
+    let reason = if non_finite_at(text, line, column) {
+        format!("NaN and Infinity are not valid JSON numbers ({reason})")
+    } else {
+        reason.to_owned()
+    };
+    contract_error(format!(
+        "malformed JSON payload at line {line} column {column}: {reason}"
+    ))
+    .with_detail("line", line)
+    .with_detail("column", column)
+}
+
+/// Whether a `NaN` or `Infinity` literal (possibly signed) starts at the 1-based
+/// `line` and byte `column` an error was reported at.
+fn non_finite_at(text: &str, line: usize, column: usize) -> bool {
+    let Some(rest) = text
+        .split('\n')
+        .nth(line.saturating_sub(1))
+        .and_then(|l| l.get(column.saturating_sub(1)..))
+    else {
+        return false;
+    };
+    let rest = rest.trim_start_matches(['+', '-']);
+    rest.starts_with("NaN") || rest.starts_with("Infinity")
+}
+
+/// Reads a payload file, at most `max_bytes` of it (a FIFO or a device included).
+fn read_payload_file(path: &Path, max_bytes: usize) -> Result<String> {
+    if path.as_os_str().is_empty() {
+        return Err(contract_error(
+            "expected a file path after @ in the payload argument".to_owned(),
+        ));
+    }
+    bounded_read::read_text(path, max_bytes).map_err(|err| match err {
+        ReadError::Io(err) => contract_error(format!(
+            "cannot read payload file {}: {err}",
+            path.display()
+        ))
+        .with_detail("path", path.display().to_string()),
+        ReadError::TooLarge { size, .. } => {
+            let size = match size {
+                Some(bytes) => format!("{bytes} bytes"),
+                None => format!("more than {max_bytes} bytes"),
+            };
+            contract_error(format!(
+                "payload file {}: payload is {size}, over invoke.max_payload_bytes = {max_bytes}",
+                path.display()
+            ))
+            .with_detail("max_bytes", max_bytes)
+            .with_detail("path", path.display().to_string())
+        }
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    const MIB16: usize = 16 * 1024 * 1024;
+
+    fn nested(depth: usize) -> String {
+        format!(
+            "{}{}",
+            "{\"a\":".repeat(depth - 1) + "{}",
+            "}".repeat(depth - 1)
+        )
+    }
+
+    fn rejection(text: &str, max_bytes: usize) -> String {
+        let err = parse_payload(text, max_bytes).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Contract);
+        err.message
+    }
+
+    #[test]
+    fn accepts_an_object() {
+        let value = parse_payload(" {\"a\": [1, \"]]]\\\"[[\"], \"b\": {}} ", MIB16).unwrap();
+        assert_eq!(value, json!({"a": [1, "]]]\"[["], "b": {}}));
+    }
+
+    #[test]
+    fn rejects_oversized_text_before_anything_else() {
+        let text = format!("[{}]", " ".repeat(100));
+        assert_eq!(
+            rejection(&text, 50),
+            "payload is 102 bytes, over invoke.max_payload_bytes = 50"
+        );
+        let err = parse_payload(&"x".repeat(17_000_000), MIB16).unwrap_err();
+        assert_eq!(
+            err.message,
+            "payload is 17000000 bytes, over invoke.max_payload_bytes = 16777216"
+        );
+        assert_eq!(err.details["bytes"], 17_000_000);
+    }
+
+    #[test]
+    fn depth_200_is_accepted_past_serde_jsons_default_limit() {
+        let value = parse_payload(&nested(200), MIB16).unwrap();
+        assert_eq!(value_depth(&value), 200);
+        let text = format!("{{\"a\":{}1{}}}", "[".repeat(255), "]".repeat(255));
+        assert_eq!(scan_json(text.as_bytes()).depth, 256);
+        parse_payload(&text, MIB16).unwrap();
+    }
+
+    #[test]
+    fn depth_257_is_rejected() {
+        assert_eq!(
+            rejection(&nested(257), MIB16),
+            "payload nests 257 levels deep; the limit is 256"
+        );
+    }
+
+    #[test]
+    fn a_million_levels_are_rejected_without_parsing() {
+        let text = "[".repeat(1_000_000);
+        assert_eq!(
+            rejection(&text, MIB16),
+            "payload nests 1000000 levels deep; the limit is 256"
+        );
+        let text = format!("{}{}", "{\"k\":".repeat(1_000_000), "}".repeat(1_000_000));
+        assert!(rejection(&text, MIB16).starts_with("payload nests 1000000 levels"));
+    }
+
+    #[test]
+    fn integers_beyond_64_bits_are_refused() {
+        let big = |text: &str| scan_json(text.as_bytes()).big_int;
+        assert_eq!(
+            big(&format!("{{\"a\": [{}, {}]}}", u64::MAX, i64::MIN)),
+            None
+        );
+        assert_eq!(
+            big("[1.5, -0, 0, 1e400, 123456789012345678901234567890.0]"),
+            None
+        );
+        assert_eq!(
+            big("18446744073709551616"),
+            Some("18446744073709551616".into())
+        );
+        assert_eq!(
+            big("[-9223372036854775809]"),
+            Some("-9223372036854775809".into())
+        );
+        assert_eq!(big("{\"s\": \"99999999999999999999999\\\"\"}"), None);
+        assert_eq!(
+            big(&"9".repeat(100)).unwrap().chars().count(),
+            BIG_INT_CHARS + 1
+        );
+        let message = rejection("{\"n\": 1267650600228229401496703205376}", MIB16);
+        assert!(
+            message.starts_with(
+                "payload holds the integer 1267650600228229401496703205376, beyond 64 bits"
+            ),
+            "{message}"
+        );
+    }
+
+    #[test]
+    fn brackets_inside_strings_do_not_count() {
+        let text = format!(
+            "{{\"s\": \"{}\\\\\", \"t\": \"\\\"{}\"}}",
+            "[".repeat(500),
+            "{".repeat(500)
+        );
+        assert_eq!(scan_json(text.as_bytes()).depth, 1);
+        parse_payload(&text, MIB16).unwrap();
+    }
+
+    #[test]
+    fn malformed_json_names_line_and_column() {
+        assert_eq!(
+            rejection("{\"a\": 1,\n \"b\": }", MIB16),
+            "malformed JSON payload at line 2 column 7: expected value"
+        );
+        assert_eq!(
+            rejection("{} x", MIB16),
+            "malformed JSON payload at line 1 column 4: trailing characters"
+        );
+        assert!(rejection("{\"a\": 1", MIB16)
+            .starts_with("malformed JSON payload at line 1 column 7: EOF"));
+        assert!(rejection("", MIB16).starts_with("malformed JSON payload at line 1 column 0: EOF"));
+    }
+
+    #[test]
+    fn non_finite_numbers_are_named() {
+        for literal in ["NaN", "Infinity", "-Infinity", "+Infinity"] {
+            let message = rejection(&format!("{{\"loss\": {literal}}}"), MIB16);
+            assert!(
+                message.starts_with("malformed JSON payload at line 1 column"),
+                "{message}"
+            );
+            assert!(
+                message.contains("NaN and Infinity are not valid JSON numbers"),
+                "{message}"
+            );
+        }
+        let message = rejection("{\"a\":\n  [1, -Infinity]}", MIB16);
+        assert!(message.contains("line 2"), "{message}");
+        assert!(message.contains("NaN and Infinity"), "{message}");
+        assert!(rejection("{\"a\": 1e400}", MIB16).ends_with("number out of range"));
+    }
+
+    #[test]
+    fn non_objects_are_rejected_with_their_type() {
+        for (text, kind) in [
+            ("[]", "array"),
+            ("1", "number"),
+            ("\"s\"", "string"),
+            ("null", "null"),
+            ("true", "boolean"),
+        ] {
+            assert_eq!(
+                rejection(text, MIB16),
+                format!("payload must be a JSON object, got {kind}")
+            );
+        }
+    }
+
+    #[test]
+    fn check_value_requires_an_object() {
+        let err = check_value(&json!([1]), MIB16).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Contract);
+        assert_eq!(err.message, "payload must be a JSON object, got array");
+    }
+
+    #[test]
+    fn check_value_counts_the_serialized_size() {
+        let value = json!({"a": "é"});
+        assert_eq!(
+            serialized_len(&value),
+            serde_json::to_string(&value).unwrap().len()
+        );
+        check_value(&value, 10).unwrap();
+        let err = check_value(&value, 9).unwrap_err();
+        assert_eq!(
+            err.message,
+            "payload is 10 bytes, over invoke.max_payload_bytes = 9"
+        );
+    }
+
+    /// Builds `{"a": [[...[]...]]}` nesting `depth` levels, without recursion.
+    fn deep_value(depth: usize) -> Value {
+        let mut inner = json!([]);
+        for _ in 0..depth - 2 {
+            inner = Value::Array(vec![inner]);
+        }
+        // Not `json!`: it would copy `inner` through (recursive) serialization.
+        let mut object = serde_json::Map::new();
+        object.insert("a".to_owned(), inner);
+        Value::Object(object)
+    }
+
+    /// Takes a deep value apart iteratively, so dropping it cannot overflow the stack.
+    fn dismantle(value: Value) {
+        let mut stack = vec![value];
+        while let Some(v) = stack.pop() {
+            match v {
+                Value::Array(items) => stack.extend(items),
+                Value::Object(map) => stack.extend(map.into_iter().map(|(_, v)| v)),
+                _ => {}
+            }
+        }
+    }
+
+    #[test]
+    fn check_value_measures_depth_iteratively() {
+        assert_eq!(value_depth(&json!(1)), 0);
+        assert_eq!(value_depth(&json!({})), 1);
+        assert_eq!(value_depth(&json!({"a": [1, {"b": []}], "c": 2})), 4);
+        check_value(&deep_value(256), MIB16).unwrap();
+        let err = check_value(&deep_value(257), MIB16).unwrap_err();
+        assert_eq!(
+            err.message,
+            "payload nests 257 levels deep; the limit is 256"
+        );
+        let huge = deep_value(100_000);
+        let err = check_value(&huge, MIB16).unwrap_err();
+        assert_eq!(
+            err.message,
+            "payload nests 100000 levels deep; the limit is 256"
+        );
+        dismantle(huge);
+    }
+
+    #[test]
+    fn excerpt_cuts_on_char_boundaries() {
+        assert_eq!(excerpt("", 3), "");
+        assert_eq!(excerpt("abc", 3), "abc");
+        assert_eq!(excerpt("abcd", 3), "abc…");
+        assert_eq!(excerpt("日本語テキスト", 2), "日本…");
+        assert_eq!(excerpt("abc", 0), "…");
+        assert_eq!(
+            excerpt(&"x".repeat(5000), EXCERPT_CHARS).chars().count(),
+            EXCERPT_CHARS + 1
+        );
+    }
+
+    #[test]
+    fn load_payload_arg_reads_literal_json() {
+        assert_eq!(
+            load_payload_arg("{\"a\": 1}", MIB16).unwrap(),
+            json!({"a": 1})
+        );
+        assert!(load_payload_arg("[1]", MIB16).is_err());
+    }
+
+    #[test]
+    fn load_payload_arg_reads_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("p.json");
+        std::fs::write(&path, "{\"op\": \"echo\"}").unwrap();
+        let value = load_payload_arg(&format!("@{}", path.display()), MIB16).unwrap();
+        assert_eq!(value, json!({"op": "echo"}));
+    }
+
+    #[test]
+    fn load_payload_arg_checks_the_file_size_first() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.json");
+        std::fs::write(&path, "x".repeat(100)).unwrap();
+        let err = load_payload_arg(&format!("@{}", path.display()), 10).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Contract);
+        assert_eq!(
+            err.message,
+            format!(
+                "payload file {}: payload is 100 bytes, over invoke.max_payload_bytes = 10",
+                path.display()
+            )
+        );
+    }
+
+    #[test]
+    fn load_payload_arg_names_a_missing_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("missing.json");
+        let err = load_payload_arg(&format!("@{}", path.display()), MIB16).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Contract);
+        assert!(
+            err.message
+                .starts_with(&format!("cannot read payload file {}: ", path.display())),
+            "{}",
+            err.message
+        );
+        assert_eq!(err.details["path"], path.display().to_string());
+        let err = load_payload_arg("@", MIB16).unwrap_err();
+        assert_eq!(
+            err.message,
+            "expected a file path after @ in the payload argument"
+        );
+    }
+}

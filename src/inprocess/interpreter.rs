@@ -1,0 +1,205 @@
+//! Starting the embedded CPython interpreter and pointing it at the project's venv.
+//!
+//! The interpreter is process-wide: the first pool to start it decides which venv's
+//! packages it sees. When the bridge is loaded into a running Python (the extension
+//! module), the interpreter belongs to that host and no venv is activated. Embedding does not read `pyvenv.cfg` (the host binary is not a
+//! venv's `python`), so [`ensure_started`] does what a venv's `python` would do at
+//! start-up: it swaps the base installation's `site-packages` for the venv's and sets
+//! `sys.executable` to the venv's interpreter (so child processes use it too).
+
+use crate::core::error::{BridgeError, ErrorClass, Result};
+use pyo3::prelude::*;
+use pyo3::types::{PyDict, PyList};
+use serde::Serialize;
+use std::ffi::CString;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+
+/// The CPython switch interval the bridge sets (seconds). CPython's default is 5 ms;
+/// 1 ms lets a cancellation reach a spinning thread in about a millisecond.
+pub const SWITCH_INTERVAL_S: f64 = 0.001;
+
+/// What the embedded interpreter is and which venv it uses.
+#[derive(Debug, Clone, Serialize)]
+pub struct InterpreterInfo {
+    /// `platform.python_version()` of the embedded interpreter.
+    pub version: String,
+    /// `sys.executable` after start-up (the venv's python when one was found).
+    pub executable: String,
+    /// The venv whose packages are importable, if one was found.
+    pub venv: Option<PathBuf>,
+    /// The `site-packages` folders put on `sys.path`.
+    pub site_packages: Vec<String>,
+}
+
+static STARTED: OnceLock<Result<InterpreterInfo>> = OnceLock::new();
+
+/// Starts the interpreter once per process (signal handling off), sets the switch
+/// interval and activates the venv of `python_executable` (see [`find_python`]).
+/// Later calls return the first call's outcome.
+pub fn ensure_started(python_executable: Option<&Path>) -> Result<&'static InterpreterInfo> {
+    STARTED
+        .get_or_init(|| start(python_executable))
+        .as_ref()
+        .map_err(Clone::clone)
+}
+
+fn start(python_executable: Option<&Path>) -> Result<InterpreterInfo> {
+    // Inside a Python host (the extension module, built without `embed`) the interpreter
+    // and its import state are the host's: only the switch interval is set, no venv is
+    // activated. An embedding build owns its interpreter, even when something attached
+    // (and so auto-initialised it) before this point.
+    // SAFETY: a plain query, valid before and after initialisation.
+    let hosted = !cfg!(feature = "embed") && unsafe { pyo3::ffi::Py_IsInitialized() } != 0;
+    let python = if hosted {
+        None
+    } else {
+        Python::initialize();
+        find_python(python_executable)
+    };
+    let venv = python.as_deref().and_then(venv_root);
+    let activated = Python::attach(|py| {
+        if !hosted {
+            line_buffer_output(py)?;
+        }
+        activate(py, python.as_deref(), venv.as_deref())
+    });
+    activated.map_err(|e| {
+        BridgeError::new(
+            ErrorClass::Dependency,
+            format!("could not set up the embedded interpreter: {e}"),
+        )
+    })
+}
+
+/// Makes the embedded interpreter's `sys.stdout` and `sys.stderr` line-buffered: the
+/// interpreter is never finalized, so block-buffered output would never reach fd 1 or
+/// fd 2 (which a host such as the CLI may send to its log).
+fn line_buffer_output(py: Python<'_>) -> PyResult<()> {
+    let sys = py.import("sys")?;
+    for name in ["stdout", "stderr"] {
+        let stream = sys.getattr(name)?;
+        if stream.hasattr("reconfigure")? {
+            let options = PyDict::new(py);
+            options.set_item("line_buffering", true)?;
+            stream.call_method("reconfigure", (), Some(&options))?;
+        }
+    }
+    Ok(())
+}
+
+/// The Python executable whose venv the bridge should use: the configured one, else
+/// `$VIRTUAL_ENV/bin/python`, else a `.venv/bin/python` in the current directory or
+/// above the running binary (so `target/release/cerebros-bridge` finds the project's
+/// venv from anywhere). `None` when none exists.
+pub fn find_python(configured: Option<&Path>) -> Option<PathBuf> {
+    if let Some(path) = configured {
+        return Some(path.to_path_buf());
+    }
+    if let Some(venv) = std::env::var_os("VIRTUAL_ENV").filter(|v| !v.is_empty()) {
+        let candidate = PathBuf::from(venv).join("bin/python");
+        if candidate.exists() {
+            return Some(candidate);
+        }
+    }
+    let mut roots: Vec<PathBuf> = std::env::current_dir().into_iter().collect();
+    if let Ok(exe) = std::env::current_exe() {
+        roots.extend(exe.ancestors().skip(1).map(Path::to_path_buf));
+    }
+    roots
+        .into_iter()
+        .map(|root| root.join(".venv/bin/python"))
+        .find(|candidate| candidate.exists())
+}
+
+/// The venv folder of a venv interpreter (`<venv>/bin/python` with `<venv>/pyvenv.cfg`).
+fn venv_root(python: &Path) -> Option<PathBuf> {
+    let root = python.parent()?.parent()?;
+    root.join("pyvenv.cfg").exists().then(|| root.to_path_buf())
+}
+
+const ACTIVATE_VENV: &str = r#"
+import glob, os, site, sys
+sys.setswitchinterval(switch_interval)
+if python:
+    sys.executable = python
+added = []
+if venv:
+    minor = "python%d.%d" % sys.version_info[:2]
+    found = glob.glob(os.path.join(venv, "lib", "python3.*", "site-packages"))
+    wanted = os.path.join(venv, "lib", minor, "site-packages")
+    if wanted not in found:
+        raise RuntimeError(
+            "the venv %s has no %s: it was made with another Python than the embedded %s; "
+            "recreate it with the interpreter cerebros-bridge was built against" % (venv, minor, minor)
+        )
+    base = set(site.getsitepackages()) | {site.getusersitepackages()}
+    before = [p for p in sys.path if p not in base]
+    sys.path[:] = before
+    site.addsitedir(wanted)
+    added = [p for p in sys.path if p not in before]
+    sys.path[:] = added + before
+    sys.prefix = sys.exec_prefix = venv
+"#;
+
+fn activate(
+    py: Python<'_>,
+    python: Option<&Path>,
+    venv: Option<&Path>,
+) -> PyResult<InterpreterInfo> {
+    let globals = PyDict::new(py);
+    globals.set_item("switch_interval", SWITCH_INTERVAL_S)?;
+    globals.set_item("python", python.map(|p| p.display().to_string()))?;
+    globals.set_item("venv", venv.map(|p| p.display().to_string()))?;
+    let code = CString::new(ACTIVATE_VENV).expect("no NUL in the activation script");
+    py.run(&code, Some(&globals), None)?;
+    let added = globals.get_item("added")?;
+    let site_packages = match added {
+        Some(list) => list.cast::<PyList>()?.extract()?,
+        None => Vec::new(),
+    };
+    let sys = py.import("sys")?;
+    Ok(InterpreterInfo {
+        version: py
+            .import("platform")?
+            .call_method0("python_version")?
+            .extract()?,
+        executable: sys.getattr("executable")?.extract()?,
+        venv: venv.map(Path::to_path_buf),
+        site_packages,
+    })
+}
+
+/// Puts `repo_path` first on `sys.path` (once) and imports `module`, turning a failed
+/// import into a `dependency` error that says where Python looked.
+pub fn import_service(py: Python<'_>, repo_path: &Path, module: &str) -> Result<Py<PyModule>> {
+    let path_entry = repo_path.display().to_string();
+    let import = || -> PyResult<Bound<'_, PyModule>> {
+        let sys_path = py.import("sys")?.getattr("path")?.cast_into::<PyList>()?;
+        if !sys_path.contains(&path_entry)? {
+            sys_path.insert(0, &path_entry)?;
+        }
+        py.import(module)
+    };
+    import().map(Bound::unbind).map_err(|err| {
+        let missing = err.is_instance_of::<pyo3::exceptions::PyModuleNotFoundError>(py);
+        let hint = if missing {
+            format!(
+                "; check `module` and `repo_path` ({}) or install the package into the venv",
+                repo_path.display()
+            )
+        } else {
+            String::new()
+        };
+        BridgeError::new(
+            ErrorClass::Dependency,
+            format!("cannot import service module `{module}`: {err}{hint}"),
+        )
+        .with_detail("module", module)
+        .with_detail("repo_path", path_entry.clone())
+        .with_detail(
+            "traceback",
+            crate::inprocess::convert::format_traceback(py, &err),
+        )
+    })
+}

@@ -1,0 +1,722 @@
+//! Run specs (DESIGN §4): a TOML file describing one NAS run, validated before anything
+//! starts, with errors that name the offending key. The checked values of the search
+//! space, the budget and the dataset options come from one table shared with the
+//! service ([`rules`]).
+
+pub mod rules;
+
+use crate::core::bounded_read;
+use crate::core::contracts::RunStartedV1;
+use crate::core::error::{BridgeError, ErrorClass, Result};
+use rules::{check_section, key_error, rules, shown, Section};
+use serde::{Deserialize, Serialize};
+use serde_json::{Map, Value};
+use std::path::{Path, PathBuf};
+
+/// The longest run spec read (a spec is a few hundred bytes).
+const MAX_SPEC_FILE_BYTES: usize = 1024 * 1024;
+
+/// Whether a larger or a smaller objective is better.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Direction {
+    /// Larger is better (accuracy).
+    Maximize,
+    /// Smaller is better (loss, RMSE).
+    Minimize,
+}
+
+impl Direction {
+    /// The snake_case name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Direction::Maximize => "maximize",
+            Direction::Minimize => "minimize",
+        }
+    }
+
+    /// Whether `candidate` beats `best`.
+    pub fn better(self, candidate: f64, best: f64) -> bool {
+        match self {
+            Direction::Maximize => candidate > best,
+            Direction::Minimize => candidate < best,
+        }
+    }
+}
+
+/// How much a run may spend.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Budget {
+    /// Trials (architectures) to train.
+    pub trials: u32,
+    /// Maximum epochs per trial.
+    pub epochs: u32,
+    /// Mini-batch size.
+    pub batch_size: u32,
+    /// Epochs without improvement before a trial stops early.
+    pub patience: u32,
+    /// Deadline of one trial.
+    pub trial_timeout_ms: u64,
+    /// Trials trained at once.
+    pub parallelism: u32,
+}
+
+impl Default for Budget {
+    /// The defaults of the shared table ([`rules`]).
+    fn default() -> Self {
+        let default = |key| rules().budget_default(key);
+        Budget {
+            trials: default("trials") as u32,
+            epochs: default("epochs") as u32,
+            batch_size: default("batch_size") as u32,
+            patience: default("patience") as u32,
+            trial_timeout_ms: default("trial_timeout_ms"),
+            parallelism: default("parallelism") as u32,
+        }
+    }
+}
+
+/// A validated run spec.
+///
+/// ```
+/// use cerebros_bridge::nas::spec::RunSpec;
+/// let spec = RunSpec::from_toml_str(r#"
+///     name = "iris"
+///     dataset = "sklearn:iris"
+///     [budget]
+///     trials = 4
+/// "#, std::path::Path::new(".")).unwrap();
+/// assert_eq!(spec.budget.trials, 4);
+/// assert_eq!(spec.objective, "val_accuracy");
+/// ```
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunSpec {
+    /// A human name for the run.
+    pub name: String,
+    /// `sklearn:NAME`, `csv:PATH` or `npz:PATH` (paths relative to the spec file).
+    pub dataset: String,
+    /// What to optimise.
+    #[serde(default = "default_objective")]
+    pub objective: String,
+    /// Whether larger or smaller is better.
+    #[serde(default = "default_direction")]
+    pub direction: Direction,
+    /// Seeds the split and every trial.
+    #[serde(default = "default_seed")]
+    pub seed: u64,
+    /// `validation_split`, `target`, … (passed to the service).
+    #[serde(default)]
+    pub dataset_options: Map<String, Value>,
+    /// The search space (DESIGN §4).
+    #[serde(default)]
+    pub search_space: Map<String, Value>,
+    /// The budget.
+    #[serde(default)]
+    pub budget: Budget,
+}
+
+fn default_objective() -> String {
+    "val_accuracy".into()
+}
+
+fn default_direction() -> Direction {
+    Direction::Maximize
+}
+
+fn default_seed() -> u64 {
+    42
+}
+
+impl RunSpec {
+    /// Reads and validates a spec file.
+    pub fn load(path: &Path) -> Result<RunSpec> {
+        let text = bounded_read::read_text(path, MAX_SPEC_FILE_BYTES)
+            .map_err(|e| spec_error(format!("cannot read run spec {}: {e}", path.display())))?;
+        let base = path.parent().unwrap_or(Path::new("."));
+        RunSpec::from_toml_str(&text, base).map_err(|mut e| {
+            e.message = format!("{}: {}", path.display(), e.message);
+            e
+        })
+    }
+
+    /// Parses and validates spec text; relative dataset paths resolve against `base`.
+    pub fn from_toml_str(text: &str, base: &Path) -> Result<RunSpec> {
+        let table: toml::Table = toml::from_str(text).map_err(|e| {
+            spec_error(format!("invalid run spec: {}", e.message()))
+                .with_detail("line", line_of(text, e.span()))
+        })?;
+        let document = check_document(json_table(table, "")?)?;
+        let mut spec: RunSpec = serde_json::from_value(Value::Object(document))
+            .map_err(|e| spec_error(format!("invalid run spec: {e}")))?;
+        spec.resolve_dataset_path(base);
+        spec.validate()?;
+        Ok(spec)
+    }
+
+    fn resolve_dataset_path(&mut self, base: &Path) {
+        for prefix in ["csv:", "npz:"] {
+            if let Some(path) = self.dataset.strip_prefix(prefix) {
+                let path = Path::new(path);
+                if path.is_relative() {
+                    self.dataset = format!("{prefix}{}", base.join(path).display());
+                }
+            }
+        }
+    }
+
+    /// Checks every rule that can be checked without Python.
+    pub fn validate(&self) -> Result<()> {
+        check_name(&self.name)?;
+        check_section(Section::Budget, &budget_map(&self.budget))?;
+        let objectives = &rules().objectives;
+        if !objectives.contains_key(&self.objective) {
+            let known: Vec<&str> = objectives.keys().map(String::as_str).collect();
+            return Err(key_error(
+                "objective",
+                &format!("{:?} is not one of {}", self.objective, known.join(", ")),
+            ));
+        }
+        check_section(Section::SearchSpace, &self.search_space)?;
+        check_section(Section::DatasetOptions, &self.dataset_options)?;
+        self.validate_dataset()
+    }
+
+    fn validate_dataset(&self) -> Result<()> {
+        let (kind, rest) = self
+            .dataset
+            .split_once(':')
+            .ok_or_else(|| key_error("dataset", "must be sklearn:NAME, csv:PATH or npz:PATH"))?;
+        let option = |key: &str| self.dataset_options.get(key).and_then(Value::as_str);
+        if kind != "csv" && option("target").is_some() {
+            return Err(key_error(
+                "dataset_options.target",
+                "applies to csv datasets only",
+            ));
+        }
+        match kind {
+            "sklearn" => {
+                let tasks = &rules().sklearn_datasets;
+                let Some(task) = tasks.get(rest) else {
+                    let known: Vec<&str> = tasks.keys().map(String::as_str).collect();
+                    return Err(key_error(
+                        "dataset",
+                        &format!(
+                            "unknown scikit-learn dataset {rest:?} (known: {})",
+                            known.join(", ")
+                        ),
+                    ));
+                };
+                if let Some(asked) = option("task").filter(|asked| asked != task) {
+                    return Err(key_error(
+                        "dataset_options.task",
+                        &format!("sklearn:{rest} is a {task} dataset, not {asked}"),
+                    ));
+                }
+                let needs = rules()
+                    .objectives
+                    .get(&self.objective)
+                    .and_then(|o| o.task.as_deref());
+                match needs {
+                    Some(needs) if needs != task => Err(key_error(
+                        "objective",
+                        &format!(
+                            "{} needs a {needs} dataset, but sklearn:{rest} is a {task} dataset",
+                            self.objective
+                        ),
+                    )),
+                    _ => Ok(()),
+                }
+            }
+            "csv" | "npz" => {
+                let path = Path::new(rest);
+                check_regular_file(path)?;
+                if kind == "csv" {
+                    self.check_csv_target(path)?;
+                }
+                Ok(())
+            }
+            other => Err(key_error(
+                "dataset",
+                &format!("unknown source {other:?}: expected sklearn, csv or npz"),
+            )),
+        }
+    }
+
+    fn check_csv_target(&self, path: &Path) -> Result<()> {
+        use std::io::{BufRead, Read};
+        let file = std::fs::File::open(path)
+            .map_err(|e| key_error("dataset", &format!("cannot open {}: {e}", path.display())))?;
+        let mut header = Vec::new();
+        std::io::BufReader::new(file.take(MAX_HEADER_BYTES + 1))
+            .read_until(b'\n', &mut header)
+            .map_err(|e| key_error("dataset", &format!("cannot read {}: {e}", path.display())))?;
+        if header.len() as u64 > MAX_HEADER_BYTES {
+            return Err(key_error(
+                "dataset",
+                &format!(
+                    "the header row of {} is longer than {MAX_HEADER_BYTES} bytes",
+                    path.display()
+                ),
+            ));
+        }
+        let header = String::from_utf8_lossy(&header);
+        let target = self
+            .dataset_options
+            .get("target")
+            .and_then(Value::as_str)
+            .unwrap_or("target");
+        let columns: Vec<&str> = header
+            .trim_end()
+            .split(',')
+            .map(|c| c.trim().trim_matches('"'))
+            .collect();
+        if !columns.contains(&target) {
+            return Err(key_error(
+                "dataset_options.target",
+                &format!(
+                    "column {target:?} is not in the header of {} (columns: {})",
+                    path.display(),
+                    columns.join(", ")
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    /// The run's dataset path when it is a file, for the store's records.
+    pub fn dataset_file(&self) -> Option<PathBuf> {
+        ["csv:", "npz:"]
+            .iter()
+            .find_map(|p| self.dataset.strip_prefix(p))
+            .map(PathBuf::from)
+    }
+
+    /// The `start_run` contract of this spec.
+    pub fn run_started(&self, run_id: &str, timestamp: &str, artifact_dir: &Path) -> RunStartedV1 {
+        let mut contract = RunStartedV1::new(run_id, timestamp);
+        contract.dataset_id = Some(self.dataset.clone());
+        contract.search_space = self.search_space.clone();
+        contract.objective = self.objective.clone();
+        contract.budget = budget_map(&self.budget);
+        contract.parameters = self.trial_parameters(artifact_dir);
+        contract.correlation_id = Some(run_id.to_owned());
+        contract
+    }
+
+    /// The `parameters` passed with every trial.
+    pub fn trial_parameters(&self, artifact_dir: &Path) -> Map<String, Value> {
+        let mut parameters = Map::new();
+        parameters.insert("name".into(), self.name.clone().into());
+        parameters.insert("objective".into(), self.objective.clone().into());
+        parameters.insert("direction".into(), self.direction.as_str().into());
+        parameters.insert(
+            "dataset_options".into(),
+            Value::Object(self.dataset_options.clone()),
+        );
+        parameters.insert("seed".into(), self.seed.into());
+        parameters.insert("run_seed".into(), self.seed.into());
+        parameters.insert(
+            "artifact_dir".into(),
+            artifact_dir.display().to_string().into(),
+        );
+        parameters
+    }
+}
+
+/// The budget as the JSON object the contracts carry.
+pub fn budget_map(budget: &Budget) -> Map<String, Value> {
+    match serde_json::to_value(budget) {
+        Ok(Value::Object(map)) => map,
+        _ => Map::new(),
+    }
+}
+
+/// The seed of trial `index` of a run seeded with `run_seed` (SplitMix64: distinct,
+/// well-mixed, and the same on every machine).
+pub fn trial_seed(run_seed: u64, index: u32) -> u64 {
+    let mut z = run_seed.wrapping_add(0x9E37_79B9_7F4A_7C15u64.wrapping_mul(index as u64 + 1));
+    z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+    z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+    (z ^ (z >> 31)) & ((1 << 53) - 1)
+}
+
+/// The longest CSV header row read to find the target column.
+const MAX_HEADER_BYTES: u64 = 1 << 20;
+
+/// The top-level keys of a spec.
+const TOP_LEVEL_KEYS: [&str; 8] = [
+    "name",
+    "dataset",
+    "objective",
+    "direction",
+    "seed",
+    "dataset_options",
+    "search_space",
+    "budget",
+];
+
+/// Checks the keys and value kinds of a parsed spec document, naming the key of the
+/// first problem, and normalises its sections by the shared table ([`rules`]).
+fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>> {
+    if let Some(unknown) = document
+        .keys()
+        .find(|k| !TOP_LEVEL_KEYS.contains(&k.as_str()))
+    {
+        return Err(key_error(
+            unknown,
+            &format!(
+                "is not a run spec key; expected one of {}",
+                TOP_LEVEL_KEYS.join(", ")
+            ),
+        ));
+    }
+    for key in ["name", "dataset"] {
+        if !document.contains_key(key) {
+            return Err(key_error(key, "is required"));
+        }
+    }
+    for key in ["name", "dataset", "objective"] {
+        if let Some(value) = document.get(key).filter(|v| !v.is_string()) {
+            return Err(key_error(
+                key,
+                &format!("must be a string, got {}", shown(value)),
+            ));
+        }
+    }
+    if let Some(value) = document.get("direction") {
+        if !matches!(value.as_str(), Some("maximize" | "minimize")) {
+            return Err(key_error(
+                "direction",
+                &format!("must be maximize or minimize, got {}", shown(value)),
+            ));
+        }
+    }
+    if !document.contains_key("direction") {
+        // The objective's natural direction (a loss is minimised).
+        let objective = document
+            .get("objective")
+            .and_then(Value::as_str)
+            .map_or_else(default_objective, str::to_owned);
+        if let Some(rule) = rules().objectives.get(&objective) {
+            document.insert("direction".into(), rule.direction.clone().into());
+        }
+    }
+    if let Some(value) = document.get_mut("seed") {
+        let seed = value.as_u64().or_else(|| {
+            let x = value.as_f64()?;
+            (x.fract() == 0.0 && (0.0..9.0e15).contains(&x)).then_some(x as u64)
+        });
+        let Some(seed) = seed else {
+            return Err(key_error(
+                "seed",
+                &format!("must be a non-negative integer, got {}", shown(value)),
+            ));
+        };
+        *value = Value::from(seed);
+    }
+    for section in [
+        Section::SearchSpace,
+        Section::Budget,
+        Section::DatasetOptions,
+    ] {
+        let key = section.name();
+        let Some(value) = document.get_mut(key) else {
+            continue;
+        };
+        let Value::Object(table) = value else {
+            return Err(key_error(
+                key,
+                &format!("must be a table, got {}", shown(value)),
+            ));
+        };
+        *table = check_section(section, table)?;
+    }
+    Ok(document)
+}
+
+/// A TOML table as JSON; a non-finite float or a date is refused, naming its key (JSON,
+/// the contracts and the store hold neither).
+fn json_table(table: toml::Table, prefix: &str) -> Result<Map<String, Value>> {
+    table
+        .into_iter()
+        .map(|(key, value)| {
+            let path = if prefix.is_empty() {
+                key.clone()
+            } else {
+                format!("{prefix}.{key}")
+            };
+            Ok((key, json_value(value, &path)?))
+        })
+        .collect()
+}
+
+fn json_value(value: toml::Value, key: &str) -> Result<Value> {
+    Ok(match value {
+        toml::Value::String(s) => Value::String(s),
+        toml::Value::Integer(i) => Value::from(i),
+        toml::Value::Float(x) => serde_json::Number::from_f64(x)
+            .map(Value::Number)
+            .ok_or_else(|| key_error(key, &format!("must be a finite number, got {x}")))?,
+        toml::Value::Boolean(b) => Value::Bool(b),
+        toml::Value::Datetime(d) => {
+            return Err(key_error(
+                key,
+                &format!("must not be a date or time, got {d}"),
+            ))
+        }
+        toml::Value::Array(items) => Value::Array(
+            items
+                .into_iter()
+                .map(|item| json_value(item, key))
+                .collect::<Result<_>>()?,
+        ),
+        toml::Value::Table(table) => Value::Object(json_table(table, key)?),
+    })
+}
+
+/// A run's name is shown on terminals: not empty, and no control characters (escapes,
+/// NUL, newlines).
+fn check_name(name: &str) -> Result<()> {
+    if name.trim().is_empty() {
+        return Err(key_error("name", "must not be empty"));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control()) {
+        return Err(key_error(
+            "name",
+            &format!("must not hold control characters, got {:?}", c),
+        ));
+    }
+    Ok(())
+}
+
+/// A dataset file must be a regular file; says what the path is otherwise.
+fn check_regular_file(path: &Path) -> Result<()> {
+    let what = match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => return Ok(()),
+        Ok(meta) if meta.is_dir() => "is a directory, not a regular file".to_owned(),
+        Ok(meta) => format!("is not a regular file (a {})", file_kind(&meta)),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_owned(),
+        Err(e) => format!("cannot be read: {e}"),
+    };
+    Err(key_error(
+        "dataset",
+        &format!("file {} {what}", path.display()),
+    ))
+}
+
+fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
+fn spec_error(message: String) -> BridgeError {
+    BridgeError::new(ErrorClass::Contract, message)
+}
+
+fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> Value {
+    span.map(|s| Value::from(text[..s.start.min(text.len())].lines().count().max(1)))
+        .unwrap_or(Value::Null)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(text: &str) -> Result<RunSpec> {
+        RunSpec::from_toml_str(text, Path::new("."))
+    }
+
+    const BASE: &str = "name = \"t\"\ndataset = \"sklearn:iris\"\n";
+
+    #[test]
+    fn the_examples_are_valid() {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        for name in ["examples/digits.toml", "examples/diabetes.toml"] {
+            RunSpec::load(&root.join(name)).unwrap();
+        }
+    }
+
+    #[test]
+    fn errors_name_the_key() {
+        let cases = [
+            (format!("{BASE}colour = 1\n"), "colour"),
+            (format!("{BASE}[budget]\ntrials = 0\n"), "budget.trials"),
+            (format!("{BASE}[budget]\nepochz = 3\n"), "epochz"),
+            (
+                format!("{BASE}[search_space]\nminimum_levels = 3\nmaximum_levels = 1\n"),
+                "search_space.minimum_levels",
+            ),
+            (
+                format!("{BASE}[search_space]\nlevels = 3\n"),
+                "search_space.levels",
+            ),
+            (
+                format!("{BASE}[search_space]\nlearning_rate = [0.1, 0.01]\n"),
+                "search_space.learning_rate",
+            ),
+            (format!("{BASE}objective = \"auc\"\n"), "objective"),
+            (
+                "name = \"t\"\ndataset = \"csv:/nonexistent/x.csv\"\n".to_string(),
+                "dataset",
+            ),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.class, ErrorClass::Contract);
+            assert!(err.message.contains(key), "{key}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn late_failures_are_refused_before_anything_starts() {
+        let cases = [
+            (
+                format!("{BASE}[search_space]\nminimum_neurons_per_unit = 0\n"),
+                "search_space.minimum_neurons_per_unit",
+            ),
+            (
+                format!("{BASE}[search_space]\np_lateral_connection = 1.5\n"),
+                "search_space.p_lateral_connection",
+            ),
+            (
+                format!("{BASE}[search_space]\nactivation = [\"swish\"]\n"),
+                "search_space.activation",
+            ),
+            (
+                format!("{BASE}[search_space]\nactivation = []\n"),
+                "search_space.activation",
+            ),
+            (
+                format!("{BASE}[dataset_options]\nvalidation_split = 1.0\n"),
+                "dataset_options.validation_split",
+            ),
+            (
+                format!("{BASE}[dataset_options]\ntarget = \"y\"\n"),
+                "dataset_options.target",
+            ),
+            (
+                format!("{BASE}[dataset_options]\ntask = \"regression\"\n"),
+                "dataset_options.task",
+            ),
+            (format!("{BASE}seed = -1\n"), "seed"),
+            (format!("{BASE}direction = \"up\"\n"), "direction"),
+            (
+                format!("{BASE}[budget]\ntrials = \"many\"\n"),
+                "budget.trials",
+            ),
+            (
+                "name = \"t\"\ndataset = \"sklearn:mnist\"\n".into(),
+                "dataset",
+            ),
+            (
+                "name = \"a\\u001b[2Jb\"\ndataset = \"sklearn:iris\"\n".into(),
+                "name",
+            ),
+            (
+                "name = \"a\\nb\"\ndataset = \"sklearn:iris\"\n".into(),
+                "name",
+            ),
+            (
+                "name = \"a\\u0000b\"\ndataset = \"sklearn:iris\"\n".into(),
+                "name",
+            ),
+            ("dataset = \"sklearn:iris\"\n".into(), "name"),
+            (
+                format!("{BASE}[search_space]\np_lateral_connection = nan\n"),
+                "search_space.p_lateral_connection",
+            ),
+            (
+                format!("{BASE}[search_space]\nlearning_rate = [0.001, inf]\n"),
+                "search_space.learning_rate",
+            ),
+            (format!("{BASE}seed = 1979-05-27\n"), "seed"),
+            (format!("{BASE}objective = \"val_rmse\"\n"), "objective"),
+        ];
+        for (text, key) in cases {
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.class, ErrorClass::Contract);
+            assert_eq!(err.details["key"], key, "{text}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn the_direction_defaults_to_the_objectives_own() {
+        let loss = parse(&format!("{BASE}objective = \"val_loss\"\n")).unwrap();
+        assert_eq!(loss.direction, Direction::Minimize);
+        assert_eq!(parse(BASE).unwrap().direction, Direction::Maximize);
+        let asked = format!("{BASE}objective = \"val_loss\"\ndirection = \"maximize\"\n");
+        assert_eq!(parse(&asked).unwrap().direction, Direction::Maximize);
+    }
+
+    #[test]
+    fn a_dataset_path_that_is_not_a_regular_file_says_what_it_is() {
+        let dir = tempfile::tempdir().unwrap();
+        let cases = [
+            (
+                format!("csv:{}", dir.path().display()),
+                "is a directory, not a regular file",
+            ),
+            (
+                "npz:/dev/zero".to_string(),
+                "is not a regular file (a character device)",
+            ),
+            (
+                format!("csv:{}/missing.csv", dir.path().display()),
+                "does not exist",
+            ),
+        ];
+        for (dataset, what) in cases {
+            let text = format!("name = \"t\"\ndataset = \"{dataset}\"\n");
+            let err = parse(&text).unwrap_err();
+            assert_eq!(err.details["key"], "dataset");
+            assert!(err.message.contains(what), "{dataset}: {}", err.message);
+        }
+    }
+
+    #[test]
+    fn a_csv_header_is_read_within_a_bound() {
+        let dir = tempfile::tempdir().unwrap();
+        let long = vec![b'a'; (MAX_HEADER_BYTES + 10) as usize];
+        std::fs::write(dir.path().join("d.csv"), long).unwrap();
+        let err = RunSpec::from_toml_str("name = \"t\"\ndataset = \"csv:d.csv\"\n", dir.path())
+            .unwrap_err();
+        assert!(err.message.contains("longer than"), "{}", err.message);
+    }
+
+    #[test]
+    fn a_csv_without_the_target_column_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("d.csv"), "a,b,label\n1,2,0\n").unwrap();
+        let text = "name = \"t\"\ndataset = \"csv:d.csv\"\n";
+        let err = RunSpec::from_toml_str(text, dir.path()).unwrap_err();
+        assert!(
+            err.message.contains("dataset_options.target"),
+            "{}",
+            err.message
+        );
+        let ok = format!("{text}[dataset_options]\ntarget = \"label\"\n");
+        let spec = RunSpec::from_toml_str(&ok, dir.path()).unwrap();
+        assert!(spec.dataset.starts_with("csv:/"));
+    }
+
+    #[test]
+    fn trial_seeds_are_distinct_and_stable() {
+        let seeds: std::collections::HashSet<u64> = (0..1000).map(|i| trial_seed(42, i)).collect();
+        assert_eq!(seeds.len(), 1000);
+        assert_eq!(trial_seed(42, 0), trial_seed(42, 0));
+        assert!(seeds.iter().all(|s| *s < (1 << 53)));
+    }
+}
