@@ -1,6 +1,6 @@
 //! A minimal Rust host: start the bridge from `cerebros.toml`/env/defaults, call
 //! `health` and `echo`. Run it from the repository root: `cargo run --example host`.
-use cerebros_bridge::{client::Client, core::config::Config, core::error::Result};
+use cerebros_bridge::{Client, Config, Result};
 use serde_json::json;
 
 #[tokio::main]

@@ -46,7 +46,7 @@
 //!
 //! ## Example
 //!
-//! ```no_run
+//! ```
 //! use cerebros_bridge::{Client, Config};
 //! use serde_json::json;
 //!

@@ -70,14 +70,14 @@ struct Counters {
 /// The bridge client.
 ///
 /// ```
-/// use cerebros_bridge::{client::Client, core::config::Config};
+/// use cerebros_bridge::{Client, Config};
 /// # tokio::runtime::Runtime::new().unwrap().block_on(async {
 /// let client = Client::start(&Config::load(None)?)?;
 /// let health = client.health().await?;
 /// assert_eq!(health["status"], "ok");
 /// let echoed = client.call("echo", serde_json::json!({"run_id": "r1"})).await?;
 /// assert_eq!(echoed["run_id"], "r1");
-/// # Ok::<(), cerebros_bridge::core::error::BridgeError>(())
+/// # Ok::<(), cerebros_bridge::BridgeError>(())
 /// # }).unwrap();
 /// ```
 pub struct Client {
@@ -234,7 +234,7 @@ impl Client {
     /// let client = Client::start(&Config::default())?;
     /// let reply = client.call_blocking("echo", serde_json::json!({"n": 1}))?;
     /// assert_eq!(reply["n"], 1);
-    /// # Ok::<(), cerebros_bridge::core::error::BridgeError>(())
+    /// # Ok::<(), cerebros_bridge::BridgeError>(())
     /// ```
     pub fn call_blocking(&self, op: &str, payload: Value) -> Result<Value> {
         self.call_blocking_with(op, payload, CallOptions::default())
