@@ -4,8 +4,8 @@
 
 mod common;
 
-use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::client::telemetry::EXCERPT_CHARS;
+use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::core::config::{Config, InvokeConfig, Mode};
 use cerebros_bridge::core::error::ErrorClass;
 use parking_lot::Mutex;

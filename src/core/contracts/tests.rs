@@ -84,8 +84,7 @@ fn constructors_serialize_only_the_required_fields() {
 
 #[test]
 fn defaults_fill_optional_fields() {
-    let value =
-        json!({"contract": "run_started", "version": 1, "run_id": "r", "timestamp": "t"});
+    let value = json!({"contract": "run_started", "version": 1, "run_id": "r", "timestamp": "t"});
     let Contract::RunStarted(c) = validate_contract(&value).unwrap() else {
         panic!("wrong contract");
     };

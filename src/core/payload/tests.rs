@@ -120,8 +120,9 @@ fn malformed_json_names_line_and_column() {
         rejection("{} x", MIB16),
         "malformed JSON payload at line 1 column 4: trailing characters"
     );
-    assert!(rejection("{\"a\": 1", MIB16)
-        .starts_with("malformed JSON payload at line 1 column 7: EOF"));
+    assert!(
+        rejection("{\"a\": 1", MIB16).starts_with("malformed JSON payload at line 1 column 7: EOF")
+    );
     assert!(rejection("", MIB16).starts_with("malformed JSON payload at line 1 column 0: EOF"));
 }
 

@@ -156,8 +156,8 @@ fn a_csv_header_is_read_within_a_bound() {
     let dir = tempfile::tempdir().unwrap();
     let long = vec![b'a'; (MAX_HEADER_BYTES + 10) as usize];
     std::fs::write(dir.path().join("d.csv"), long).unwrap();
-    let err = RunSpec::from_toml_str("name = \"t\"\ndataset = \"csv:d.csv\"\n", dir.path())
-        .unwrap_err();
+    let err =
+        RunSpec::from_toml_str("name = \"t\"\ndataset = \"csv:d.csv\"\n", dir.path()).unwrap_err();
     assert!(err.message.contains("longer than"), "{}", err.message);
 }
 
