@@ -362,8 +362,9 @@ fn a_late_call_times_out_and_the_process_exits_promptly() {
     cmd.env("CEREBROS_MAX_RETRIES", "0");
     let out = run(cmd);
     out.expect_error(4, "timeout");
+    // The deadline plus the process's own start-up, generously: far below the 30 s sleep.
     assert!(
-        out.elapsed < Duration::from_secs(2),
+        out.elapsed < Duration::from_secs(5),
         "took {:?}",
         out.elapsed
     );

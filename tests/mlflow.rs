@@ -66,6 +66,10 @@ impl Scratch {
     }
 
     fn cli(&self, args: &[&str], tracking_uri: Option<&str>) -> Outcome {
+        outcome(self.command(args, tracking_uri))
+    }
+
+    fn command(&self, args: &[&str], tracking_uri: Option<&str>) -> Command {
         let mut command = common::nas_cli(&self.path("store.db"), args);
         command
             .env_remove("NAS_FIXTURE_FAIL_INDEX")
@@ -77,19 +81,24 @@ impl Scratch {
             Some(uri) => command.env("MLFLOW_TRACKING_URI", uri),
             None => command.env_remove("MLFLOW_TRACKING_URI"),
         };
-        let output = command.output().unwrap();
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        Outcome {
-            code: output.status.code().unwrap_or(-1),
-            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-            stdout,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
+        command
     }
 
     fn run(&self, tracking_uri: Option<&str>) -> Outcome {
         let spec = self.path("spec.toml").display().to_string();
         self.cli(&["run", &spec, "--json"], tracking_uri)
+    }
+
+    /// `run` against the default tracking URI with a flush window of 5 minutes instead
+    /// of 30 s: on shared cores MLflow's first start (creating its database) can take
+    /// longer than 30 s, and this run must end with everything synced.
+    fn run_patiently(&self) -> Outcome {
+        let config = self.path("patient.toml");
+        std::fs::write(&config, "[mlflow]\nflush_timeout_ms = 300000\n").unwrap();
+        let spec = self.path("spec.toml").display().to_string();
+        let mut command = self.command(&["run", &spec, "--json"], None);
+        command.env("CEREBROS_CONFIG", &config);
+        outcome(command)
     }
 
     fn sync(&self, tracking_uri: Option<&str>) -> Outcome {
@@ -100,6 +109,18 @@ impl Scratch {
         let conn = rusqlite::Connection::open(self.path("store.db")).unwrap();
         conn.busy_timeout(Duration::from_secs(10)).unwrap();
         conn.execute_batch(statement).unwrap();
+    }
+}
+
+/// Runs `command` to the end and collects what it printed.
+fn outcome(mut command: Command) -> Outcome {
+    let output = command.output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    Outcome {
+        code: output.status.code().unwrap_or(-1),
+        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+        stdout,
+        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -193,7 +214,7 @@ fn assert_counts(outcome: &Outcome, synced: u64, pending: u64, failed: u64) {
 #[test]
 fn a_run_syncs_one_parent_and_a_child_per_trial_and_syncing_again_duplicates_nothing() {
     let scratch = Scratch::new();
-    let run = scratch.run(None);
+    let run = scratch.run_patiently();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
     // The default tracking URI: mlflow.db beside the store.

@@ -4,8 +4,10 @@
 
 mod common;
 
+use cerebros_bridge::client::telemetry::EXCERPT_CHARS;
 use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::core::config::Config;
+use cerebros_bridge::core::config::{Config, InvokeConfig, Mode};
+use cerebros_bridge::core::error::ErrorClass;
 use parking_lot::Mutex;
 use serde_json::json;
 use std::collections::BTreeMap;
@@ -84,6 +86,33 @@ fn events(records: &[Record], target: &str) -> Vec<Record> {
         .collect()
 }
 
+/// Every `event` event carries `field`, and it was cut to [`EXCERPT_CHARS`] characters
+/// plus the `…` that marks the cut (each excerpted text here is longer than that).
+fn assert_cut(records: &[Record], event: &str, field: &str) {
+    let matching: Vec<&Record> = records
+        .iter()
+        .filter(|r| r.fields.get("event").map(String::as_str) == Some(event))
+        .collect();
+    assert!(!matching.is_empty(), "no {event} event in {records:?}");
+    for record in matching {
+        let value = record
+            .fields
+            .get(field)
+            .unwrap_or_else(|| panic!("the {event} event has no {field}: {record:?}"));
+        assert_cut_text(&format!("{event}.{field}"), value);
+    }
+}
+
+/// `value` is a text longer than [`EXCERPT_CHARS`] cut to that many characters: the
+/// `…` that marks the cut (in front of a tail, after a head) adds at most one.
+fn assert_cut_text(name: &str, value: &str) {
+    let chars = value.chars().count();
+    assert!(
+        (EXCERPT_CHARS..=EXCERPT_CHARS + 1).contains(&chars) && value.contains('…'),
+        "{name} is {chars} chars, not cut to {EXCERPT_CHARS}"
+    );
+}
+
 #[test]
 fn invoke_spans_events_and_cache_events_are_emitted() {
     let recorder = Recorder::default();
@@ -93,7 +122,7 @@ fn invoke_spans_events_and_cache_events_are_emitted() {
     let config = Config {
         module: "fault_service".into(),
         repo_path: common::root().join("tests/fixtures"),
-        invoke: cerebros_bridge::core::config::InvokeConfig {
+        invoke: InvokeConfig {
             default_timeout_ms: 200,
             retry_backoff_ms: 10,
             max_retries: 2,
@@ -151,23 +180,58 @@ fn invoke_spans_events_and_cache_events_are_emitted() {
     assert_eq!(exception.fields["error_class"], "timeout");
     assert_eq!(exception.fields["retrying"], "true");
 
-    // Excerpts are cut to 1024 characters.
+    // Excerpts are cut to EXCERPT_CHARS characters (plus the `…` that marks the cut):
+    // the payload and result of a large echo, the message of a large error.
     recorder.0.lock().clear();
     client
         .call_blocking("echo", json!({"text": "é".repeat(5000)}))
         .unwrap();
+    client
+        .call_blocking("fail", json!({"message": "x".repeat(5000)}))
+        .unwrap_err();
     let records = recorder.0.lock().clone();
-    for event in events(&records, "cerebros.bridge.invoke") {
-        for (name, value) in &event.fields {
-            if name.ends_with("_excerpt") {
-                assert!(
-                    value.chars().count() <= 1025,
-                    "{name} is {} chars",
-                    value.chars().count()
-                );
-            }
-        }
+    let invoke = events(&records, "cerebros.bridge.invoke");
+    assert_cut(&invoke, "start", "payload_excerpt");
+    assert_cut(&invoke, "stop", "result_excerpt");
+    assert_cut(&invoke, "exception", "error_excerpt");
+
+    // A process-mode failure: the error keeps excerpts of the child's stdout and
+    // stderr, and the exception event carries the stderr excerpt.
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("noisy.py");
+    std::fs::write(
+        &script,
+        "import sys\n\
+         sys.stdin.read()\n\
+         sys.stdout.write('o' * 5000)\n\
+         sys.stderr.write('e' * 5000)\n\
+         sys.exit(1)\n",
+    )
+    .unwrap();
+    let subprocess = Client::start(&Config {
+        mode: Mode::Subprocess,
+        script_path: Some(script),
+        invoke: InvokeConfig {
+            max_retries: 0,
+            ..Default::default()
+        },
+        ..config.clone()
+    })
+    .unwrap();
+    recorder.0.lock().clear();
+    let err = subprocess.call_blocking("noisy", json!({})).unwrap_err();
+    assert_eq!(err.class, ErrorClass::SubprocessExit, "{err}");
+    for field in ["stdout_excerpt", "stderr_excerpt"] {
+        let value = err.details.get(field).and_then(|v| v.as_str());
+        let value = value.unwrap_or_else(|| panic!("no {field} in {:?}", err.details));
+        assert_cut_text(field, value);
     }
+    let records = recorder.0.lock().clone();
+    assert_cut(
+        &events(&records, "cerebros.bridge.invoke"),
+        "exception",
+        "stderr_excerpt",
+    );
 
     // Cache events: miss, store, then hit.
     recorder.0.lock().clear();

@@ -425,7 +425,8 @@ def test_a_spinning_op_is_cancelled_at_its_deadline() -> None:
         with pytest.raises(_bridge.CallTimeoutError):
             bridge.call("spin", {}, timeout_ms=300)
         elapsed = time.monotonic() - started
-        assert 0.29 <= elapsed < 0.8, elapsed
+        # The deadline, then the cancel grace (250 ms) and a second for the machine.
+        assert 0.29 <= elapsed < 0.3 + 0.25 + 1.0, elapsed
         # Well past the cancel grace (250 ms): the worker stopped the op and was kept.
         time.sleep(0.5)
         stats = bridge.stats()
@@ -438,16 +439,17 @@ def test_a_sleeping_op_costs_its_worker_and_the_pool_keeps_its_size() -> None:
         started = time.monotonic()
         with pytest.raises(_bridge.CallTimeoutError):
             bridge.call("sleep", {"seconds": 60}, timeout_ms=300)
-        assert time.monotonic() - started < 0.8
+        assert time.monotonic() - started < 0.3 + 0.25 + 1.0
         wait_until(lambda: bridge.stats()["workers_retired"] == 1)
         wait_until(lambda: bridge.stats()["workers_alive"] == 2)
         assert bridge.stats()["workers_stuck"] == 1
-        # Both slots serve: two 0.5 s calls at once take ~0.5 s, not 1 s.
-        started = time.monotonic()
+        # Both slots serve: two calls that each wait for the other (for up to 10 s) meet.
+        meeting = {"key": "py-pool-keeps-its-size", "parties": 2, "seconds": 10}
         with ThreadPoolExecutor(2) as pool:
-            replies = list(pool.map(lambda _: bridge.call("sleep", {"seconds": 0.5}), range(2)))
-        assert replies == [{"slept": 0.5}] * 2
-        assert time.monotonic() - started < 0.9
+            replies = list(
+                pool.map(lambda _: bridge.call("rendezvous", meeting, timeout_ms=30_000), range(2))
+            )
+        assert replies == [{"met": True}] * 2, bridge.stats()
         assert bridge.call("echo", {"after": 1}) == {"after": 1}
 
 

@@ -1,7 +1,6 @@
-"""Unit tests of the Python service, its op rules, its CLI and the fault-injection fixture."""
+"""Unit tests of the Python service, its op rules and its CLI."""
 
 import asyncio
-import ctypes
 import importlib.metadata
 import io
 import json
@@ -9,8 +8,6 @@ import os
 import platform
 import subprocess
 import sys
-import threading
-import time
 from pathlib import Path
 
 import pytest
@@ -540,146 +537,6 @@ def test_reply_survives_system_exit_in_an_op(monkeypatch):
     assert reply["id"] == 4
     assert reply["error"]["class"] == "exception"
     assert reply["error"]["details"]["type"] == "SystemExit"
-
-
-# -- the fault-injection fixture ------------------------------------------------------------
-
-
-def _progress_during(call) -> tuple[int, float]:
-    """Count ticks a second thread makes strictly inside ``call()``; return (ticks, seconds)."""
-    ticks: list[float] = []
-    stop = threading.Event()
-
-    def ticker():
-        while not stop.is_set():
-            ticks.append(time.monotonic())
-            time.sleep(0.001)
-
-    thread = threading.Thread(target=ticker, daemon=True)
-    thread.start()
-    time.sleep(0.05)
-    start = time.monotonic()
-    call()
-    end = time.monotonic()
-    stop.set()
-    thread.join()
-    inside = [t for t in ticks if start + 0.02 < t < end - 0.02]
-    return len(inside), end - start
-
-
-def test_hold_gil_blocks_other_threads():
-    result: dict = {}
-    ticks, elapsed = _progress_during(
-        lambda: result.update(fault_service.hold_gil({"seconds": 0.4}))
-    )
-    assert result == {"held": 0.4}
-    assert elapsed >= 0.38
-    assert ticks == 0
-
-
-def test_releasing_the_gil_lets_other_threads_run():
-    # The control for the test above: the same C call through CDLL releases the GIL.
-    ticks, _ = _progress_during(lambda: ctypes.CDLL(None).usleep(400_000))
-    assert ticks > 10
-
-
-def test_fault_service_simple_ops():
-    assert fault_service.echo({"a": [1]}) == {"a": [1]}
-    assert fault_service.health({}) == {"status": "ok"}
-    assert fault_service.thread_ident({}) == {"ident": threading.get_ident()}
-    assert fault_service.sleep({"seconds": 0.01}) == {"slept": 0.01}
-    assert fault_service.big({"bytes": 10}) == {"data": "x" * 10}
-    assert len(fault_service.big({})["data"]) == 8_000_000
-    assert fault_service.return_int({}) == 7
-    assert fault_service.return_list({}) == [1, 2]
-
-
-def test_fault_service_print_stdout(capsys):
-    assert fault_service.print_stdout({}) == {"printed": True}
-    assert capsys.readouterr().out.strip()
-
-
-def test_fault_service_flaky():
-    payload = {"key": "t-flaky", "fail_times": 2, "sleep_seconds": 0.05}
-    start = time.monotonic()
-    assert fault_service.flaky(payload)["attempt"] == 1
-    assert fault_service.flaky(payload)["attempt"] == 2
-    assert time.monotonic() - start >= 0.1
-    start = time.monotonic()
-    assert fault_service.flaky(payload) == {"attempt": 3}
-    assert time.monotonic() - start < 0.05
-    assert fault_service.flaky({"key": "t-flaky-other", "fail_times": 0}) == {"attempt": 1}
-
-
-def test_fault_service_count():
-    assert fault_service.count_reset({}) == {}
-    assert fault_service.count({}) == {"count": 1}
-    assert fault_service.count({"key": "k"}) == {"count": 1}
-    assert fault_service.count({"key": "k", "sleep_seconds": 0.01}) == {"count": 2}
-    assert fault_service.count_get({"key": "k"}) == {"count": 2}
-    assert fault_service.count_get({}) == {"count": 1}
-    assert fault_service.count_reset({}) == {}
-    assert fault_service.count_get({"key": "k"}) == {"count": 0}
-
-
-def test_fault_service_count_is_thread_safe():
-    fault_service.count_reset({})
-    threads = [
-        threading.Thread(target=lambda: [fault_service.count({"key": "t"}) for _ in range(500)])
-        for _ in range(8)
-    ]
-    for thread in threads:
-        thread.start()
-    for thread in threads:
-        thread.join()
-    assert fault_service.count_get({"key": "t"}) == {"count": 4000}
-    fault_service.count_reset({})
-
-
-def test_fault_service_fail():
-    with pytest.raises(ValueError, match="^boom$"):
-        fault_service.fail({})
-
-
-def test_fault_service_async_ops():
-    assert asyncio.run(fault_service.async_echo({"delay": 0.01, "x": 1})) == {
-        "async": True,
-        "delay": 0.01,
-        "x": 1,
-    }
-
-    async def bounded_spin():
-        with pytest.raises(TimeoutError):
-            await asyncio.wait_for(fault_service.async_spin({}), 0.05)
-
-    asyncio.run(bounded_spin())
-
-
-def test_fault_service_spin_stops_on_async_exception():
-    """``spin`` is cancellable the way the bridge cancels: an async exception in its thread."""
-
-    class Stop(Exception):
-        pass
-
-    outcome: list[str] = []
-
-    def target():
-        try:
-            fault_service.spin({})
-        except Stop:
-            outcome.append("stopped")
-
-    thread = threading.Thread(target=target, daemon=True)
-    thread.start()
-    time.sleep(0.05)
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(Stop))
-    thread.join(timeout=5)
-    assert outcome == ["stopped"]
-
-
-def test_fault_service_never_ops():
-    assert fault_service._secret({}) == {"secret": True}
-    assert callable(fault_service.NotAnOp)
 
 
 def test_call_op_reports_a_missing_package_as_dependency():

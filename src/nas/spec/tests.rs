@@ -1,0 +1,186 @@
+use super::*;
+
+fn parse(text: &str) -> Result<RunSpec> {
+    RunSpec::from_toml_str(text, Path::new("."))
+}
+
+const BASE: &str = "name = \"t\"\ndataset = \"sklearn:iris\"\n";
+
+#[test]
+fn the_examples_are_valid() {
+    let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for name in ["examples/digits.toml", "examples/diabetes.toml"] {
+        RunSpec::load(&root.join(name)).unwrap();
+    }
+}
+
+#[test]
+fn errors_name_the_key() {
+    let cases = [
+        (format!("{BASE}colour = 1\n"), "colour"),
+        (format!("{BASE}[budget]\ntrials = 0\n"), "budget.trials"),
+        (format!("{BASE}[budget]\nepochz = 3\n"), "epochz"),
+        (
+            format!("{BASE}[search_space]\nminimum_levels = 3\nmaximum_levels = 1\n"),
+            "search_space.minimum_levels",
+        ),
+        (
+            format!("{BASE}[search_space]\nlevels = 3\n"),
+            "search_space.levels",
+        ),
+        (
+            format!("{BASE}[search_space]\nlearning_rate = [0.1, 0.01]\n"),
+            "search_space.learning_rate",
+        ),
+        (format!("{BASE}objective = \"auc\"\n"), "objective"),
+        (
+            "name = \"t\"\ndataset = \"csv:/nonexistent/x.csv\"\n".to_string(),
+            "dataset",
+        ),
+    ];
+    for (text, key) in cases {
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Contract);
+        assert!(err.message.contains(key), "{key}: {}", err.message);
+    }
+}
+
+#[test]
+fn late_failures_are_refused_before_anything_starts() {
+    let cases = [
+        (
+            format!("{BASE}[search_space]\nminimum_neurons_per_unit = 0\n"),
+            "search_space.minimum_neurons_per_unit",
+        ),
+        (
+            format!("{BASE}[search_space]\np_lateral_connection = 1.5\n"),
+            "search_space.p_lateral_connection",
+        ),
+        (
+            format!("{BASE}[search_space]\nactivation = [\"swish\"]\n"),
+            "search_space.activation",
+        ),
+        (
+            format!("{BASE}[search_space]\nactivation = []\n"),
+            "search_space.activation",
+        ),
+        (
+            format!("{BASE}[dataset_options]\nvalidation_split = 1.0\n"),
+            "dataset_options.validation_split",
+        ),
+        (
+            format!("{BASE}[dataset_options]\ntarget = \"y\"\n"),
+            "dataset_options.target",
+        ),
+        (
+            format!("{BASE}[dataset_options]\ntask = \"regression\"\n"),
+            "dataset_options.task",
+        ),
+        (format!("{BASE}seed = -1\n"), "seed"),
+        (format!("{BASE}direction = \"up\"\n"), "direction"),
+        (
+            format!("{BASE}[budget]\ntrials = \"many\"\n"),
+            "budget.trials",
+        ),
+        (
+            "name = \"t\"\ndataset = \"sklearn:mnist\"\n".into(),
+            "dataset",
+        ),
+        (
+            "name = \"a\\u001b[2Jb\"\ndataset = \"sklearn:iris\"\n".into(),
+            "name",
+        ),
+        (
+            "name = \"a\\nb\"\ndataset = \"sklearn:iris\"\n".into(),
+            "name",
+        ),
+        (
+            "name = \"a\\u0000b\"\ndataset = \"sklearn:iris\"\n".into(),
+            "name",
+        ),
+        ("dataset = \"sklearn:iris\"\n".into(), "name"),
+        (
+            format!("{BASE}[search_space]\np_lateral_connection = nan\n"),
+            "search_space.p_lateral_connection",
+        ),
+        (
+            format!("{BASE}[search_space]\nlearning_rate = [0.001, inf]\n"),
+            "search_space.learning_rate",
+        ),
+        (format!("{BASE}seed = 1979-05-27\n"), "seed"),
+        (format!("{BASE}objective = \"val_rmse\"\n"), "objective"),
+    ];
+    for (text, key) in cases {
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Contract);
+        assert_eq!(err.details["key"], key, "{text}: {}", err.message);
+    }
+}
+
+#[test]
+fn the_direction_defaults_to_the_objectives_own() {
+    let loss = parse(&format!("{BASE}objective = \"val_loss\"\n")).unwrap();
+    assert_eq!(loss.direction, Direction::Minimize);
+    assert_eq!(parse(BASE).unwrap().direction, Direction::Maximize);
+    let asked = format!("{BASE}objective = \"val_loss\"\ndirection = \"maximize\"\n");
+    assert_eq!(parse(&asked).unwrap().direction, Direction::Maximize);
+}
+
+#[test]
+fn a_dataset_path_that_is_not_a_regular_file_says_what_it_is() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (
+            format!("csv:{}", dir.path().display()),
+            "is a directory, not a regular file",
+        ),
+        (
+            "npz:/dev/zero".to_string(),
+            "is not a regular file (a character device)",
+        ),
+        (
+            format!("csv:{}/missing.csv", dir.path().display()),
+            "does not exist",
+        ),
+    ];
+    for (dataset, what) in cases {
+        let text = format!("name = \"t\"\ndataset = \"{dataset}\"\n");
+        let err = parse(&text).unwrap_err();
+        assert_eq!(err.details["key"], "dataset");
+        assert!(err.message.contains(what), "{dataset}: {}", err.message);
+    }
+}
+
+#[test]
+fn a_csv_header_is_read_within_a_bound() {
+    let dir = tempfile::tempdir().unwrap();
+    let long = vec![b'a'; (MAX_HEADER_BYTES + 10) as usize];
+    std::fs::write(dir.path().join("d.csv"), long).unwrap();
+    let err =
+        RunSpec::from_toml_str("name = \"t\"\ndataset = \"csv:d.csv\"\n", dir.path()).unwrap_err();
+    assert!(err.message.contains("longer than"), "{}", err.message);
+}
+
+#[test]
+fn a_csv_without_the_target_column_is_refused() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("d.csv"), "a,b,label\n1,2,0\n").unwrap();
+    let text = "name = \"t\"\ndataset = \"csv:d.csv\"\n";
+    let err = RunSpec::from_toml_str(text, dir.path()).unwrap_err();
+    assert!(
+        err.message.contains("dataset_options.target"),
+        "{}",
+        err.message
+    );
+    let ok = format!("{text}[dataset_options]\ntarget = \"label\"\n");
+    let spec = RunSpec::from_toml_str(&ok, dir.path()).unwrap();
+    assert!(spec.dataset.starts_with("csv:/"));
+}
+
+#[test]
+fn trial_seeds_are_distinct_and_stable() {
+    let seeds: std::collections::HashSet<u64> = (0..1000).map(|i| trial_seed(42, i)).collect();
+    assert_eq!(seeds.len(), 1000);
+    assert_eq!(trial_seed(42, 0), trial_seed(42, 0));
+    assert!(seeds.iter().all(|s| *s < (1 << 53)));
+}
