@@ -310,7 +310,7 @@ def test_per_call_timeout_must_be_positive(faults: _bridge.Bridge) -> None:
     [
         ("nope", {}, "unknown op"),
         ("_secret", {}, "private"),
-        ("NotAnOp", {}, "not a function"),
+        ("NotAnOp", {}, "is a class, not an op"),
         ("echo", {"x": math.nan}, 'payload["x"]: NaN'),
         ("echo", {"x": [1, math.inf]}, 'payload["x"][1]: inf'),
         ("echo", {"big": 2**64}, "does not fit in 64 bits"),
