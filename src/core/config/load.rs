@@ -30,6 +30,7 @@ impl Config {
                 ErrorClass::Config,
                 format!("cannot determine the working directory: {err}"),
             )
+            .with_source(err)
         })?;
         Config::load_with(path, &|name| std::env::var(name).ok(), &cwd)
     }
@@ -112,6 +113,7 @@ impl Config {
                 ErrorClass::Config,
                 format!("cannot show the configuration as TOML: {err}"),
             )
+            .with_source(err)
         })
     }
 
@@ -138,14 +140,14 @@ impl Config {
                 format!("cannot read config file {source}: {err}"),
             )
             .with_detail("source", source)
+            .with_source(err)
         })?;
         Config::parse_file(&text, path, path.parent().unwrap_or(cwd))
     }
 
     fn parse_file(text: &str, path: &Path, dir: &Path) -> Result<Config> {
-        let mut config: Config =
-            toml::from_str(text).map_err(|err| toml_error(&err, text, path))?;
-        let keys: PathKeys = toml::from_str(text).map_err(|err| toml_error(&err, text, path))?;
+        let mut config: Config = toml::from_str(text).map_err(|err| toml_error(err, text, path))?;
+        let keys: PathKeys = toml::from_str(text).map_err(|err| toml_error(err, text, path))?;
         let repo_base = if keys.repo_path.is_some() {
             dir
         } else {

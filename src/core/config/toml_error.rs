@@ -7,12 +7,13 @@ use std::path::Path;
 
 /// A TOML syntax, type or unknown-key error, with the file, line, column and (where it
 /// can be read off the line) the key.
-pub(super) fn toml_error(err: &toml::de::Error, text: &str, path: &Path) -> BridgeError {
+pub(super) fn toml_error(err: toml::de::Error, text: &str, path: &Path) -> BridgeError {
     let file = path.display().to_string();
     let message = err.message();
     let Some(span) = err.span().filter(|s| text.get(s.clone()).is_some()) else {
         return BridgeError::new(ErrorClass::Config, format!("{file}: {message}"))
-            .with_detail("source", file);
+            .with_detail("source", file)
+            .with_source(err);
     };
     let (line, column) = line_column(text, span.start);
     let source = format!("{file} line {line} column {column}");
@@ -36,7 +37,7 @@ pub(super) fn toml_error(err: &toml::de::Error, text: &str, path: &Path) -> Brid
         }
         None => BridgeError::new(ErrorClass::Config, format!("{source}: {message}")),
     };
-    error.with_detail("source", file)
+    error.with_detail("source", file).with_source(err)
 }
 
 /// 1-based line and column (in characters) of byte `offset`.

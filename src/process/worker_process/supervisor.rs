@@ -25,7 +25,9 @@ pub(super) fn spawn(shared: Arc<Shared>, inbox: Receiver<Event>) -> Result<()> {
         .name("cerebros-wp-supervisor".into())
         .spawn(move || supervise(shared, inbox))
         .map(drop)
-        .map_err(|err| system_error(format!("cannot start the supervisor thread: {err}")))
+        .map_err(|err| {
+            system_error(format!("cannot start the supervisor thread: {err}")).with_source(err)
+        })
 }
 
 /// Starts, reaps and replaces children. Runs until shutdown has reaped every child.

@@ -186,6 +186,7 @@ pub(super) fn spawn(shared: &Arc<Shared>, slot: usize, generation: u64) -> Resul
             class,
             format!("cannot start {}: {err}", shared.launch.python.display()),
         )
+        .with_source(err)
     })?;
     let pid = process.id();
     let stdio = (
@@ -203,9 +204,9 @@ pub(super) fn spawn(shared: &Arc<Shared>, slot: usize, generation: u64) -> Resul
     if let Err(err) = setup {
         child::kill_group(pid);
         let _ = process.wait();
-        return Err(system_error(format!(
-            "cannot set up the worker's pipes: {err}"
-        )));
+        return Err(
+            system_error(format!("cannot set up the worker's pipes: {err}")).with_source(err),
+        );
     }
     let worker = Arc::new(Worker {
         slot,
@@ -252,9 +253,9 @@ pub(super) fn spawn(shared: &Arc<Shared>, slot: usize, generation: u64) -> Resul
     if let Some(Err(err)) = threads.into_iter().find(io::Result::is_err) {
         worker.close_stdin();
         worker.kill();
-        return Err(system_error(format!(
-            "cannot start a worker process thread: {err}"
-        )));
+        return Err(
+            system_error(format!("cannot start a worker process thread: {err}")).with_source(err),
+        );
     }
     shared.slots.lock()[slot] = Some(worker.clone());
     Ok(worker)
