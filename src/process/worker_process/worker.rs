@@ -21,12 +21,18 @@ const STDERR_TAIL: usize = 64 * 1024;
 
 /// One child process and the requests in flight on it.
 pub(super) struct Worker {
+    /// Its place in the pool.
     pub(super) slot: usize,
+    /// How many children the slot had before this one.
     pub(super) generation: u64,
+    /// Also the id of its process group.
     pub(super) pid: u32,
+    /// Its stdin and the bytes waiting to go in.
     pub(super) writer: Mutex<Writer>,
+    /// Wakes the writer thread when bytes are queued or stdin is closed.
     pub(super) writer_wake: Condvar,
     pending: Mutex<Pending>,
+    /// The number of requests in `pending` (read without the lock to pick a child).
     pub(super) in_flight: AtomicUsize,
     /// Cleared as soon as the child is known to be dying (or was killed).
     pub(super) alive: AtomicBool,
@@ -42,11 +48,14 @@ pub(super) struct Worker {
     pub(super) killed_at_deadline: AtomicBool,
     /// Killed by the bridge because the caller of a request on it went away.
     pub(super) killed_on_cancel: AtomicBool,
+    /// The last bytes of its stderr, for error excerpts.
     pub(super) stderr_tail: Mutex<TailBuffer>,
+    /// Set, and `stderr_closed` notified, when its stderr has ended.
     pub(super) stderr_done: Mutex<bool>,
     pub(super) stderr_closed: Condvar,
 }
 
+/// The requests in flight on a child, by id.
 struct Pending {
     /// No more requests are taken (the child is dying).
     closed: bool,
@@ -163,6 +172,7 @@ impl Worker {
         }
     }
 
+    /// The end of its stderr, cut for an error's details.
     pub(super) fn stderr_excerpt(&self) -> String {
         child::tail_excerpt(&self.stderr_tail.lock().text(), EXCERPT_CHARS)
     }
