@@ -193,10 +193,10 @@ struct EchoShared {
 /// The in-process pool's thread hand-off without Python: a dedicated thread that
 /// answers every request with its own payload.
 ///
-/// It waits for work the way an idle pool worker does (spin for [`WORKER_SPIN`] — on
+/// It waits for work the way an idle pool worker does (spin for the pool's `WORKER_SPIN` — on
 /// the CPU while no caller waits, yielding between checks while callers wait — then
 /// park), and a caller waits for its reply the way a lone pool caller does
-/// ([`ReplySlot::spin_take`] for [`CALLER_SPIN`], then park). So
+/// ([`ReplySlot::spin_take`] for the pool's `CALLER_SPIN`, then park). So
 /// `in_process p50 − hand-off p50` is what converting the payload and running Python
 /// cost.
 ///

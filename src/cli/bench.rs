@@ -160,7 +160,7 @@ fn warmup_for(mode: Mode, calls: u64) -> u64 {
 }
 
 fn system_error(what: &str, err: std::io::Error) -> BridgeError {
-    BridgeError::new(ErrorClass::SystemError, format!("{what}: {err}"))
+    BridgeError::new(ErrorClass::SystemError, format!("{what}: {err}")).with_source(err)
 }
 
 /// Says what is being measured, on stderr, unless the output is JSON.

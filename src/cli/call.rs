@@ -59,7 +59,8 @@ pub fn run(config_path: Option<&Path>, args: &CallArgs) -> i32 {
         Ok(interrupts) => interrupts,
         Err(err) => {
             let message = format!("cannot install the Ctrl-C handler: {err}");
-            return output::report_error(&BridgeError::new(ErrorClass::SystemError, message), json);
+            let err = BridgeError::new(ErrorClass::SystemError, message).with_source(err);
+            return output::report_error(&err, json);
         }
     };
     let outcome = call(config_path, args, &interrupts);
@@ -115,6 +116,7 @@ fn call(
                 ErrorClass::SystemError,
                 format!("cannot start a runtime: {err}"),
             )
+            .with_source(err)
         })?;
     let outcome = runtime.block_on(async {
         tokio::select! {
@@ -141,6 +143,7 @@ fn parse_mode(name: &str) -> Result<Mode> {
         BridgeError::new(ErrorClass::Config, format!("--mode: {err}"))
             .with_detail("key", "mode")
             .with_detail("source", "--mode")
+            .with_source(err)
     })
 }
 

@@ -281,6 +281,7 @@ impl Client {
             )
             .with_op("run_trial")
             .with_run_id(Some(contract.run_id.clone()))
+            .with_source(err)
         })
     }
 
@@ -421,6 +422,7 @@ fn block_on<F: std::future::Future<Output = Result<Value>>>(future: F) -> Result
                         ErrorClass::SystemError,
                         format!("cannot start a runtime for call_blocking: {e}"),
                     )
+                    .with_source(e)
                 })?;
             *slot = Some(runtime);
         }

@@ -38,6 +38,15 @@ impl fmt::Display for ReadError {
     }
 }
 
+impl std::error::Error for ReadError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match self {
+            ReadError::Io(err) => Some(err),
+            ReadError::TooLarge { .. } => None,
+        }
+    }
+}
+
 /// Reads the UTF-8 text of `path`, refusing more than `limit` bytes.
 ///
 /// ```

@@ -597,7 +597,9 @@ fn check_header_for(value: &Value, name: &str) -> Result<()> {
 fn deserialize_as<T: DeserializeOwned>(value: &Value, name: &str) -> Result<T> {
     T::deserialize(value).map_err(|err| {
         let message = format!("invalid {name} v{VERSION}: {err}");
-        contract_error(message, value).with_detail("contract", name)
+        contract_error(message, value)
+            .with_detail("contract", name)
+            .with_source(err)
     })
 }
 

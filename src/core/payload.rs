@@ -278,14 +278,14 @@ impl io::Write for ByteCounter {
 fn parse_json(text: &str) -> Result<Value> {
     let mut deserializer = serde_json::Deserializer::from_str(text);
     deserializer.disable_recursion_limit();
-    let value = Value::deserialize(&mut deserializer).map_err(|err| json_error(&err, text))?;
-    deserializer.end().map_err(|err| json_error(&err, text))?;
+    let value = Value::deserialize(&mut deserializer).map_err(|err| json_error(err, text))?;
+    deserializer.end().map_err(|err| json_error(err, text))?;
     Ok(value)
 }
 
 /// `malformed JSON payload at line L column C: ...`, naming NaN and Infinity when
 /// they are the cause.
-fn json_error(err: &serde_json::Error, text: &str) -> BridgeError {
+fn json_error(err: serde_json::Error, text: &str) -> BridgeError {
     let (line, column) = (err.line(), err.column());
     let full = err.to_string();
     let reason = full
@@ -301,6 +301,7 @@ fn json_error(err: &serde_json::Error, text: &str) -> BridgeError {
     ))
     .with_detail("line", line)
     .with_detail("column", column)
+    .with_source(err)
 }
 
 /// Whether a `NaN` or `Infinity` literal (possibly signed) starts at the 1-based
@@ -329,7 +330,8 @@ fn read_payload_file(path: &Path, max_bytes: usize) -> Result<String> {
             "cannot read payload file {}: {err}",
             path.display()
         ))
-        .with_detail("path", path.display().to_string()),
+        .with_detail("path", path.display().to_string())
+        .with_source(err),
         ReadError::TooLarge { size, .. } => {
             let size = match size {
                 Some(bytes) => format!("{bytes} bytes"),

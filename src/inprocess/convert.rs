@@ -17,6 +17,7 @@ pub fn to_python<'py>(py: Python<'py>, payload: &Value) -> Result<Bound<'py, PyA
             ErrorClass::Contract,
             format!("payload cannot be converted to Python: {e}"),
         )
+        .with_source(e.to_string())
     })
 }
 
@@ -188,7 +189,8 @@ fn tail(text: &str, max_chars: usize) -> String {
 /// Maps an exception raised by an op to a [`BridgeError`]. An exception that carries an
 /// `error_class` attribute naming a bridge class (the service's `OpError`) keeps that
 /// class and its own message; an `ImportError` is `dependency` (a package is missing
-/// from the venv); anything else is `exception`. Details: type, message, traceback.
+/// from the venv); anything else is `exception`. Details: type, message, traceback;
+/// the exception's text is the error's source.
 pub fn exception_error(py: Python<'_>, err: &PyErr) -> BridgeError {
     let value = err.value(py);
     let declared = value
@@ -218,7 +220,8 @@ pub fn exception_error(py: Python<'_>, err: &PyErr) -> BridgeError {
     let mut error = BridgeError::new(class, text)
         .with_detail("type", type_name)
         .with_detail("message", message)
-        .with_detail("traceback", format_traceback(py, err));
+        .with_detail("traceback", format_traceback(py, err))
+        .with_source(err.to_string());
     if let Ok(details) = value.getattr("details") {
         if let Ok(Value::Object(extra)) = from_python(&details) {
             for (key, detail) in extra {

@@ -69,6 +69,7 @@ fn start(python_executable: Option<&Path>) -> Result<InterpreterInfo> {
             ErrorClass::Dependency,
             format!("could not set up the embedded interpreter: {e}"),
         )
+        .with_source(e.to_string())
     })
 }
 
@@ -201,5 +202,6 @@ pub fn import_service(py: Python<'_>, repo_path: &Path, module: &str) -> Result<
             "traceback",
             crate::inprocess::convert::format_traceback(py, &err),
         )
+        .with_source(err.to_string())
     })
 }

@@ -39,6 +39,7 @@ fn rules(py: Python<'_>) -> Result<&Bound<'_, PyModule>> {
         // The source is a compile-time constant without NUL bytes.
         let source = CString::new(DISPATCH_SOURCE).map_err(|err| {
             BridgeError::new(ErrorClass::SystemError, format!("the op rules: {err}"))
+                .with_source(err)
         })?;
         PyModule::from_code(py, &source, SOURCE_NAME, PRIVATE_NAME)
             .map(Bound::unbind)
@@ -47,6 +48,7 @@ fn rules(py: Python<'_>) -> Result<&Bound<'_, PyModule>> {
                     ErrorClass::SystemError,
                     format!("cannot load the op rules: {err}"),
                 )
+                .with_source(err.to_string())
             })
     })?;
     Ok(module.bind(py))

@@ -158,6 +158,7 @@ impl RunWorker {
                 ErrorClass::SystemError,
                 format!("run {run_id} has an unreadable spec in the store: {e}"),
             )
+            .with_source(e)
         })?;
         let id = run_id.to_owned();
         self.calls
@@ -380,6 +381,7 @@ async fn run_trials(
                 let outcome = joined
                     .map_err(|e| {
                         BridgeError::new(ErrorClass::SystemError, format!("a trial task failed: {e}"))
+                            .with_source(e)
                     })
                     .and_then(|(index, outcome)| {
                         in_flight.retain(|i| *i != index);

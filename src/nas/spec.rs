@@ -132,8 +132,9 @@ fn default_seed() -> u64 {
 impl RunSpec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<RunSpec> {
-        let text = bounded_read::read_text(path, MAX_SPEC_FILE_BYTES)
-            .map_err(|e| spec_error(format!("cannot read run spec {}: {e}", path.display())))?;
+        let text = bounded_read::read_text(path, MAX_SPEC_FILE_BYTES).map_err(|e| {
+            spec_error(format!("cannot read run spec {}: {e}", path.display())).with_source(e)
+        })?;
         let base = path.parent().unwrap_or(Path::new("."));
         RunSpec::from_toml_str(&text, base).map_err(|mut e| {
             e.message = format!("{}: {}", path.display(), e.message);
@@ -146,10 +147,11 @@ impl RunSpec {
         let table: toml::Table = toml::from_str(text).map_err(|e| {
             spec_error(format!("invalid run spec: {}", e.message()))
                 .with_detail("line", line_of(text, e.span()))
+                .with_source(e)
         })?;
         let document = check_document(json_table(table, "")?)?;
         let mut spec: RunSpec = serde_json::from_value(Value::Object(document))
-            .map_err(|e| spec_error(format!("invalid run spec: {e}")))?;
+            .map_err(|e| spec_error(format!("invalid run spec: {e}")).with_source(e))?;
         spec.resolve_dataset_path(base);
         spec.validate()?;
         Ok(spec)
@@ -246,12 +248,15 @@ impl RunSpec {
 
     fn check_csv_target(&self, path: &Path) -> Result<()> {
         use std::io::{BufRead, Read};
-        let file = std::fs::File::open(path)
-            .map_err(|e| key_error("dataset", &format!("cannot open {}: {e}", path.display())))?;
+        let file = std::fs::File::open(path).map_err(|e| {
+            key_error("dataset", &format!("cannot open {}: {e}", path.display())).with_source(e)
+        })?;
         let mut header = Vec::new();
         std::io::BufReader::new(file.take(MAX_HEADER_BYTES + 1))
             .read_until(b'\n', &mut header)
-            .map_err(|e| key_error("dataset", &format!("cannot read {}: {e}", path.display())))?;
+            .map_err(|e| {
+                key_error("dataset", &format!("cannot read {}: {e}", path.display())).with_source(e)
+            })?;
         if header.len() as u64 > MAX_HEADER_BYTES {
             return Err(key_error(
                 "dataset",

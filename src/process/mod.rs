@@ -148,6 +148,7 @@ pub fn resolve_python(configured: Option<&Path>) -> Result<PathBuf> {
                     ErrorClass::SystemError,
                     format!("cannot determine the working directory: {err}"),
                 )
+                .with_source(err)
             })?
             .join(candidate)
     };
@@ -268,6 +269,7 @@ pub fn probe(config: &Config) -> Result<String> {
             ErrorClass::Dependency,
             format!("cannot run {python}: {err}"),
         )
+        .with_source(err)
     })?;
     if run.timed_out || run.returncode != 0 {
         let what = match script {

@@ -128,6 +128,7 @@ impl Inner {
                 ErrorClass::Contract,
                 format!("the payload cannot be written as JSON: {err}"),
             )
+            .with_source(err)
         })?;
         let command = self.command(&request.op, &request.payload, &body);
         self.calls.fetch_add(1, Ordering::Relaxed);
@@ -142,6 +143,7 @@ impl Inner {
                     class,
                     format!("cannot run {}: {err}", self.launch.python.display()),
                 )
+                .with_source(err)
             })?;
         if !run.stderr.is_empty() {
             tracing::debug!(
@@ -296,6 +298,7 @@ impl Invoker for SubprocessInvoker {
                     ErrorClass::SystemError,
                     format!("cannot create the call's cancellation: {err}"),
                 )
+                .with_source(err)
             })?);
             let _cancel_on_drop = CancelOnDrop(cancel.clone());
             tokio::task::spawn_blocking(move || inner.call(&request, Some(&cancel)))
@@ -304,7 +307,8 @@ impl Invoker for SubprocessInvoker {
                     Err(BridgeError::new(
                         ErrorClass::SystemError,
                         format!("the call's blocking task failed: {err}"),
-                    ))
+                    )
+                    .with_source(err))
                 })
         })
     }

@@ -33,17 +33,17 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-pub use supervisor::SupervisorMsg;
+use supervisor::SupervisorMsg;
 use worker::WorkerState;
 
 /// How long a caller spins for its reply before parking or yielding to its runtime.
-pub const CALLER_SPIN: Duration = Duration::from_micros(40);
+pub(crate) const CALLER_SPIN: Duration = Duration::from_micros(40);
 /// How long an idle worker spins for the next job before parking.
-pub const WORKER_SPIN: Duration = Duration::from_micros(100);
+pub(crate) const WORKER_SPIN: Duration = Duration::from_micros(100);
 /// How much of [`WORKER_SPIN`] is pure spinning (the rest yields the core between checks).
-pub const WORKER_PURE_SPIN: Duration = Duration::from_micros(3);
+pub(crate) const WORKER_PURE_SPIN: Duration = Duration::from_micros(3);
 /// How much of [`CALLER_SPIN`] is pure spinning.
-pub const CALLER_PURE_SPIN: Duration = Duration::from_micros(20);
+pub(crate) const CALLER_PURE_SPIN: Duration = Duration::from_micros(20);
 
 /// What a [`Pool`] needs to start.
 #[derive(Debug, Clone)]
@@ -254,16 +254,6 @@ impl Pool {
         self.shared.jobs.push(Message::Panic).map_err(|_| {
             BridgeError::new(ErrorClass::Overloaded, "queue full; cannot inject a panic")
         })
-    }
-
-    /// The Python thread ids (`threading.get_ident()`) of the current workers.
-    pub fn worker_thread_idents(&self) -> Vec<u64> {
-        self.shared
-            .slots
-            .lock()
-            .iter()
-            .map(|w| w.python_ident())
-            .collect()
     }
 }
 

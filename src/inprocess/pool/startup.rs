@@ -41,6 +41,7 @@ pub(super) fn import_module(options: &PoolOptions) -> Result<Py<PyModule>> {
                 ErrorClass::SystemError,
                 format!("cannot start the start-up thread: {err}"),
             )
+            .with_source(err)
         })?;
     match receiver.recv_timeout(options.start_timeout) {
         Ok(outcome) => outcome,

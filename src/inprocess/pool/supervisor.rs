@@ -17,14 +17,13 @@ use std::time::Instant;
 use worker::WorkerState;
 
 /// Requests to the supervisor.
-pub enum SupervisorMsg {
+pub(super) enum SupervisorMsg {
     /// A caller's deadline passed while `job_id` was queued or running.
     Cancel {
         /// The job to cancel.
         job_id: u64,
     },
     /// A worker thread ended by panicking.
-    #[allow(private_interfaces)]
     WorkerDied {
         /// The worker that died.
         worker: Arc<WorkerState>,
@@ -46,6 +45,7 @@ pub(super) fn spawn(shared: Arc<Shared>, inbox: Receiver<SupervisorMsg>) -> Resu
             ErrorClass::SystemError,
             format!("cannot start the pool supervisor: {e}"),
         )
+        .with_source(e)
     };
     std::thread::Builder::new()
         .name("cerebros-cancel".into())

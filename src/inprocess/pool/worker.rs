@@ -145,6 +145,7 @@ pub(super) fn spawn(
                 ErrorClass::SystemError,
                 format!("cannot start a worker thread: {e}"),
             )
+            .with_source(e)
         })?;
     #[cfg(test)]
     SPAWN_HOOK.with(|hook| hook.borrow_mut().1.push(state.clone()));

@@ -1,0 +1,43 @@
+//! Configuration (DESIGN §6): a [`Config`] read from `cerebros.toml` and overridden by
+//! environment variables with the seed's names.
+//!
+//! Every error here is of class [`ErrorClass::Config`]; its message names the key, the
+//! value, where the value came from and what the key accepts, and its `details` carry
+//! `key` and `source`.
+//!
+//! * `types`: [`Config`] and its tables, with their defaults; `mode`: [`Mode`];
+//! * `load`: [`Config::load`] and the file; `toml_error`: what a bad file is told;
+//! * `env`: the environment's overrides;
+//! * `validate`: the bounds of every key; `store_url`: the check of `store.url`.
+
+mod env;
+mod load;
+mod mode;
+mod store_url;
+mod toml_error;
+mod types;
+mod validate;
+
+pub use load::{CONFIG_ENV, DEFAULT_FILE_NAME};
+pub use mode::{Mode, ParseModeError};
+pub use types::{
+    CacheConfig, Config, ConfigSource, InvokeConfig, MlflowConfig, StoreConfig,
+    DEFAULT_MAX_PAYLOAD_BYTES,
+};
+pub use validate::MAX_TIMEOUT_MS;
+
+use crate::core::error::{BridgeError, ErrorClass};
+use std::fmt;
+
+/// `KEY = VALUE (from SOURCE): EXPECTED`, with `key` and `source` in the details.
+fn value_error(key: &str, value: impl fmt::Display, source: &str, expected: &str) -> BridgeError {
+    BridgeError::new(
+        ErrorClass::Config,
+        format!("{key} = {value} (from {source}): {expected}"),
+    )
+    .with_detail("key", key)
+    .with_detail("source", source)
+}
+
+#[cfg(test)]
+mod tests;

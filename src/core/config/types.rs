@@ -1,0 +1,199 @@
+//! The configuration's types, one per table of `cerebros.toml`, and their defaults.
+
+use super::Mode;
+use crate::core::error::ErrorClass;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+use std::fmt;
+use std::path::PathBuf;
+
+/// The default for `invoke.max_payload_bytes`: 16 MiB.
+pub const DEFAULT_MAX_PAYLOAD_BYTES: usize = 16 * 1024 * 1024;
+
+/// Where a [`Config`] was read from.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum ConfigSource {
+    /// No file: built-in defaults (plus environment overrides).
+    #[default]
+    Defaults,
+    /// The config file at this path (plus environment overrides).
+    File(PathBuf),
+}
+
+impl fmt::Display for ConfigSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ConfigSource::Defaults => f.write_str("defaults"),
+            ConfigSource::File(path) => write!(f, "{}", path.display()),
+        }
+    }
+}
+
+/// How calls are run: deadlines, retries, pool and queue sizes (`[invoke]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct InvokeConfig {
+    /// Deadline of a call without its own timeout, in milliseconds (1 to 86 400 000).
+    pub default_timeout_ms: u64,
+    /// Extra attempts after a retryable failure (0 to 100).
+    pub max_retries: u32,
+    /// Base of the exponential backoff between attempts, in milliseconds (0 to 600 000).
+    pub retry_backoff_ms: u64,
+    /// Number of worker threads or processes (1 to 64).
+    pub pool_size: usize,
+    /// How long a timed-out call may take to stop before its worker is retired, in
+    /// milliseconds (1 to 60 000).
+    pub cancel_grace_ms: u64,
+    /// Largest accepted payload, in bytes of JSON (1 to 1 GiB).
+    pub max_payload_bytes: usize,
+    /// Most requests waiting for a worker before calls fail as `overloaded` (1 to
+    /// 1 000 000).
+    pub queue_capacity: usize,
+    /// The error classes that are retried.
+    pub retry_on: Vec<ErrorClass>,
+    /// How long starting the bridge may take (the interpreter, the service module's
+    /// import, the worker processes being ready), in milliseconds (1 to 86 400 000).
+    pub start_timeout_ms: u64,
+}
+
+impl Default for InvokeConfig {
+    fn default() -> Self {
+        InvokeConfig {
+            default_timeout_ms: 15_000,
+            max_retries: 2,
+            retry_backoff_ms: 750,
+            pool_size: 2,
+            cancel_grace_ms: 250,
+            max_payload_bytes: DEFAULT_MAX_PAYLOAD_BYTES,
+            queue_capacity: 1024,
+            retry_on: ErrorClass::ALL
+                .into_iter()
+                .filter(|class| class.retryable_by_default())
+                .collect(),
+            start_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The result cache (`[cache]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct CacheConfig {
+    /// Whether successful results are cached.
+    pub enabled: bool,
+    /// How long an entry lives, in milliseconds (at least 1).
+    pub ttl_ms: u64,
+    /// Most entries kept (1 to 1 000 000 while enabled).
+    pub max_entries: usize,
+}
+
+impl Default for CacheConfig {
+    fn default() -> Self {
+        CacheConfig {
+            enabled: true,
+            ttl_ms: 30_000,
+            max_entries: 512,
+        }
+    }
+}
+
+/// The run store (`[store]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Database URL; must start with `sqlite://`.
+    pub url: String,
+}
+
+impl Default for StoreConfig {
+    fn default() -> Self {
+        StoreConfig {
+            url: "sqlite://cerebros.db".to_owned(),
+        }
+    }
+}
+
+/// MLflow sync (`[mlflow]`).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct MlflowConfig {
+    /// The MLflow tracking URI.
+    pub tracking_uri: String,
+    /// The longest a run's end waits for the outbox to sync (a sync call already in
+    /// flight included); what is left stays pending. `0`: no wait.
+    pub flush_timeout_ms: u64,
+}
+
+impl Default for MlflowConfig {
+    fn default() -> Self {
+        MlflowConfig {
+            tracking_uri: "sqlite:///mlflow.db".to_owned(),
+            flush_timeout_ms: 30_000,
+        }
+    }
+}
+
+/// The bridge's configuration (DESIGN §6).
+///
+/// ```
+/// use cerebros_bridge::core::config::{Config, Mode};
+/// let config = Config::default();
+/// assert!(config.enabled);
+/// assert_eq!(config.mode, Mode::InProcess);
+/// assert_eq!(config.invoke.pool_size, 2);
+/// config.validate().unwrap();
+/// ```
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct Config {
+    /// Whether the bridge may call Python at all.
+    pub enabled: bool,
+    /// How calls are executed.
+    pub mode: Mode,
+    /// Directory put on `sys.path`.
+    pub repo_path: PathBuf,
+    /// The Python service module to load (a dotted module path).
+    pub module: String,
+    /// The script run per call in subprocess mode; `None`: the module's `__main__`.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub script_path: Option<PathBuf>,
+    /// The Python interpreter (the venv of the embedded interpreter, and the program of
+    /// the process modes); `None`: chosen by the host. A bare name such as `python3` is
+    /// kept as written here; the process modes look it up on `PATH` once at start-up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub python_executable: Option<PathBuf>,
+    /// Deadlines, retries, pool and queue.
+    pub invoke: InvokeConfig,
+    /// The result cache.
+    pub cache: CacheConfig,
+    /// The run store.
+    pub store: StoreConfig,
+    /// MLflow sync.
+    pub mlflow: MlflowConfig,
+    /// Where the config was read from.
+    #[serde(skip)]
+    pub source: ConfigSource,
+    /// Keys set from the environment: config key (e.g. `invoke.pool_size`) to the
+    /// name of the variable that set it.
+    #[serde(skip)]
+    pub env_overrides: BTreeMap<String, String>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            enabled: true,
+            mode: Mode::InProcess,
+            repo_path: PathBuf::from("python"),
+            module: "cerebros_service".to_owned(),
+            script_path: None,
+            python_executable: None,
+            invoke: InvokeConfig::default(),
+            cache: CacheConfig::default(),
+            store: StoreConfig::default(),
+            mlflow: MlflowConfig::default(),
+            source: ConfigSource::Defaults,
+            env_overrides: BTreeMap::new(),
+        }
+    }
+}

@@ -1,0 +1,169 @@
+//! Validation: every value against what its key accepts (the numeric bounds, the
+//! module name, the retried error classes, the store URL).
+
+use super::{value_error, Config};
+use crate::core::error::{BridgeError, ErrorClass, Result};
+use std::fmt;
+use std::ops::RangeInclusive;
+
+/// The longest deadline of a call, or of the start-up, in milliseconds (24 h).
+pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
+const MAX_POOL_SIZE: u64 = 64;
+const MAX_CANCEL_GRACE_MS: u64 = 60_000;
+const MAX_PAYLOAD_LIMIT: u64 = 1024 * 1024 * 1024;
+const MAX_RETRIES: u64 = 100;
+const MAX_RETRY_BACKOFF_MS: u64 = 600_000;
+/// Queues and caches allocate their capacity up front: beyond this is a typo.
+const MAX_CAPACITY: u64 = 1_000_000;
+
+impl Config {
+    /// Checks every value against what its key accepts.
+    pub fn validate(&self) -> Result<()> {
+        for (key, value, range, what) in self.numeric_limits() {
+            self.check_range(key, value, range, what)?;
+        }
+        self.check_module()?;
+        self.check_retry_on()?;
+        self.check_store_url()
+    }
+
+    /// The error of `key`'s `value`, naming where it came from and what is expected.
+    pub(super) fn invalid(
+        &self,
+        key: &str,
+        value: impl fmt::Display,
+        expected: &str,
+    ) -> BridgeError {
+        value_error(key, value, &self.origin(key), expected)
+    }
+
+    /// The numeric keys with their values, accepted ranges and units.
+    fn numeric_limits(&self) -> Vec<NumericLimit> {
+        const MS: &str = "a whole number of milliseconds";
+        const INT: &str = "an integer";
+        let (invoke, cache) = (&self.invoke, &self.cache);
+        let mut limits = vec![
+            (
+                "invoke.pool_size",
+                invoke.pool_size as u64,
+                1..=MAX_POOL_SIZE,
+                INT,
+            ),
+            (
+                "invoke.default_timeout_ms",
+                invoke.default_timeout_ms,
+                1..=MAX_TIMEOUT_MS,
+                MS,
+            ),
+            (
+                "invoke.cancel_grace_ms",
+                invoke.cancel_grace_ms,
+                1..=MAX_CANCEL_GRACE_MS,
+                MS,
+            ),
+            (
+                "invoke.max_payload_bytes",
+                invoke.max_payload_bytes as u64,
+                1..=MAX_PAYLOAD_LIMIT,
+                "a number of bytes",
+            ),
+            (
+                "invoke.max_retries",
+                u64::from(invoke.max_retries),
+                0..=MAX_RETRIES,
+                INT,
+            ),
+            (
+                "invoke.retry_backoff_ms",
+                invoke.retry_backoff_ms,
+                0..=MAX_RETRY_BACKOFF_MS,
+                MS,
+            ),
+            (
+                "invoke.start_timeout_ms",
+                invoke.start_timeout_ms,
+                1..=MAX_TIMEOUT_MS,
+                MS,
+            ),
+            (
+                "invoke.queue_capacity",
+                invoke.queue_capacity as u64,
+                1..=MAX_CAPACITY,
+                INT,
+            ),
+            ("cache.ttl_ms", cache.ttl_ms, 1..=u64::MAX, MS),
+            (
+                "mlflow.flush_timeout_ms",
+                self.mlflow.flush_timeout_ms,
+                0..=MAX_TIMEOUT_MS,
+                MS,
+            ),
+        ];
+        if cache.enabled {
+            limits.push((
+                "cache.max_entries",
+                cache.max_entries as u64,
+                1..=MAX_CAPACITY,
+                INT,
+            ));
+        }
+        limits
+    }
+
+    fn check_range(
+        &self,
+        key: &str,
+        value: u64,
+        range: RangeInclusive<u64>,
+        what: &str,
+    ) -> Result<()> {
+        if range.contains(&value) {
+            return Ok(());
+        }
+        let expected = match *range.end() {
+            u64::MAX => format!("expected {what} of at least {}", range.start()),
+            max => format!("expected {what} from {} to {max}", range.start()),
+        };
+        Err(self.invalid(key, value, &expected))
+    }
+
+    fn check_module(&self) -> Result<()> {
+        if is_module_path(&self.module) {
+            return Ok(());
+        }
+        let expected = "expected a dotted Python module name such as cerebros_service";
+        Err(self.invalid("module", format_args!("{:?}", self.module), expected))
+    }
+
+    fn check_retry_on(&self) -> Result<()> {
+        let never = [
+            ErrorClass::Contract,
+            ErrorClass::Config,
+            ErrorClass::Dependency,
+        ];
+        let Some(bad) = self.invoke.retry_on.iter().find(|c| never.contains(c)) else {
+            return Ok(());
+        };
+        let names: Vec<&str> = self.invoke.retry_on.iter().map(|c| c.as_str()).collect();
+        let expected = format!(
+            "{bad} errors are never retried; expected error classes other than contract, config and dependency"
+        );
+        Err(self.invalid("invoke.retry_on", format_args!("{names:?}"), &expected))
+    }
+}
+
+/// A numeric key, its value, the range it accepts and what it is ("an integer").
+type NumericLimit = (&'static str, u64, RangeInclusive<u64>, &'static str);
+
+/// Whether `name` is a dotted path of Python identifiers (`pkg.sub.module`).
+fn is_module_path(name: &str) -> bool {
+    name.split('.').all(is_identifier)
+}
+
+fn is_identifier(segment: &str) -> bool {
+    let mut chars = segment.chars();
+    let Some(first) = chars.next() else {
+        return false;
+    };
+    (first.is_alphabetic() || first == '_') && chars.all(|c| c.is_alphanumeric() || c == '_')
+}
