@@ -31,10 +31,10 @@
 //!   Python dict ([`inprocess::convert`]), calls the op and fills the caller's
 //!   [`ReplySlot`](inprocess::reply::ReplySlot); a late call is cancelled in Python.
 //! * `worker_process`: one NDJSON line to a long-lived child
-//!   ([`process::worker_process`]), whose reply line the host checks
+//!   ([`WorkerProcessInvoker`](process::WorkerProcessInvoker)), whose reply line the host checks
 //!   ([`process::protocol`]); a late or cancelled call's child is killed and replaced.
 //! * `subprocess`: one `python -m cerebros_service --bridge-op OP` process per call
-//!   ([`process::subprocess`]).
+//!   ([`SubprocessInvoker`](process::SubprocessInvoker)).
 //!
 //! ## One NAS trial
 //!

@@ -1,7 +1,7 @@
 //! Run specs (DESIGN §4): a TOML file describing one NAS run, validated before anything
 //! starts, with errors that name the offending key. The checked values of the search
 //! space, the budget and the dataset options come from one table shared with the
-//! service ([`rules`]).
+//! service ([`rules`](mod@rules)).
 
 pub mod rules;
 
@@ -63,7 +63,7 @@ pub struct Budget {
 }
 
 impl Default for Budget {
-    /// The defaults of the shared table ([`rules`]).
+    /// The defaults of the shared table ([`rules`](mod@rules)).
     fn default() -> Self {
         let default = |key| rules().budget_default(key);
         Budget {

@@ -12,7 +12,7 @@
 //!   the run ends, for at most `mlflow.flush_timeout_ms` in all. It logs one warning when
 //!   syncing starts failing and one when it recovers, never one per trial.
 //!
-//! **Transient or permanent** ([`is_permanent`]): an item that can never sync as it is
+//! **Transient or permanent** (`is_permanent`): an item that can never sync as it is
 //! gets parked as `failed` with its reason and is not tried again (until it is recorded
 //! again, or `mlflow sync --retry-failed`). That is only when its own content is refused:
 //! its payload fails the bridge's payload check (over `invoke.max_payload_bytes`, nested
