@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..vocabulary import RUN_STATUSES, TRIAL_STATUSES
 from .artifacts import artifact_path, artifact_root, ensure_dir, safe_name, save_artifact
 from .checks import (
     as_int,
@@ -34,8 +35,6 @@ __all__ = ["start_run", "run_trial", "record_trial", "finalize_run"]
 
 _OBJECTIVE_ALIASES = {"accuracy": "val_accuracy", "loss": "val_loss", "rmse": "val_rmse"}
 _DIRECTIONS = ("maximize", "minimize")
-TRIAL_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
-RUN_STATUSES = ("succeeded", "failed", "cancelled", "timeout")
 
 # -- shared checks --------------------------------------------------------------------------
 
