@@ -1,10 +1,11 @@
 //! One vocabulary for both languages: the names the host's types define (error classes,
-//! contract names, trial and run statuses) are exactly those of
+//! contract names, trial and run statuses, objective directions) are exactly those of
 //! `python/cerebros_service/vocabulary.json`, the list the Python service reads. Its twin,
 //! `tests/python/test_vocabulary.py`, checks every name the Python side uses against the
 //! same file, so a name changed on either side alone fails one of the two.
 
 use cerebros_bridge::core::contracts::{RunStatus, TrialStatus, CONTRACT_NAMES};
+use cerebros_bridge::nas::spec::Direction;
 use cerebros_bridge::ErrorClass;
 use serde_json::Value;
 
@@ -42,6 +43,15 @@ fn the_run_statuses_are_the_listed_ones() {
 }
 
 #[test]
+fn the_directions_are_the_listed_ones() {
+    let ours: Vec<String> = Direction::ALL
+        .iter()
+        .map(|d| d.as_str().to_owned())
+        .collect();
+    assert_eq!(ours, listed("directions"));
+}
+
+#[test]
 fn every_listed_name_parses_as_the_hosts_type() {
     for name in listed("error_classes") {
         assert_eq!(ErrorClass::parse(&name).map(|c| c.to_string()), Some(name));
@@ -53,5 +63,9 @@ fn every_listed_name_parses_as_the_hosts_type() {
     for name in listed("run_statuses") {
         let status: RunStatus = serde_json::from_value(Value::String(name.clone())).unwrap();
         assert_eq!(status.as_str(), name);
+    }
+    for name in listed("directions") {
+        let direction: Direction = serde_json::from_value(Value::String(name.clone())).unwrap();
+        assert_eq!(direction.as_str(), name);
     }
 }

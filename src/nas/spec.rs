@@ -27,6 +27,9 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// Both directions.
+    pub const ALL: [Direction; 2] = [Direction::Maximize, Direction::Minimize];
+
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -386,7 +389,10 @@ fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>
         }
     }
     if let Some(value) = document.get("direction") {
-        if !matches!(value.as_str(), Some("maximize" | "minimize")) {
+        if !Direction::ALL
+            .iter()
+            .any(|d| value.as_str() == Some(d.as_str()))
+        {
             return Err(key_error(
                 "direction",
                 &format!("must be maximize or minimize, got {}", shown(value)),
@@ -540,6 +546,13 @@ mod tests {
     }
 
     const BASE: &str = "name = \"t\"\ndataset = \"sklearn:iris\"\n";
+
+    #[test]
+    fn the_budget_holds_exactly_the_tables_budget_keys() {
+        let fields: Vec<String> = budget_map(&Budget::default()).keys().cloned().collect();
+        let keys: Vec<String> = rules().budget.keys().cloned().collect();
+        assert_eq!(fields, keys);
+    }
 
     #[test]
     fn the_examples_are_valid() {

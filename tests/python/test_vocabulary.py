@@ -12,7 +12,13 @@ import importlib
 from collections.abc import Iterator
 from pathlib import Path
 
-from cerebros_service.vocabulary import CONTRACTS, ERROR_CLASSES, RUN_STATUSES, TRIAL_STATUSES
+from cerebros_service.vocabulary import (
+    CONTRACTS,
+    DIRECTIONS,
+    ERROR_CLASSES,
+    RUN_STATUSES,
+    TRIAL_STATUSES,
+)
 
 PACKAGE_DIR = Path(__file__).resolve().parents[2] / "python" / "cerebros_service"
 #: (path in the package, syntax tree) of each Python source of the service.
@@ -117,3 +123,9 @@ def test_the_native_module_maps_each_listed_class() -> None:
     assert list(_bridge.ERROR_CLASSES) == list(ERROR_CLASSES)
     for name, exc_type in _bridge.ERROR_CLASSES.items():
         assert exc_type.error_class == name
+
+
+def test_each_objective_names_a_listed_direction() -> None:
+    from cerebros_service.nas.rules import RULES
+
+    assert {rule["direction"] for rule in RULES["objectives"].values()} <= set(DIRECTIONS)
