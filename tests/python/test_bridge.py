@@ -476,7 +476,6 @@ def test_a_fresh_host_keeps_its_import_state() -> None:
     code = f"""
         import json, sys
         from cerebros_service import _bridge
-from cerebros_service.vocabulary import ERROR_CLASSES
         state = lambda: [list(sys.path), sys.executable, sys.prefix, sys.exec_prefix]
         before = state()
         with _bridge.Bridge(repo_path={str(PYTHON_DIR)!r}) as bridge:
@@ -499,7 +498,6 @@ from cerebros_service.vocabulary import ERROR_CLASSES
 def test_the_host_exits_promptly_with_open_bridges_and_a_stuck_worker() -> None:
     code = f"""
         from cerebros_service import _bridge
-from cerebros_service.vocabulary import ERROR_CLASSES
         bridge = _bridge.Bridge(module="fault_service", repo_path={str(FIXTURES_DIR)!r},
                                 max_retries=0)
         try:
