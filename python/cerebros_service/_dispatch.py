@@ -41,7 +41,9 @@ __all__ = [
 
 
 class OpError(Exception):
-    """A failure with a bridge error class (``contract``, ``exception``, ...)."""
+    """A failure with a bridge error class (``contract``, ``exception``, ...): one of the
+    ``error_classes`` of ``vocabulary.json`` (tests/python/test_vocabulary.py checks every
+    class this package names)."""
 
     def __init__(self, error_class: str, message: str, details: dict | None = None) -> None:
         super().__init__(message)

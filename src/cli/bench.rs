@@ -9,6 +9,7 @@
 //! hand-off with no Python, and one JSON line through a `cat` child.
 
 use super::output::{self, EXIT_OK};
+use super::runtime::{runtime, Threads};
 use cerebros_bridge::bench::{self, HandoffEcho, PipeEcho, Summary};
 use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::core::config::{Config, Mode};
@@ -172,11 +173,7 @@ fn progress(args: &BenchArgs, text: &str) {
 
 /// Measures every mode of `modes`, the cache hit and the floors.
 fn measure(config: &Config, modes: &[Mode], args: &BenchArgs, payload: Value) -> Result<Report> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|err| system_error("cannot start a tokio runtime", err))?;
+    let runtime = runtime(Threads::Workers(2))?;
     let payload_line = serde_json::to_vec(&payload).unwrap_or_default();
     let shared_payload = Arc::new(payload.clone());
     let mut figures = Vec::new();

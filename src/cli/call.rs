@@ -3,6 +3,7 @@
 
 use super::interrupt::{Interrupts, EXIT_INTERRUPTED};
 use super::output::{self, EXIT_OK};
+use super::runtime::{runtime, Threads};
 use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::core::config::{Config, Mode, MAX_TIMEOUT_MS};
 use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
@@ -108,16 +109,7 @@ fn call(
         timeout: args.timeout_ms.map(Duration::from_millis),
         ..CallOptions::default()
     };
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_time()
-        .build()
-        .map_err(|err| {
-            BridgeError::new(
-                ErrorClass::SystemError,
-                format!("cannot start a runtime: {err}"),
-            )
-            .with_source(err)
-        })?;
+    let runtime = runtime(Threads::Caller)?;
     let outcome = runtime.block_on(async {
         tokio::select! {
             outcome = client.call_with(&args.op, payload, options) => outcome.map(Some),

@@ -2,6 +2,7 @@
 //! parked as `failed` (they can never sync as they are).
 
 use super::output::{self, EXIT_FAILURE, EXIT_OK};
+use super::runtime::{runtime, Threads};
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
 use cerebros_bridge::nas::store::{self, FailedItem, LeaseHolder, Store};
@@ -103,15 +104,7 @@ fn sync(config: &Config, retry_failed: bool) -> Result<(String, SyncOutput)> {
 }
 
 fn flush(settings: &SyncSettings, store: Arc<Store>) -> Result<FlushReport> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            BridgeError::new(
-                ErrorClass::SystemError,
-                format!("cannot start a runtime: {e}"),
-            )
-        })?;
+    let runtime = runtime(Threads::Caller)?;
     let sync = MlflowSync::start(settings, store, LeaseHolder::current())?;
     let report = runtime.block_on(sync.flush(false));
     sync.shutdown();

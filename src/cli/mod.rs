@@ -8,6 +8,7 @@ mod mlflow;
 pub mod output;
 mod run;
 mod runs;
+mod runtime;
 pub mod stdio;
 mod validate;
 

@@ -2,10 +2,11 @@
 //! `runs resume` shares with it (driving a run, showing progress, the final report).
 
 use super::output::{self, printable, EXIT_FAILURE, EXIT_OK};
+use super::runtime::{runtime, Threads};
 use super::stdio;
 use cerebros_bridge::client::Client;
 use cerebros_bridge::core::config::Config;
-use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
+use cerebros_bridge::core::error::Result;
 use cerebros_bridge::nas::artifacts;
 use cerebros_bridge::nas::run::{CancelSignal, RunEvent, RunWorker};
 use cerebros_bridge::nas::spec::RunSpec;
@@ -66,16 +67,7 @@ pub fn with_worker<T>(
     config: &Config,
     body: impl FnOnce(&tokio::runtime::Runtime, &RunWorker) -> Result<T>,
 ) -> Result<T> {
-    let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .map_err(|e| {
-            BridgeError::new(
-                ErrorClass::SystemError,
-                format!("cannot start a runtime: {e}"),
-            )
-        })?;
+    let runtime = runtime(Threads::Workers(2))?;
     let store_file = store::store_path(&config.store.url)?;
     let store = Arc::new(Store::open(&store_file)?);
     let artifact_dir = artifacts::artifact_dir(&store_file);

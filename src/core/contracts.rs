@@ -79,6 +79,14 @@ pub enum TrialStatus {
 }
 
 impl TrialStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [TrialStatus; 4] = [
+        TrialStatus::Succeeded,
+        TrialStatus::Failed,
+        TrialStatus::Skipped,
+        TrialStatus::Cancelled,
+    ];
+
     /// The snake_case name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -111,6 +119,14 @@ pub enum RunStatus {
 }
 
 impl RunStatus {
+    /// Every status, in declaration order.
+    pub const ALL: [RunStatus; 4] = [
+        RunStatus::Succeeded,
+        RunStatus::Failed,
+        RunStatus::Cancelled,
+        RunStatus::Timeout,
+    ];
+
     /// The snake_case name used on the wire.
     pub fn as_str(self) -> &'static str {
         match self {

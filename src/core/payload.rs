@@ -116,23 +116,30 @@ fn contract_error(message: String) -> BridgeError {
 }
 
 fn check_size(bytes: usize, max_bytes: usize) -> Result<()> {
-    if bytes <= max_bytes {
-        return Ok(());
-    }
-    let message = format!("payload is {bytes} bytes, over invoke.max_payload_bytes = {max_bytes}");
-    Err(contract_error(message)
-        .with_detail("bytes", bytes)
-        .with_detail("max_bytes", max_bytes))
+    check_limit(("bytes", bytes), ("max_bytes", max_bytes), || {
+        format!("payload is {bytes} bytes, over invoke.max_payload_bytes = {max_bytes}")
+    })
 }
 
 fn check_depth(depth: usize) -> Result<()> {
-    if depth <= MAX_DEPTH {
+    check_limit(("depth", depth), ("max_depth", MAX_DEPTH), || {
+        format!("payload nests {depth} levels deep; the limit is {MAX_DEPTH}")
+    })
+}
+
+/// A `contract` error saying `message` unless `value <= limit`; its details hold both,
+/// under their names.
+fn check_limit(
+    (name, value): (&str, usize),
+    (limit_name, limit): (&str, usize),
+    message: impl FnOnce() -> String,
+) -> Result<()> {
+    if value <= limit {
         return Ok(());
     }
-    let message = format!("payload nests {depth} levels deep; the limit is {MAX_DEPTH}");
-    Err(contract_error(message)
-        .with_detail("depth", depth)
-        .with_detail("max_depth", MAX_DEPTH))
+    Err(contract_error(message())
+        .with_detail(name, value)
+        .with_detail(limit_name, limit))
 }
 
 fn check_integers(big_int: Option<String>) -> Result<()> {

@@ -27,6 +27,9 @@ pub enum Direction {
 }
 
 impl Direction {
+    /// Both directions.
+    pub const ALL: [Direction; 2] = [Direction::Maximize, Direction::Minimize];
+
     /// The snake_case name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -391,7 +394,10 @@ fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>
         }
     }
     if let Some(value) = document.get("direction") {
-        if !matches!(value.as_str(), Some("maximize" | "minimize")) {
+        if !Direction::ALL
+            .iter()
+            .any(|d| value.as_str() == Some(d.as_str()))
+        {
             return Err(key_error(
                 "direction",
                 &format!("must be maximize or minimize, got {}", shown(value)),

@@ -113,6 +113,21 @@ impl Launch {
         child::isolate(&mut command);
         command
     }
+
+    /// The error of a child that could not `verb` (`run`, `start`): `dependency` when
+    /// the interpreter is missing, `system_error` for any other failure.
+    pub(crate) fn spawn_error(&self, verb: &str, err: std::io::Error) -> BridgeError {
+        let class = if err.kind() == std::io::ErrorKind::NotFound {
+            ErrorClass::Dependency
+        } else {
+            ErrorClass::SystemError
+        };
+        BridgeError::new(
+            class,
+            format!("cannot {verb} {}: {err}", self.python.display()),
+        )
+        .with_source(err)
+    }
 }
 
 /// The absolute path of the interpreter the process modes run.

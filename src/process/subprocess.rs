@@ -133,18 +133,7 @@ impl Inner {
         let command = self.command(&request.op, &request.payload, &body);
         self.calls.fetch_add(1, Ordering::Relaxed);
         let run = child::run_tracked(command, &body, deadline, Some(&self.running), cancel)
-            .map_err(|err| {
-                let class = if err.kind() == std::io::ErrorKind::NotFound {
-                    ErrorClass::Dependency
-                } else {
-                    ErrorClass::SystemError
-                };
-                BridgeError::new(
-                    class,
-                    format!("cannot run {}: {err}", self.launch.python.display()),
-                )
-                .with_source(err)
-            })?;
+            .map_err(|err| self.launch.spawn_error("run", err))?;
         if !run.stderr.is_empty() {
             tracing::debug!(
                 target: "cerebros.bridge.subprocess",

@@ -27,23 +27,12 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from cerebros_service import _bridge
+from cerebros_service.vocabulary import ERROR_CLASSES
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
 PYTHON_DIR = REPO_ROOT / "python"
 FIXTURES_DIR = REPO_ROOT / "tests" / "fixtures"
 
-ERROR_CLASS_NAMES = [
-    "dependency",
-    "config",
-    "contract",
-    "timeout",
-    "exception",
-    "subprocess_exit",
-    "parse_error",
-    "system_error",
-    "overloaded",
-    "cancelled",
-]
 EXCEPTION_NAMES = {
     "dependency": "DependencyError",
     "config": "ConfigError",
@@ -247,7 +236,7 @@ def test_worker_process_mode_gives_the_same_results() -> None:
 # -- errors ---------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("error_class", ERROR_CLASS_NAMES)
+@pytest.mark.parametrize("error_class", ERROR_CLASSES)
 def test_each_error_class_has_its_own_exception(error_class: str) -> None:
     exc_type = getattr(_bridge, EXCEPTION_NAMES[error_class])
     assert _bridge.ERROR_CLASSES[error_class] is exc_type

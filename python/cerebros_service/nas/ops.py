@@ -14,6 +14,7 @@ from typing import Any
 
 import numpy as np
 
+from ..vocabulary import DIRECTIONS, RUN_STATUSES, TRIAL_STATUSES
 from .artifacts import artifact_path, artifact_root, ensure_dir, safe_name, save_artifact
 from .checks import (
     as_int,
@@ -33,9 +34,6 @@ from .trainer import blas_threads, train
 __all__ = ["start_run", "run_trial", "record_trial", "finalize_run"]
 
 _OBJECTIVE_ALIASES = {"accuracy": "val_accuracy", "loss": "val_loss", "rmse": "val_rmse"}
-_DIRECTIONS = ("maximize", "minimize")
-TRIAL_STATUSES = ("succeeded", "failed", "skipped", "cancelled")
-RUN_STATUSES = ("succeeded", "failed", "cancelled", "timeout")
 
 # -- shared checks --------------------------------------------------------------------------
 
@@ -60,7 +58,7 @@ def _objective(value: Any, task: str, key: str) -> str:
 def _direction(value: Any, objective: str, key: str) -> str:
     if value is None:
         return OBJECTIVES[objective][1]
-    if value not in _DIRECTIONS:
+    if value not in DIRECTIONS:
         raise contract_error(key, f"must be maximize or minimize, got {value!r}")
     return value
 

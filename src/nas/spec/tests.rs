@@ -7,6 +7,13 @@ fn parse(text: &str) -> Result<RunSpec> {
 const BASE: &str = "name = \"t\"\ndataset = \"sklearn:iris\"\n";
 
 #[test]
+fn the_budget_holds_exactly_the_tables_budget_keys() {
+    let fields: Vec<String> = budget_map(&Budget::default()).keys().cloned().collect();
+    let keys: Vec<String> = rules().budget.keys().cloned().collect();
+    assert_eq!(fields, keys);
+}
+
+#[test]
 fn the_examples_are_valid() {
     let root = Path::new(env!("CARGO_MANIFEST_DIR"));
     for name in ["examples/digits.toml", "examples/diabetes.toml"] {

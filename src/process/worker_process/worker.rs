@@ -3,7 +3,7 @@
 //! its three threads ([`spawn`]).
 
 use super::{pipes, shut_down_error, system_error, Reply, Shared};
-use crate::core::error::{BridgeError, ErrorClass, Result};
+use crate::core::error::Result;
 use crate::core::payload::EXCERPT_CHARS;
 use crate::inprocess::reply::ReplySlot;
 use crate::process::child::{self, TailBuffer};
@@ -186,18 +186,9 @@ pub(super) fn spawn(shared: &Arc<Shared>, slot: usize, generation: u64) -> Resul
     let mut command = shared.launch.command();
     command.args(["-m", SERVICE_PACKAGE, "--serve-stdio", "--module"]);
     command.arg(&shared.options.module);
-    let mut process = command.spawn().map_err(|err| {
-        let class = if err.kind() == io::ErrorKind::NotFound {
-            ErrorClass::Dependency
-        } else {
-            ErrorClass::SystemError
-        };
-        BridgeError::new(
-            class,
-            format!("cannot start {}: {err}", shared.launch.python.display()),
-        )
-        .with_source(err)
-    })?;
+    let mut process = command
+        .spawn()
+        .map_err(|err| shared.launch.spawn_error("start", err))?;
     let pid = process.id();
     let stdio = (
         process.stdin.take().map(OwnedFd::from),
