@@ -120,6 +120,23 @@ impl WorkerProcessInvoker {
         &self.shared.launch.python
     }
 
+    /// One try at sending a request before `deadline`: what to wait on, `None` to try
+    /// again after [`NO_WORKER_POLL`] (no child is live now), or the error of a request
+    /// that found no child in time (`timeout` is its deadline, for the message).
+    fn send_before(
+        &self,
+        id: u64,
+        line: &[u8],
+        deadline: Instant,
+        timeout: Duration,
+    ) -> Result<Option<Ticket>> {
+        match self.try_send(id, line)? {
+            Some(ticket) => Ok(Some(ticket)),
+            None if Instant::now() >= deadline => Err(no_worker_error(timeout)),
+            None => Ok(None),
+        }
+    }
+
     /// Sends a request and returns what to wait on; `None` when no child is live now.
     fn try_send(&self, id: u64, line: &[u8]) -> Result<Option<Ticket>> {
         for _ in 0..=self.shared.options.pool_size {
@@ -248,13 +265,10 @@ impl Invoker for WorkerProcessInvoker {
             let deadline = Instant::now() + request.timeout;
             let (id, line) = self.line(&request);
             let ticket = loop {
-                if let Some(ticket) = self.try_send(id, &line)? {
-                    break ticket;
+                match self.send_before(id, &line, deadline, request.timeout)? {
+                    Some(ticket) => break ticket,
+                    None => tokio::time::sleep(NO_WORKER_POLL).await,
                 }
-                if Instant::now() >= deadline {
-                    return Err(no_worker_error(request.timeout));
-                }
-                tokio::time::sleep(NO_WORKER_POLL).await;
             };
             drop(line);
             let until = tokio::time::Instant::from_std(deadline);
@@ -269,13 +283,10 @@ impl Invoker for WorkerProcessInvoker {
         let deadline = Instant::now() + request.timeout;
         let (id, line) = self.line(&request);
         let ticket = loop {
-            if let Some(ticket) = self.try_send(id, &line)? {
-                break ticket;
+            match self.send_before(id, &line, deadline, request.timeout)? {
+                Some(ticket) => break ticket,
+                None => std::thread::sleep(NO_WORKER_POLL),
             }
-            if Instant::now() >= deadline {
-                return Err(no_worker_error(request.timeout));
-            }
-            std::thread::sleep(NO_WORKER_POLL);
         };
         drop(line);
         match ticket.reply.wait_until(deadline) {
