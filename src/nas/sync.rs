@@ -327,8 +327,7 @@ impl MlflowSync {
     /// item always builds the same payload.
     fn payload(&self, item: &OutboxItem) -> Result<Option<Value>> {
         let run = self.store.run(&item.run_id)?;
-        let final_run = item.kind == OutboxKind::Run
-            && matches!(run.status.as_str(), "succeeded" | "failed" | "cancelled");
+        let final_run = item.kind == OutboxKind::Run && run.status.is_final();
         let trial = match (&item.kind, &item.trial_id) {
             (OutboxKind::Trial, Some(trial_id)) => {
                 match self.store.trial(&item.run_id, trial_id)? {
