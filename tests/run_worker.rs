@@ -7,7 +7,7 @@ use cerebros_bridge::client::Client;
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::nas::run::{CancelSignal, RunWorker};
 use cerebros_bridge::nas::spec::RunSpec;
-use cerebros_bridge::nas::store::{Owner, Store};
+use cerebros_bridge::nas::store::{Owner, RunState, Store};
 use std::sync::Arc;
 
 fn worker(dir: &std::path::Path) -> RunWorker {
@@ -35,7 +35,7 @@ async fn a_run_broadcasts_its_lifecycle_and_stores_every_trial() {
     let mut events = worker.subscribe();
     let run_id = worker.create(&spec(5)).unwrap();
     let run = worker.drive(&run_id, CancelSignal::new()).await.unwrap();
-    assert_eq!(run.status, "succeeded");
+    assert_eq!(run.status, RunState::Succeeded);
     assert_eq!(run.trials_completed, 5);
     // fault_service reports val_accuracy = 0.5 + index / 100: the last trial is best.
     assert_eq!(
@@ -79,7 +79,7 @@ fn a_run_held_by_a_live_owner_cannot_be_claimed_and_a_dead_owner_means_interrupt
     // Opening again finds the schema in place.
     drop(Store::open(&dir.path().join("s.db")).unwrap());
     store.create_run("r1", &spec(2)).unwrap();
-    assert_eq!(store.run("r1").unwrap().status, "queued");
+    assert_eq!(store.run("r1").unwrap().status, RunState::Queued);
     // A live owner on this host (our parent process, e.g. cargo) holds the run.
     let parent = std::os::unix::process::parent_id();
     let stat = std::fs::read_to_string(format!("/proc/{parent}/stat")).unwrap();
@@ -97,7 +97,7 @@ fn a_run_held_by_a_live_owner_cannot_be_claimed_and_a_dead_owner_means_interrupt
         ..Owner::current()
     };
     store.claim("r1", &live).unwrap();
-    assert_eq!(store.run("r1").unwrap().status, "running");
+    assert_eq!(store.run("r1").unwrap().status, RunState::Running);
     let err = store.claim("r1", &Owner::current()).unwrap_err();
     assert!(
         err.message.contains("is being driven by process"),
@@ -115,7 +115,7 @@ fn a_run_held_by_a_live_owner_cannot_be_claimed_and_a_dead_owner_means_interrupt
     let store2 = Store::open(&dir.path().join("s.db")).unwrap();
     store2.create_run("r2", &spec(2)).unwrap();
     store2.claim("r2", &dead).unwrap();
-    assert_eq!(store2.run("r2").unwrap().status, "interrupted");
+    assert_eq!(store2.run("r2").unwrap().status, RunState::Interrupted);
     store2.claim("r2", &Owner::current()).unwrap();
-    assert_eq!(store2.run("r2").unwrap().status, "running");
+    assert_eq!(store2.run("r2").unwrap().status, RunState::Running);
 }

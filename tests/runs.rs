@@ -88,7 +88,7 @@ impl Scratch {
             .trials(&run.run_id)
             .unwrap()
             .into_iter()
-            .filter(|t| t.status == "succeeded")
+            .filter(|t| t.status == cerebros_bridge::nas::store::TrialState::Succeeded)
             .map(|t| serde_json::to_value(t).unwrap())
             .collect()
     }

@@ -10,7 +10,7 @@ use cerebros_bridge::core::error::Result;
 use cerebros_bridge::nas::artifacts;
 use cerebros_bridge::nas::run::{CancelSignal, RunEvent, RunWorker};
 use cerebros_bridge::nas::spec::RunSpec;
-use cerebros_bridge::nas::store::{self, RunRecord, Store, TrialRecord};
+use cerebros_bridge::nas::store::{self, RunRecord, RunState, Store, TrialRecord, TrialState};
 use cerebros_bridge::nas::sync;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -203,9 +203,9 @@ pub fn finish(outcome: Result<(RunRecord, Vec<TrialRecord>)>, json: bool) -> i32
             } else {
                 print_report(&run, &trials);
             }
-            match run.status.as_str() {
-                "succeeded" => EXIT_OK,
-                "cancelled" => EXIT_CANCELLED,
+            match run.status {
+                RunState::Succeeded => EXIT_OK,
+                RunState::Cancelled => EXIT_CANCELLED,
                 _ => EXIT_FAILURE,
             }
         }
@@ -225,14 +225,17 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
         "run {} ({}): {} — {} of {} trials finished",
         printable(&run.run_id),
         printable(&run.name),
-        printable(&run.status),
+        run.status,
         run.trials_completed,
         run.trials_planned
     ));
     if let Some(error) = &run.error {
         out(&format!("error: {}", printable(error)));
     }
-    let mut ranked: Vec<&TrialRecord> = trials.iter().filter(|t| t.status == "succeeded").collect();
+    let mut ranked: Vec<&TrialRecord> = trials
+        .iter()
+        .filter(|t| t.status == TrialState::Succeeded)
+        .collect();
     let metric = |t: &TrialRecord| t.metrics.get(&run.objective).and_then(Value::as_f64);
     ranked.sort_by(|a, b| {
         let (a, b) = (metric(a).unwrap_or(f64::NAN), metric(b).unwrap_or(f64::NAN));
@@ -266,7 +269,10 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
             ));
         }
     }
-    let failed = trials.iter().filter(|t| t.status == "failed").count();
+    let failed = trials
+        .iter()
+        .filter(|t| t.status == TrialState::Failed)
+        .count();
     if failed > 0 {
         out(&format!(
             "\n{failed} trial(s) failed; see `runs show {}`",
@@ -283,7 +289,7 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
             ));
         }
     }
-    if run.status == "cancelled" || run.status == "interrupted" {
+    if matches!(run.status, RunState::Cancelled | RunState::Interrupted) {
         out(&format!(
             "resume with: cerebros-bridge runs resume {}",
             printable(&run.run_id)

@@ -92,7 +92,7 @@ fn summary_line(run: &RunRecord) -> String {
         "{:<30} {:<22} {:<12} {:>8} {:>14}  {}",
         printable(&run.run_id),
         printable(&run.name),
-        printable(&run.status),
+        run.status.as_str(),
         format!("{}/{}", run.trials_completed, run.trials_planned),
         run.best_metric.map_or("-".into(), |m| format!("{m:.4}")),
         run.started_at.as_deref().unwrap_or("-")
@@ -121,7 +121,7 @@ fn show(store: &Store, run_id: &str, json: bool) -> Result<i32> {
                 "{:>4} {:<34} {:<10} {} {}{}",
                 trial.index,
                 printable(&trial.trial_id),
-                printable(&trial.status),
+                trial.status.as_str(),
                 printable(&run.objective),
                 metric,
                 error.map_or(String::new(), |e| format!("  ({})", printable(e)))
@@ -132,7 +132,7 @@ fn show(store: &Store, run_id: &str, json: bool) -> Result<i32> {
 }
 
 fn cancel(store: &Store, run_id: &str, json: bool) -> Result<i32> {
-    let status = store.request_cancel(run_id)?;
+    let status = store.request_cancel(run_id)?.as_str();
     if json {
         output::print_json(&json!({"run_id": run_id, "status": status}), false);
     } else {

@@ -20,14 +20,13 @@
 mod report;
 
 use crate::client::{CallOptions, Client};
-use crate::core::contracts::{
-    RunFinalizedV1, RunStatus, TrialReportedV1, TrialRequestedV1, TrialStatus,
-};
+use crate::core::contracts::{RunFinalizedV1, TrialReportedV1, TrialRequestedV1, TrialStatus};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::nas::artifacts::run_folder;
 use crate::nas::spec::{budget_map, trial_seed, RunSpec};
 use crate::nas::store::{
-    now_rfc3339, ArtifactRecord, Owner, RunRecord, Store, StoreCalls, TrialRecord, HEARTBEAT_EVERY,
+    now_rfc3339, ArtifactRecord, Owner, RunEnd, RunRecord, Store, StoreCalls, TrialRecord,
+    TrialState, HEARTBEAT_EVERY,
 };
 use crate::nas::sync::{SyncSettings, SyncWorker};
 use report::{check_report, CheckedReport, Expected};
@@ -171,12 +170,12 @@ impl RunWorker {
         let started = Instant::now();
         let outcome = self.drive_claimed(run_id, &spec, &cancel).await;
         heartbeat.abort();
-        let (status, error) = match &outcome {
-            Ok(status) => (status.clone(), None),
-            Err(err) => ("failed".to_owned(), Some(err.to_string())),
+        let (end, error) = match &outcome {
+            Ok(end) => (*end, None),
+            Err(err) => (RunEnd::Failed, Some(err.to_string())),
         };
         let finished = self
-            .finalize(run_id, &spec, &status, error.as_deref(), started.elapsed())
+            .finalize(run_id, &spec, end, error, started.elapsed())
             .await;
         if let Err(err) = &finished {
             self.end_as_failed(run_id, err).await;
@@ -201,7 +200,7 @@ impl RunWorker {
         let id = run_id.to_owned();
         let ended = self
             .calls
-            .run(move |store| store.finish_run(&id, "failed", Some(&why)))
+            .run(move |store| store.finish_run(&id, RunEnd::Failed, Some(&why)))
             .await;
         if let Err(again) = ended {
             tracing::error!(run_id, "cannot end the run: {err}; then: {again}");
@@ -237,13 +236,13 @@ impl RunWorker {
         })
     }
 
-    /// start_run, then the trials; returns the run's final status.
+    /// start_run, then the trials; returns how the run ends.
     async fn drive_claimed(
         &self,
         run_id: &str,
         spec: &RunSpec,
         cancel: &CancelSignal,
-    ) -> Result<String> {
+    ) -> Result<RunEnd> {
         let artifact_dir = self.artifact_dir.clone();
         let started = spec.run_started(run_id, &now_rfc3339(), &artifact_dir);
         let info = self.client.start_run(&started).await?;
@@ -268,7 +267,7 @@ impl RunWorker {
             .read_trials(run_id)
             .await?
             .into_iter()
-            .filter(|t| t.status == "succeeded" || t.status == "failed")
+            .filter(|t| t.status.is_completed())
             .map(|t| t.index)
             .collect();
         let pending: Vec<u32> = (0..spec.budget.trials)
@@ -276,14 +275,18 @@ impl RunWorker {
             .collect();
         run_trials(context, pending, cancel).await?;
         if cancel.is_cancelled() {
-            return Ok("cancelled".into());
+            return Ok(RunEnd::Cancelled);
         }
         let succeeded = self
             .read_trials(run_id)
             .await?
             .iter()
-            .any(|t| t.status == "succeeded");
-        Ok(if succeeded { "succeeded" } else { "failed" }.into())
+            .any(|t| t.status == TrialState::Succeeded);
+        Ok(if succeeded {
+            RunEnd::Succeeded
+        } else {
+            RunEnd::Failed
+        })
     }
 
     /// Calls `finalize_run`, ends the run in the store and emits `ml.run.stop` (or
@@ -292,15 +295,13 @@ impl RunWorker {
         &self,
         run_id: &str,
         spec: &RunSpec,
-        status: &str,
-        error: Option<&str>,
+        mut end: RunEnd,
+        mut error: Option<String>,
         took: Duration,
     ) -> Result<RunRecord> {
-        let mut error = error.map(str::to_owned);
-        let mut status = status.to_owned();
-        if status != "failed" || error.is_none() {
+        if end != RunEnd::Failed || error.is_none() {
             let run = self.read_run(run_id).await?;
-            let mut finalized = RunFinalizedV1::new(run_id, run_status(&status));
+            let mut finalized = RunFinalizedV1::new(run_id, end.contract_status());
             finalized.best_trial_id = run.best_trial_id.clone();
             finalized.duration_ms = took.as_millis() as u64;
             if let Some(best) = run.best_metric {
@@ -312,24 +313,23 @@ impl RunWorker {
                 .metrics
                 .insert("trials_completed".into(), json!(run.trials_completed));
             if let Err(err) = self.client.finalize_run(&finalized).await {
-                status = "failed".into();
+                end = RunEnd::Failed;
                 error = Some(format!("finalize_run failed: {err}"));
             }
         }
-        if status == "failed" && error.is_none() {
+        if end == RunEnd::Failed && error.is_none() {
             error = Some("no trial succeeded".into());
         }
-        let (id, final_status, final_error) = (run_id.to_owned(), status.clone(), error.clone());
+        let id = run_id.to_owned();
         self.calls
-            .run(move |store| store.finish_run(&id, &final_status, final_error.as_deref()))
+            .run(move |store| store.finish_run(&id, end, error.as_deref()))
             .await?;
         let run = self.read_run(run_id).await?;
-        let kind = if status == "failed" {
-            "ml.run.exception"
-        } else {
-            "ml.run.stop"
-        };
-        self.emit(kind, run_id, serde_json::to_value(&run).unwrap_or_default());
+        self.emit(
+            end.event_kind(),
+            run_id,
+            serde_json::to_value(&run).unwrap_or_default(),
+        );
         Ok(run)
     }
 
@@ -343,14 +343,6 @@ impl RunWorker {
             run_id: run_id.to_owned(),
             data,
         });
-    }
-}
-
-fn run_status(status: &str) -> RunStatus {
-    match status {
-        "succeeded" => RunStatus::Succeeded,
-        "cancelled" => RunStatus::Cancelled,
-        _ => RunStatus::Failed,
     }
 }
 
@@ -428,7 +420,7 @@ async fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
         .read_trials(&context.run_id)
         .await?
         .iter()
-        .any(|t| t.trial_id == trial_id && t.status == "running");
+        .any(|t| t.trial_id == trial_id && t.status == TrialState::Running);
     if !still_running {
         return Ok(());
     }
@@ -437,7 +429,7 @@ async fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
         trial_id,
         index,
         seed: trial_seed(context.spec.seed, index),
-        status: "cancelled".into(),
+        status: TrialState::Cancelled,
         metrics: json!({}),
         parameters: json!({}),
         duration_ms: 0,
@@ -497,7 +489,7 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     };
     let record = record_or_fail(context, record, artifact).await?;
     context.worker.sync_wake.notify_one();
-    if record.status == "succeeded" {
+    if record.status == TrialState::Succeeded {
         acknowledge(context, &record).await;
     }
     context.worker.emit(
@@ -526,7 +518,7 @@ async fn record_or_fail(
     };
     tracing::warn!(run_id = %context.run_id, trial_id = %record.trial_id, "cannot record the trial: {err}");
     let failed = TrialRecord {
-        status: "failed".into(),
+        status: TrialState::Failed,
         metrics: json!({}),
         parameters: json!({}),
         artifact_uri: None,
@@ -552,7 +544,7 @@ async fn acknowledge(context: &TrialContext, record: &TrialRecord) {
     let mut report = TrialReportedV1::new(
         record.run_id.clone(),
         record.trial_id.clone(),
-        crate::core::contracts::TrialStatus::Succeeded,
+        TrialStatus::Succeeded,
     );
     report.metrics = record.metrics.as_object().cloned().unwrap_or_default();
     report.artifact_uri = record.artifact_uri.clone();
@@ -591,7 +583,7 @@ fn trial_from_report(
         trial_id: request.trial_id.clone(),
         index: request.index,
         seed: request.seed,
-        status: checked.status.as_str().to_owned(),
+        status: checked.status.into(),
         metrics: checked.metrics.to_json(),
         parameters: Value::Object(checked.parameters),
         duration_ms: took.as_millis() as u64,
@@ -616,7 +608,7 @@ fn failed_trial(
         trial_id: request.trial_id.clone(),
         index: request.index,
         seed: request.seed,
-        status: "failed".into(),
+        status: TrialState::Failed,
         metrics: json!({}),
         parameters: json!({}),
         duration_ms: took.as_millis() as u64,

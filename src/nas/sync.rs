@@ -24,20 +24,26 @@
 //! Short timeouts keep a dead server from hanging anything: MLflow's own HTTP client gets
 //! one try and a few seconds per request ([`HTTP_TIMEOUT_S`]; environment variables the
 //! user set win), and each bridge call has its own deadline ([`CALL_TIMEOUT`]).
+//!
+//! The settings (what to sync to, the sync client's configuration) are in `settings`, the
+//! background worker in `worker`; this file is the flush itself.
+
+mod settings;
+mod worker;
+
+pub use settings::{enabled, resolve_tracking_uri, SyncSettings};
+pub use worker::SyncWorker;
 
 use crate::client::{CallOptions, Client};
-use crate::core::config::{Config, Mode};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::core::payload;
 use crate::nas::artifacts::{artifact_dir, run_folder};
 use crate::nas::store::{now_ms, LeaseHolder, OutboxItem, OutboxKind, Store};
 use serde::Serialize;
 use serde_json::{json, Value};
-use std::path::{Path, PathBuf};
+use settings::http_settings;
 use std::sync::Arc;
 use std::time::Duration;
-use tokio::sync::{watch, Notify};
-use tokio::time::Instant;
 
 /// The op that syncs one item.
 pub const SYNC_OP: &str = "sync_mlflow";
@@ -53,146 +59,12 @@ pub const HTTP_TIMEOUT_S: u64 = 5;
 const LEASE: Duration = Duration::from_secs(120);
 /// Items leased per pass.
 const BATCH: usize = 1000;
-/// First and longest wait between attempts while MLflow is unreachable.
-const BACKOFF_START: Duration = Duration::from_secs(1);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 /// Retry delay of an item that failed on its own (a bad item, not an outage): doubles
 /// per attempt from this, up to [`ITEM_RETRY_MAX`].
 const ITEM_RETRY_START: Duration = Duration::from_secs(2);
 const ITEM_RETRY_MAX: Duration = Duration::from_secs(300);
-/// How often the background worker looks for due items when nothing woke it.
-const IDLE_POLL: Duration = Duration::from_secs(5);
 /// Grace given to the sync client's worker when it stops.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
-
-/// Whether MLflow sync is on: `mlflow.tracking_uri = ""` or `"off"` turns it off (items
-/// still queue in the outbox, so turning it on later syncs them).
-pub fn enabled(config: &Config) -> bool {
-    let uri = config.mlflow.tracking_uri.trim();
-    !(uri.is_empty() || uri.eq_ignore_ascii_case("off"))
-}
-
-/// Where and how to sync, from a configuration and the store's file.
-#[derive(Debug, Clone)]
-pub struct SyncSettings {
-    tracking_uri: String,
-    client_config: Config,
-    flush_timeout: Duration,
-}
-
-impl SyncSettings {
-    /// `mlflow.tracking_uri` (a relative sqlite path resolved against the folder of
-    /// `store_file`), and a one-worker client configuration for [`SYNC_MODULE`].
-    pub fn from_config(config: &Config, store_file: &Path) -> SyncSettings {
-        let mut client_config = config.clone();
-        if client_config.module != SYNC_MODULE {
-            client_config.module = SYNC_MODULE.to_owned();
-            client_config.repo_path = service_root(config);
-            client_config.script_path = None;
-        }
-        // MLflow runs in a child process of its own: importing it and creating its
-        // database take seconds of GIL time that would otherwise slow in-process trials.
-        client_config.mode = Mode::WorkerProcess;
-        client_config.invoke.pool_size = 1;
-        client_config.invoke.max_retries = 0;
-        client_config.invoke.default_timeout_ms = CALL_TIMEOUT.as_millis() as u64;
-        client_config.cache.enabled = false;
-        SyncSettings {
-            tracking_uri: resolve_tracking_uri(&config.mlflow.tracking_uri, store_file),
-            client_config,
-            flush_timeout: Duration::from_millis(config.mlflow.flush_timeout_ms),
-        }
-    }
-
-    /// The tracking URI items are synced to.
-    pub fn tracking_uri(&self) -> &str {
-        &self.tracking_uri
-    }
-
-    /// The configuration of the sync client.
-    pub fn client_config(&self) -> &Config {
-        &self.client_config
-    }
-
-    /// Asks `sync_mlflow` whether MLflow imports and the tracking URI answers, writing
-    /// nothing (`validate`); returns its reply (`mlflow_version`, `detail`). Blocks: call
-    /// it outside an async runtime.
-    pub fn probe(&self, timeout: Duration) -> Result<Value> {
-        let client = Client::start(&self.client_config)?;
-        let options = CallOptions {
-            timeout: Some(timeout),
-            max_retries: Some(0),
-            ..CallOptions::default()
-        };
-        let payload =
-            json!({"tracking_uri": self.tracking_uri, "probe": true, "http": http_settings()});
-        let reply = client.call_blocking_with(SYNC_OP, payload, options);
-        client.shutdown(SHUTDOWN_GRACE);
-        reply
-    }
-}
-
-/// Resolves a relative `sqlite:///PATH` against the folder of `store_file` (made
-/// absolute); every other URI (absolute sqlite paths, `http(s)://`, `databricks`, …) is
-/// returned as it is.
-///
-/// ```
-/// use cerebros_bridge::nas::sync::resolve_tracking_uri;
-/// use std::path::Path;
-/// let store = Path::new("/data/runs/cerebros.db");
-/// assert_eq!(resolve_tracking_uri("sqlite:///mlflow.db", store), "sqlite:////data/runs/mlflow.db");
-/// assert_eq!(resolve_tracking_uri("sqlite:////x/m.db", store), "sqlite:////x/m.db");
-/// assert_eq!(resolve_tracking_uri("http://127.0.0.1:5000", store), "http://127.0.0.1:5000");
-/// ```
-pub fn resolve_tracking_uri(uri: &str, store_file: &Path) -> String {
-    let Some(rest) = uri.strip_prefix("sqlite:///") else {
-        return uri.to_owned();
-    };
-    let (path, query) = match rest.find('?') {
-        Some(at) => rest.split_at(at),
-        None => (rest, ""),
-    };
-    if path.is_empty() || path.starts_with('/') || path == ":memory:" {
-        return uri.to_owned();
-    }
-    let folder = store_file
-        .parent()
-        .filter(|p| !p.as_os_str().is_empty())
-        .unwrap_or(Path::new("."));
-    let folder = std::path::absolute(folder).unwrap_or_else(|_| folder.to_path_buf());
-    format!("sqlite:///{}{query}", folder.join(path).display())
-}
-
-/// The folder that holds the `cerebros_service` package for the sync client: the
-/// configured `repo_path` when it does, else `python/` of the interpreter's project, of
-/// the working directory or of this crate's sources; else `repo_path` (the package must
-/// then be installed in the venv).
-fn service_root(config: &Config) -> PathBuf {
-    let holds = |dir: &Path| dir.join(SYNC_MODULE).join("__init__.py").is_file();
-    let mut candidates = vec![config.repo_path.clone()];
-    if let Some(project) = config
-        .python_executable
-        .as_deref()
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-        .and_then(Path::parent)
-    {
-        candidates.push(project.join("python"));
-    }
-    if let Ok(cwd) = std::env::current_dir() {
-        candidates.push(cwd.join("python"));
-    }
-    candidates.push(Path::new(env!("CARGO_MANIFEST_DIR")).join("python"));
-    candidates
-        .into_iter()
-        .find(|dir| holds(dir))
-        .unwrap_or_else(|| config.repo_path.clone())
-}
-
-/// MLflow HTTP client settings sent with every call (see the Python side).
-fn http_settings() -> Value {
-    json!({"timeout_s": HTTP_TIMEOUT_S, "max_retries": 0, "backoff_factor": 0, "backoff_jitter": 0})
-}
 
 /// What one flush did (`mlflow sync --json`).
 #[derive(Debug, Clone, Default, Serialize)]
@@ -327,8 +199,7 @@ impl MlflowSync {
     /// item always builds the same payload.
     fn payload(&self, item: &OutboxItem) -> Result<Option<Value>> {
         let run = self.store.run(&item.run_id)?;
-        let final_run = item.kind == OutboxKind::Run
-            && matches!(run.status.as_str(), "succeeded" | "failed" | "cancelled");
+        let final_run = item.kind == OutboxKind::Run && run.status.is_final();
         let trial = match (&item.kind, &item.trial_id) {
             (OutboxKind::Trial, Some(trial_id)) => {
                 match self.store.trial(&item.run_id, trial_id)? {
@@ -419,245 +290,9 @@ fn item_retry_delay(attempt: u32) -> Duration {
     (ITEM_RETRY_START * factor).min(ITEM_RETRY_MAX)
 }
 
-/// Whether syncing is failing, to log each outage once.
-struct Health {
-    tracking_uri: String,
-    failing: bool,
-    backoff: Duration,
-}
-
-impl Health {
-    fn note(&mut self, outcome: &Result<FlushReport>) {
-        let outage = match outcome {
-            Ok(report) => report.outage.as_ref().map(|e| (e, report.pending)),
-            Err(err) => Some((err, 0)),
-        };
-        match outage {
-            Some((err, pending)) => {
-                if self.failing {
-                    self.backoff = (self.backoff * 2).min(BACKOFF_MAX);
-                } else {
-                    self.failing = true;
-                    self.backoff = BACKOFF_START;
-                    tracing::warn!(
-                        target: "mlflow.sync",
-                        tracking_uri = %self.tracking_uri,
-                        pending,
-                        "MLflow sync is failing ({}); runs go on and their items stay pending, \
-                         retried in the background or flushed by `cerebros-bridge mlflow sync`",
-                        err.message
-                    );
-                }
-            }
-            None if self.failing => {
-                self.failing = false;
-                self.backoff = BACKOFF_START;
-                tracing::warn!(
-                    target: "mlflow.sync",
-                    tracking_uri = %self.tracking_uri,
-                    "MLflow sync recovered; pending items are being synced"
-                );
-            }
-            None => {}
-        }
-    }
-}
-
-/// The background sync of one run: a task that flushes the outbox when woken, every few
-/// seconds, and with backoff while MLflow is unreachable, and once more when finished.
-pub struct SyncWorker {
-    /// Set by [`SyncWorker::finish`] to the time the task must be done by.
-    stop: watch::Sender<Option<Instant>>,
-    flush_timeout: Duration,
-    handle: tokio::task::JoinHandle<()>,
-}
-
-impl SyncWorker {
-    /// Spawns the worker on the current runtime; `wake` is notified after each recorded
-    /// trial. The sync client starts inside the task, so a failure to start it (MLflow
-    /// or the service package missing) is logged once and costs the run nothing.
-    pub fn spawn(settings: SyncSettings, store: Arc<Store>, wake: Arc<Notify>) -> SyncWorker {
-        let (stop, stopped) = watch::channel(None);
-        let flush_timeout = settings.flush_timeout;
-        let handle = tokio::spawn(run_worker(settings, store, wake, stopped));
-        SyncWorker {
-            stop,
-            flush_timeout,
-            handle,
-        }
-    }
-
-    /// Flushes once more (every pending item, due or not), then stops the worker and its
-    /// client. The whole wait, a sync call already in flight included, lasts at most
-    /// `mlflow.flush_timeout_ms` (plus the client's shutdown grace); what is not synced by
-    /// then stays pending, for the next run or `mlflow sync`.
-    pub async fn finish(self) {
-        let _ = self.stop.send(Some(Instant::now() + self.flush_timeout));
-        if let Err(err) = self.handle.await {
-            tracing::warn!(target: "mlflow.sync", "the MLflow sync task failed: {err}");
-        }
-    }
-}
-
-/// The worker's task: starts the client, drains the outbox until told to finish, and
-/// gives up when the finish deadline passes.
-async fn run_worker(
-    settings: SyncSettings,
-    store: Arc<Store>,
-    wake: Arc<Notify>,
-    stopped: watch::Receiver<Option<Instant>>,
-) {
-    let mut health = Health {
-        tracking_uri: settings.tracking_uri.clone(),
-        failing: false,
-        backoff: BACKOFF_START,
-    };
-    let flush_timeout = settings.flush_timeout;
-    let starting = store.clone();
-    let start = tokio::task::spawn_blocking(move || {
-        MlflowSync::start(&settings, starting, LeaseHolder::current())
-    });
-    let started = tokio::select! {
-        started = start => started,
-        _ = deadline(stopped.clone()) => {
-            // The client is dropped (and stopped) whenever its start returns.
-            gave_up(&store, flush_timeout);
-            return;
-        }
-    };
-    let sync = match started {
-        Ok(Ok(sync)) => sync,
-        Ok(Err(err)) => {
-            health.note(&Err(err));
-            return;
-        }
-        Err(err) => {
-            health.note(&Err(BridgeError::new(
-                ErrorClass::SystemError,
-                err.to_string(),
-            )));
-            return;
-        }
-    };
-    tokio::select! {
-        _ = drain(&sync, &mut health, &wake, stopped.clone()) => {}
-        _ = deadline(stopped) => {
-            // The dropped call was cancelled; give its run back at once.
-            let _ = store.outbox_release(&sync.holder.id);
-            gave_up(&store, flush_timeout);
-        }
-    }
-    let _ = tokio::task::spawn_blocking(move || sync.shutdown()).await;
-}
-
-/// Flushes the due items when woken, every few seconds, or after a backoff while failing;
-/// once finishing is asked for, flushes every pending item once more and returns.
-async fn drain(
-    sync: &MlflowSync,
-    health: &mut Health,
-    wake: &Notify,
-    mut stopped: watch::Receiver<Option<Instant>>,
-) {
-    loop {
-        let wait = if health.failing {
-            health.backoff
-        } else {
-            IDLE_POLL
-        };
-        tokio::select! {
-            _ = stopped.wait_for(Option::is_some) => break,
-            _ = wake.notified(), if !health.failing => {}
-            _ = tokio::time::sleep(wait) => {}
-        }
-        health.note(&sync.flush(true).await);
-    }
-    health.note(&sync.flush(false).await);
-}
-
-/// Resolves when the finish deadline has passed (at once if the [`SyncWorker`] was
-/// dropped without finishing).
-async fn deadline(mut stopped: watch::Receiver<Option<Instant>>) {
-    let at = match stopped.wait_for(Option::is_some).await {
-        Ok(at) => *at,
-        Err(_) => None,
-    };
-    if let Some(at) = at {
-        tokio::time::sleep_until(at).await;
-    }
-}
-
-fn gave_up(store: &Store, flush_timeout: Duration) {
-    let pending = store.outbox_counts().map(|c| c.pending).unwrap_or(0);
-    tracing::warn!(
-        target: "mlflow.sync",
-        pending,
-        "MLflow sync did not finish within mlflow.flush_timeout_ms = {} of the run's end; \
-         the rest stays pending for the next run or `cerebros-bridge mlflow sync`",
-        flush_timeout.as_millis()
-    );
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn relative_sqlite_paths_follow_the_store() {
-        let store = Path::new("/srv/x/cerebros.db");
-        assert_eq!(
-            resolve_tracking_uri("sqlite:///sub/m.db?mode=rwc", store),
-            "sqlite:////srv/x/sub/m.db?mode=rwc"
-        );
-        let cwd = std::env::current_dir().unwrap();
-        assert_eq!(
-            resolve_tracking_uri("sqlite:///mlflow.db", Path::new("cerebros.db")),
-            format!("sqlite:///{}", cwd.join("mlflow.db").display())
-        );
-        assert_eq!(resolve_tracking_uri("https://m:1", store), "https://m:1");
-        assert_eq!(resolve_tracking_uri("databricks", store), "databricks");
-    }
-
-    #[test]
-    fn the_sync_client_runs_the_service_module_on_one_worker() {
-        let config = Config {
-            module: "nas_fixture".into(),
-            repo_path: PathBuf::from("/nonexistent"),
-            ..Config::default()
-        };
-        let settings = SyncSettings::from_config(&config, Path::new("/tmp/c.db"));
-        let client = settings.client_config();
-        assert_eq!(client.module, SYNC_MODULE);
-        assert!(client
-            .repo_path
-            .join("cerebros_service/__init__.py")
-            .is_file());
-        assert_eq!(client.invoke.pool_size, 1);
-        assert_eq!(client.invoke.max_retries, 0);
-        assert_eq!(settings.tracking_uri(), "sqlite:////tmp/mlflow.db");
-    }
-
-    #[test]
-    fn an_outage_is_noted_once_and_its_end_once() {
-        let mut health = Health {
-            tracking_uri: "http://127.0.0.1:1".into(),
-            failing: false,
-            backoff: BACKOFF_START,
-        };
-        let down = || FlushReport {
-            outage: Some(BridgeError::new(ErrorClass::SystemError, "refused")),
-            ..FlushReport::default()
-        };
-        health.note(&Ok(down()));
-        assert!(health.failing);
-        assert_eq!(health.backoff, BACKOFF_START);
-        for _ in 0..10 {
-            health.note(&Ok(down()));
-        }
-        assert_eq!(health.backoff, BACKOFF_MAX);
-        health.note(&Ok(FlushReport::default()));
-        assert!(!health.failing);
-        assert_eq!(health.backoff, BACKOFF_START);
-    }
 
     #[test]
     fn outages_stop_a_flush_and_bad_items_do_not() {

@@ -8,7 +8,7 @@ use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::ErrorClass;
 use cerebros_bridge::nas::run::{CancelSignal, RunWorker};
 use cerebros_bridge::nas::spec::RunSpec;
-use cerebros_bridge::nas::store::Store;
+use cerebros_bridge::nas::store::{RunState, Store};
 use serde_json::Value;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -376,7 +376,7 @@ fn a_busy_store_never_blocks_the_runtime_thread() {
         // Let the ticker start before the run does.
         tokio::time::sleep(Duration::from_millis(30)).await;
         let run = worker.drive(&run_id, CancelSignal::new()).await.unwrap();
-        assert_eq!(run.status, "succeeded");
+        assert_eq!(run.status, RunState::Succeeded);
         ticker.abort();
         let longest = *longest.lock();
         longest

@@ -191,7 +191,7 @@ fn a_run_holding_a_text_metric_from_before_the_checks_can_still_finish() {
         trial_id: "run-old-t000".into(),
         index: 0,
         seed: 1,
-        status: "succeeded".into(),
+        status: cerebros_bridge::nas::store::TrialState::Succeeded,
         metrics: json!({"val_accuracy": "high"}),
         parameters: json!({}),
         duration_ms: 1,
@@ -340,7 +340,7 @@ fn stored_strings_are_printed_without_their_control_characters() {
     store
         .finish_run(
             "run-old",
-            "failed",
+            cerebros_bridge::nas::store::RunEnd::Failed,
             Some("it broke\u{1b}[31m\r\nforged line"),
         )
         .unwrap();
