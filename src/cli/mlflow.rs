@@ -3,9 +3,10 @@
 
 use super::output::{self, EXIT_FAILURE, EXIT_OK};
 use super::runtime::{runtime, Threads};
+use cerebros_bridge::core::config::store_path;
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
-use cerebros_bridge::nas::store::{self, FailedItem, LeaseHolder, Store};
+use cerebros_bridge::nas::store::{FailedItem, LeaseHolder, Store};
 use cerebros_bridge::nas::sync::{FlushReport, MlflowSync, SyncSettings};
 use clap::{Args, Subcommand};
 use serde::Serialize;
@@ -74,7 +75,7 @@ pub fn run(config_path: Option<&Path>, args: &MlflowArgs) -> i32 {
 
 /// One forced flush of the outbox: every pending item, due or not.
 fn sync(config: &Config, retry_failed: bool) -> Result<(String, SyncOutput)> {
-    let store_file = store::store_path(&config.store.url)?;
+    let store_file = store_path(&config.store.url)?;
     let store = Arc::new(Store::open(&store_file)?);
     if !cerebros_bridge::nas::sync::enabled(config) {
         return Err(BridgeError::new(

@@ -5,12 +5,13 @@ use super::output::{self, printable, EXIT_FAILURE, EXIT_OK};
 use super::runtime::{runtime, Threads};
 use super::stdio;
 use cerebros_bridge::client::Client;
+use cerebros_bridge::core::config::store_path;
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::Result;
 use cerebros_bridge::nas::artifacts;
 use cerebros_bridge::nas::run::{CancelSignal, RunEvent, RunWorker};
 use cerebros_bridge::nas::spec::RunSpec;
-use cerebros_bridge::nas::store::{self, RunRecord, RunState, Store, TrialRecord, TrialState};
+use cerebros_bridge::nas::store::{RunRecord, RunState, Store, TrialRecord, TrialState};
 use cerebros_bridge::nas::sync;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
@@ -68,7 +69,7 @@ pub fn with_worker<T>(
     body: impl FnOnce(&tokio::runtime::Runtime, &RunWorker) -> Result<T>,
 ) -> Result<T> {
     let runtime = runtime(Threads::Workers(2))?;
-    let store_file = store::store_path(&config.store.url)?;
+    let store_file = store_path(&config.store.url)?;
     let store = Arc::new(Store::open(&store_file)?);
     let artifact_dir = artifacts::artifact_dir(&store_file);
     let client = Arc::new(Client::start(config)?);

@@ -2,9 +2,10 @@
 
 use super::output::{self, printable, EXIT_OK};
 use super::run::{drive_with_progress, finish, print_report, run_document, with_worker};
+use cerebros_bridge::core::config::store_path;
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::Result;
-use cerebros_bridge::nas::store::{self, RunRecord, Store};
+use cerebros_bridge::nas::store::{RunRecord, Store};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::Path;
@@ -62,7 +63,7 @@ pub fn run(config_path: Option<&Path>, args: &RunsArgs) -> i32 {
 }
 
 fn open_store(config: &Config) -> Result<Store> {
-    Store::open(&store::store_path(&config.store.url)?)
+    Store::open(&store_path(&config.store.url)?)
 }
 
 fn list(store: &Store, json: bool) -> Result<i32> {

@@ -158,6 +158,30 @@ struct State {
     generation: u64,
 }
 
+/// What the LRU holds for a key at a given time.
+enum Lookup {
+    /// A value younger than the TTL.
+    Fresh(Arc<Value>),
+    /// An expired entry, now removed (dropped by the caller, outside the lock).
+    Expired(Entry),
+    /// Nothing.
+    Missing,
+}
+
+impl State {
+    /// The stored value for `key` if it is younger than `ttl` at `now`; an expired
+    /// entry is removed.
+    fn lookup(&mut self, key: &str, now: Instant, ttl: Duration) -> Lookup {
+        match self.lru.get(key) {
+            Some(entry) if now.saturating_duration_since(entry.stored_at) < ttl => {
+                Lookup::Fresh(Arc::clone(&entry.value))
+            }
+            Some(_) => self.lru.pop(key).map_or(Lookup::Missing, Lookup::Expired),
+            None => Lookup::Missing,
+        }
+    }
+}
+
 /// The answer to "look up, else join or open a flight".
 enum Step {
     Hit(Arc<Value>),
@@ -293,24 +317,19 @@ impl ResultCache {
     pub fn hit(&self, key: &str) -> Option<Arc<Value>> {
         let state = self.state.as_ref()?;
         let now = Instant::now();
-        let mut st = state.lock();
-        let expired = match st.lru.get(key) {
-            Some(entry) if now.saturating_duration_since(entry.stored_at) < self.ttl => {
-                let value = Arc::clone(&entry.value);
-                drop(st);
-                Counters::bump(&self.counters.hits, 1);
-                cache_event!("hit", key);
-                return Some(value);
+        let lookup = state.lock().lookup(key, now, self.ttl);
+        match lookup {
+            Lookup::Fresh(value) => {
+                self.note_hit(key);
+                Some(value)
             }
-            Some(_) => st.lru.pop(key),
-            None => None,
-        };
-        drop(st);
-        if expired.is_some() {
-            self.note_expired(key);
+            Lookup::Expired(entry) => {
+                self.note_expired(key);
+                drop(entry);
+                None
+            }
+            Lookup::Missing => None,
         }
-        drop(expired);
-        None
     }
 
     /// The cached result for `key`, else the result of `compute`, stored on success.
@@ -463,6 +482,11 @@ impl ResultCache {
         }
     }
 
+    fn note_hit(&self, key: &str) {
+        Counters::bump(&self.counters.hits, 1);
+        cache_event!("hit", key);
+    }
+
     fn note_expired(&self, key: &str) {
         Counters::bump(&self.counters.purges, 1);
         cache_event!("purge", key, reason = "expired");
@@ -475,18 +499,16 @@ impl ResultCache {
         let state = self.state.as_ref().expect("begin on an enabled cache");
         let now = Instant::now();
         let mut st = state.lock();
-        let expired = match st.lru.get(key) {
-            Some(entry) if now.saturating_duration_since(entry.stored_at) < self.ttl => {
-                let value = Arc::clone(&entry.value);
+        let expired = match st.lookup(key, now, self.ttl) {
+            Lookup::Fresh(value) => {
                 drop(st);
                 if count {
-                    Counters::bump(&self.counters.hits, 1);
-                    cache_event!("hit", key);
+                    self.note_hit(key);
                 }
                 return Step::Hit(value);
             }
-            Some(_) => st.lru.pop(key),
-            None => None,
+            Lookup::Expired(entry) => Some(entry),
+            Lookup::Missing => None,
         };
         let step = match st.flights.get(key) {
             Some(flight) => Step::Wait(Arc::clone(flight)),

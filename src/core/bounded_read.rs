@@ -79,6 +79,26 @@ pub fn read_text(path: &Path, limit: usize) -> Result<String, ReadError> {
         .map_err(|err| ReadError::Io(io::Error::new(io::ErrorKind::InvalidData, err.utf8_error())))
 }
 
+/// What a file that is not a regular file is, for messages: `directory`, `character
+/// device`, `block device`, `FIFO`, `socket` or `special file`.
+pub fn file_kind(meta: &std::fs::Metadata) -> &'static str {
+    use std::os::unix::fs::FileTypeExt;
+    let kind = meta.file_type();
+    if kind.is_dir() {
+        "directory"
+    } else if kind.is_char_device() {
+        "character device"
+    } else if kind.is_block_device() {
+        "block device"
+    } else if kind.is_fifo() {
+        "FIFO"
+    } else if kind.is_socket() {
+        "socket"
+    } else {
+        "special file"
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

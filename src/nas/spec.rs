@@ -507,7 +507,10 @@ fn check_regular_file(path: &Path) -> Result<()> {
     let what = match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => return Ok(()),
         Ok(meta) if meta.is_dir() => "is a directory, not a regular file".to_owned(),
-        Ok(meta) => format!("is not a regular file (a {})", file_kind(&meta)),
+        Ok(meta) => format!(
+            "is not a regular file (a {})",
+            bounded_read::file_kind(&meta)
+        ),
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => "does not exist".to_owned(),
         Err(e) => format!("cannot be read: {e}"),
     };
@@ -515,22 +518,6 @@ fn check_regular_file(path: &Path) -> Result<()> {
         "dataset",
         &format!("file {} {what}", path.display()),
     ))
-}
-
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let kind = meta.file_type();
-    if kind.is_char_device() {
-        "character device"
-    } else if kind.is_block_device() {
-        "block device"
-    } else if kind.is_fifo() {
-        "FIFO"
-    } else if kind.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }
 }
 
 fn spec_error(message: String) -> BridgeError {

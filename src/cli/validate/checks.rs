@@ -3,9 +3,9 @@
 use super::python;
 use super::Check;
 use cerebros_bridge::client::{CallOptions, Client};
+use cerebros_bridge::core::config::{check_store_path, store_path};
 use cerebros_bridge::core::config::{Config, Mode};
 use cerebros_bridge::core::error::{BridgeError, ErrorClass};
-use cerebros_bridge::nas::store;
 use cerebros_bridge::nas::sync::SyncSettings;
 use cerebros_bridge::{inprocess::interpreter, inprocess::op_rules};
 use pyo3::prelude::*;
@@ -196,10 +196,10 @@ fn health_detail(module: &str, reply: &Value) -> String {
 /// `store`: the folder of the SQLite file exists and a file can be created there.
 fn check_store(url: &str) -> Check {
     let hint = "set store.url (or CEREBROS_STORE_URL) to sqlite://PATH in a writable folder";
-    let Ok(path) = store::store_path(url) else {
+    let Ok(path) = store_path(url) else {
         return Check::fail("store", format!("{url:?} is not a sqlite:// URL"), hint);
     };
-    if let Err(reason) = store::check_store_path(&path) {
+    if let Err(reason) = check_store_path(&path) {
         return Check::fail("store", format!("{url}: {reason}"), hint);
     }
     let folder = parent_folder(&path);
@@ -279,8 +279,7 @@ fn check_mlflow(config: &Config) -> Check {
             "MLflow sync is off (mlflow.tracking_uri = \"off\")",
         );
     }
-    let store_file =
-        store::store_path(&config.store.url).unwrap_or_else(|_| PathBuf::from("cerebros.db"));
+    let store_file = store_path(&config.store.url).unwrap_or_else(|_| PathBuf::from("cerebros.db"));
     let settings = SyncSettings::from_config(config, &store_file);
     let uri = settings.tracking_uri().to_owned();
     let outcome = settings.probe(MLFLOW_TIMEOUT);

@@ -1,22 +1,75 @@
-//! The check of `store.url`: a `sqlite://` URL whose path can hold a store.
+//! The rules of `store.url`: a `sqlite://` URL whose path can hold a store. The store
+//! (`nas::store`), `validate` and config validation all ask these.
 
 use super::Config;
-use crate::core::error::Result;
+use crate::core::bounded_read;
+use crate::core::error::{BridgeError, ErrorClass, Result};
+use std::path::{Path, PathBuf};
 
 impl Config {
     /// `store.url` is a `sqlite://` URL whose path can hold a store (see
-    /// [`crate::nas::store::check_store_path`]).
+    /// [`check_store_path`]).
     pub(super) fn check_store_url(&self) -> Result<()> {
         let url = &self.store.url;
-        let Ok(path) = crate::nas::store::store_path(url) else {
+        let Ok(path) = store_path(url) else {
             let expected = "expected a sqlite:// URL such as sqlite://cerebros.db";
             return Err(self.invalid("store.url", format_args!("{url:?}"), expected));
         };
-        crate::nas::store::check_store_path(&path).map_err(|reason| {
+        check_store_path(&path).map_err(|reason| {
             let expected = format!(
                 "{reason}; expected sqlite://PATH naming a regular file, or a new file in a folder"
             );
             self.invalid("store.url", format_args!("{url:?}"), &expected)
         })
     }
+}
+
+/// Why `path` cannot hold a store, if it cannot. A store is a regular file, or a file
+/// still to be created whose nearest existing ancestor is a folder. Refused: an empty
+/// path and `:memory:` (SQLite would keep the results in memory and lose them), and a
+/// device, FIFO or folder (`/dev/null` would swallow them and SQLite would write
+/// `/dev/null-journal` beside it).
+pub fn check_store_path(path: &Path) -> std::result::Result<(), String> {
+    if path.as_os_str().is_empty() {
+        return Err(
+            "the path is empty (SQLite would keep the results in memory and lose them)".into(),
+        );
+    }
+    if path == Path::new(":memory:") {
+        return Err("an in-memory database loses every result".into());
+    }
+    match std::fs::metadata(path) {
+        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) => Err(format!(
+            "{} is a {}, not a regular file",
+            path.display(),
+            bounded_read::file_kind(&meta)
+        )),
+        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
+            let nearest = path
+                .ancestors()
+                .skip(1)
+                .filter(|a| !a.as_os_str().is_empty())
+                .find(|a| a.exists());
+            match nearest {
+                Some(folder) if !folder.is_dir() => {
+                    Err(format!("{} is not a folder", folder.display()))
+                }
+                _ => Ok(()),
+            }
+        }
+        Err(err) => Err(format!("{}: {err}", path.display())),
+    }
+}
+
+/// The file of a `sqlite://PATH` URL.
+pub fn store_path(url: &str) -> Result<PathBuf> {
+    let path = url.strip_prefix("sqlite://").ok_or_else(|| {
+        BridgeError::new(
+            ErrorClass::Config,
+            format!("store.url = {url:?}: expected sqlite://PATH"),
+        )
+    })?;
+    let path = path.split('?').next().unwrap_or(path);
+    Ok(PathBuf::from(path))
 }

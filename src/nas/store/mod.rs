@@ -20,7 +20,6 @@ mod trials;
 
 pub use calls::StoreCalls;
 pub use events::EventRecord;
-pub use open::{check_store_path, store_path};
 pub use outbox::{FailedItem, LeaseHolder, OutboxCounts, OutboxItem, OutboxKind};
 pub use owner::{now_ms, Owner, HEARTBEAT_EVERY, LEASE};
 pub use runs::RunRecord;

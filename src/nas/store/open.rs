@@ -2,10 +2,11 @@
 //! up to date (the migrations are in `schema.rs`).
 
 use super::{db_error, schema, Store};
+use crate::core::config::{check_store_path, store_path};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use parking_lot::Mutex;
 use rusqlite::Connection;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::time::Duration;
 
 impl Store {
@@ -81,71 +82,4 @@ impl Store {
             tx.commit().map_err(db_error("migration"))?;
         }
     }
-}
-
-/// Why `path` cannot hold a store, if it cannot. A store is a regular file, or a file
-/// still to be created whose nearest existing ancestor is a folder. Refused: an empty
-/// path and `:memory:` (SQLite would keep the results in memory and lose them), and a
-/// device, FIFO or folder (`/dev/null` would swallow them and SQLite would write
-/// `/dev/null-journal` beside it).
-pub fn check_store_path(path: &Path) -> std::result::Result<(), String> {
-    if path.as_os_str().is_empty() {
-        return Err(
-            "the path is empty (SQLite would keep the results in memory and lose them)".into(),
-        );
-    }
-    if path == Path::new(":memory:") {
-        return Err("an in-memory database loses every result".into());
-    }
-    match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => Ok(()),
-        Ok(meta) => Err(format!(
-            "{} is a {}, not a regular file",
-            path.display(),
-            file_kind(&meta)
-        )),
-        Err(err) if err.kind() == std::io::ErrorKind::NotFound => {
-            let nearest = path
-                .ancestors()
-                .skip(1)
-                .filter(|a| !a.as_os_str().is_empty())
-                .find(|a| a.exists());
-            match nearest {
-                Some(folder) if !folder.is_dir() => {
-                    Err(format!("{} is not a folder", folder.display()))
-                }
-                _ => Ok(()),
-            }
-        }
-        Err(err) => Err(format!("{}: {err}", path.display())),
-    }
-}
-
-/// What a non-regular file is, for messages.
-fn file_kind(meta: &std::fs::Metadata) -> &'static str {
-    use std::os::unix::fs::FileTypeExt;
-    let kind = meta.file_type();
-    if kind.is_dir() {
-        "folder"
-    } else if kind.is_char_device() || kind.is_block_device() {
-        "device"
-    } else if kind.is_fifo() {
-        "FIFO"
-    } else if kind.is_socket() {
-        "socket"
-    } else {
-        "special file"
-    }
-}
-
-/// The file of a `sqlite://PATH` URL.
-pub fn store_path(url: &str) -> Result<PathBuf> {
-    let path = url.strip_prefix("sqlite://").ok_or_else(|| {
-        BridgeError::new(
-            ErrorClass::Config,
-            format!("store.url = {url:?}: expected sqlite://PATH"),
-        )
-    })?;
-    let path = path.split('?').next().unwrap_or(path);
-    Ok(PathBuf::from(path))
 }
