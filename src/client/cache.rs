@@ -18,10 +18,8 @@
 //! held across an `.await` or while user code runs.
 //!
 //! A flight's outcome is published once, under the flight's own small mutex, and
-//! announced through both a [`tokio::sync::Notify`] (async waiters) and a
-//! [`parking_lot::Condvar`] (waiters on plain threads, see
-//! [`ResultCache::get_or_compute_blocking`]). So async and blocking callers share
-//! one flight table and may wait on each other's flights.
+//! announced through a [`tokio::sync::Notify`]. (A blocking caller, such as
+//! `Client::call_blocking`, drives the same async path on a runtime of its own.)
 //!
 //! If a leader goes away without an outcome (its future was dropped, or its compute
 //! closure panicked), the flight is closed as *abandoned*: its waiters wake up and
@@ -34,7 +32,7 @@
 
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use lru::LruCache;
-use parking_lot::{Condvar, Mutex};
+use parking_lot::Mutex;
 use serde::Serialize;
 use serde_json::Value;
 use std::collections::HashMap;
@@ -92,10 +90,8 @@ enum Outcome {
 /// One computation in progress, shared by its leader and its waiters.
 struct Flight {
     outcome: Mutex<Option<Outcome>>,
-    /// Wakes async waiters.
+    /// Wakes the waiters.
     notify: Notify,
-    /// Wakes waiters blocked on plain threads.
-    condvar: Condvar,
 }
 
 impl Flight {
@@ -103,7 +99,6 @@ impl Flight {
         Flight {
             outcome: Mutex::new(None),
             notify: Notify::new(),
-            condvar: Condvar::new(),
         }
     }
 
@@ -116,7 +111,6 @@ impl Flight {
             }
             *slot = Some(outcome);
         }
-        self.condvar.notify_all();
         self.notify.notify_waiters();
     }
 
@@ -135,17 +129,6 @@ impl Flight {
                 return outcome;
             }
             notified.await;
-        }
-    }
-
-    /// Waits for the outcome, blocking the current thread.
-    fn wait_blocking(&self) -> Outcome {
-        let mut slot = self.outcome.lock();
-        loop {
-            if let Some(outcome) = slot.as_ref() {
-                return outcome.clone();
-            }
-            self.condvar.wait(&mut slot);
         }
     }
 }
@@ -405,37 +388,6 @@ impl ResultCache {
                         Outcome::Abandoned => first = false,
                     }
                 }
-            }
-        }
-    }
-
-    /// [`get_or_compute`](ResultCache::get_or_compute) for threads without an async
-    /// runtime: the same cache, the same flight table and the same semantics.
-    ///
-    /// A waiter blocks its thread on a [`parking_lot::Condvar`] until the flight it
-    /// joined ends, whether that flight is led by a blocking or an async caller. Do
-    /// not call this from inside an async task (it would block a runtime worker);
-    /// use `get_or_compute` there, or wrap it in `spawn_blocking`.
-    pub fn get_or_compute_blocking<F>(&self, key: String, compute: F) -> Result<Arc<Value>>
-    where
-        F: FnOnce() -> Result<Value>,
-    {
-        if self.state.is_none() {
-            return compute().map(Arc::new);
-        }
-        let mut first = true;
-        loop {
-            match self.begin(&key, first) {
-                Step::Hit(value) => return Ok(value),
-                Step::Lead(flight, generation) => {
-                    let guard = LeaderGuard::new(self, &key, flight, generation);
-                    let result = compute();
-                    return guard.finish(result);
-                }
-                Step::Wait(flight) => match flight.wait_blocking() {
-                    Outcome::Done(result) => return result,
-                    Outcome::Abandoned => first = false,
-                },
             }
         }
     }

@@ -65,25 +65,21 @@ async fn ttl_really_expires() {
     assert_eq!(cache.len(), 1);
 }
 
-#[test]
-fn lru_eviction_order() {
+#[tokio::test]
+async fn lru_eviction_order() {
     let cache = ResultCache::new(3, Duration::from_secs(60));
+    let store =
+        |k: &'static str| cache.get_or_compute(k.into(), move || async move { Ok(json!(k)) });
     for k in ["a", "b", "c"] {
-        cache
-            .get_or_compute_blocking(k.into(), || Ok(json!(k)))
-            .unwrap();
+        store(k).await.unwrap();
     }
     // Touch "a": "b" is now the least recently used.
     assert!(cache.get("a").is_some());
-    cache
-        .get_or_compute_blocking("d".into(), || Ok(json!("d")))
-        .unwrap();
+    store("d").await.unwrap();
     assert!(cache.get("b").is_none(), "b was least recently used");
     assert_eq!(cache.len(), 3);
     // Order now, least recent first: c, a, d. Adding e evicts c.
-    cache
-        .get_or_compute_blocking("e".into(), || Ok(json!("e")))
-        .unwrap();
+    store("e").await.unwrap();
     assert!(cache.get("c").is_none());
     for k in ["a", "d", "e"] {
         assert_eq!(*cache.get(k).unwrap(), json!(k));
@@ -266,76 +262,29 @@ async fn cancelled_leader_does_not_hang_waiters() {
     assert!(cache.get("k").is_some());
 }
 
-#[test]
-fn blocking_single_flight_and_cross_waiting() {
+#[tokio::test]
+async fn a_panicking_leader_releases_its_waiters() {
     let cache = Arc::new(ResultCache::new(64, Duration::from_secs(60)));
-    let calls = Arc::new(AtomicUsize::new(0));
-    let barrier = Arc::new(std::sync::Barrier::new(16));
-    let threads: Vec<_> = (0..16)
-        .map(|_| {
-            let (cache, calls, barrier) = (cache.clone(), calls.clone(), barrier.clone());
-            std::thread::spawn(move || {
-                barrier.wait();
-                cache.get_or_compute_blocking("k".into(), || {
-                    calls.fetch_add(1, Ordering::SeqCst);
-                    std::thread::sleep(Duration::from_millis(50));
-                    Ok(json!("v"))
-                })
-            })
-        })
-        .collect();
-    for t in threads {
-        assert_eq!(*t.join().unwrap().unwrap(), json!("v"));
-    }
-    assert_eq!(calls.load(Ordering::SeqCst), 1);
-
-    // A plain thread waits on a flight led by an async task.
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(1)
-        .enable_time()
-        .build()
-        .unwrap();
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
+    let (started_tx, started_rx) = tokio::sync::oneshot::channel();
     let leader = {
         let cache = cache.clone();
-        rt.spawn(async move {
+        tokio::spawn(async move {
             cache
-                .get_or_compute("async-led".into(), || async move {
+                .get_or_compute("k".into(), || async move {
                     started_tx.send(()).unwrap();
-                    tokio::time::sleep(Duration::from_millis(50)).await;
-                    Ok(json!("from async"))
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    panic!("leader dies");
                 })
                 .await
         })
     };
-    started_rx.recv().unwrap();
+    started_rx.await.unwrap();
     let v = cache
-        .get_or_compute_blocking("async-led".into(), || panic!("must wait, not compute"))
-        .unwrap();
-    assert_eq!(*v, json!("from async"));
-    rt.block_on(leader).unwrap().unwrap();
-}
-
-#[test]
-fn panicking_blocking_leader_releases_waiters() {
-    let cache = Arc::new(ResultCache::new(64, Duration::from_secs(60)));
-    let (started_tx, started_rx) = std::sync::mpsc::channel();
-    let leader = {
-        let cache = cache.clone();
-        std::thread::spawn(move || {
-            cache.get_or_compute_blocking("k".into(), || {
-                started_tx.send(()).unwrap();
-                std::thread::sleep(Duration::from_millis(100));
-                panic!("leader dies");
-            })
-        })
-    };
-    started_rx.recv().unwrap();
-    let v = cache
-        .get_or_compute_blocking("k".into(), || Ok(json!("taken over")))
+        .get_or_compute("k".into(), || async { Ok(json!("taken over")) })
+        .await
         .unwrap();
     assert_eq!(*v, json!("taken over"));
-    assert!(leader.join().is_err());
+    assert!(leader.await.is_err());
 }
 
 #[tokio::test]
@@ -381,9 +330,9 @@ async fn disabled_cache_just_computes() {
         assert!(cache.get("k").is_none());
     }
     assert_eq!(
-        cache
-            .get_or_compute_blocking("k".into(), || Ok(json!(2)))
-            .map(|v| (*v).clone())
+        *cache
+            .get_or_compute("k".into(), || async { Ok(json!(2)) })
+            .await
             .unwrap(),
         json!(2)
     );
@@ -453,14 +402,18 @@ mod events {
         let _guard = tracing::subscriber::set_default(subscriber);
 
         let cache = ResultCache::new(1, Duration::from_secs(60));
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .unwrap();
+        let store = |k: &'static str, v: i64| {
+            runtime
+                .block_on(cache.get_or_compute(k.into(), || async move { Ok(json!(v)) }))
+                .unwrap()
+        };
         assert!(cache.get("a").is_none()); // miss
-        cache
-            .get_or_compute_blocking("a".into(), || Ok(json!(1)))
-            .unwrap(); // miss, store
+        store("a", 1); // miss, store
         assert!(cache.get("a").is_some()); // hit
-        cache
-            .get_or_compute_blocking("b".into(), || Ok(json!(2)))
-            .unwrap(); // miss, store, evict
+        store("b", 2); // miss, store, evict
         cache.purge(); // purge
 
         let seen = recorder.0.lock().clone();
@@ -475,72 +428,4 @@ mod events {
             );
         }
     }
-}
-
-/// Measures the hit path. Run with
-/// `cargo test --release -- --ignored --nocapture hit_path_latency`.
-#[test]
-#[ignore]
-fn hit_path_latency() {
-    let cache = ResultCache::new(512, Duration::from_secs(30));
-    let keys: Vec<String> = (0..512)
-        .map(|i| format!("start_run|run-{i}|pulse-7"))
-        .collect();
-    for k in &keys {
-        cache
-            .get_or_compute_blocking(k.clone(), || Ok(json!({"run_id": k})))
-            .unwrap();
-    }
-    const BATCH: usize = 100;
-    let mut per_call_ns: Vec<f64> = Vec::with_capacity(20_000);
-    let mut i = 0;
-    for _ in 0..20_000 {
-        let t = Instant::now();
-        for _ in 0..BATCH {
-            let v = cache.get(&keys[i % keys.len()]);
-            std::hint::black_box(v);
-            i += 7;
-        }
-        per_call_ns.push(t.elapsed().as_nanos() as f64 / BATCH as f64);
-    }
-    per_call_ns.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    let p50 = per_call_ns[per_call_ns.len() / 2];
-    let p99 = per_call_ns[per_call_ns.len() * 99 / 100];
-    // Single gets, timed one by one (includes one extra Instant::now()).
-    let mut single: Vec<u128> = (0..100_000)
-        .map(|n| {
-            let k = &keys[n % keys.len()];
-            let t = Instant::now();
-            std::hint::black_box(cache.get(k));
-            t.elapsed().as_nanos()
-        })
-        .collect();
-    single.sort_unstable();
-    println!(
-        "hit path: p50 {p50:.1} ns, p99 {p99:.1} ns (batches of {BATCH}); \
-         single-call p50 {} ns, p99 {} ns (incl. timer)",
-        single[single.len() / 2],
-        single[single.len() * 99 / 100]
-    );
-    assert!(p50 < 500.0, "hit p50 {p50} ns over 0.5 µs");
-
-    // With a subscriber installed that filters out DEBUG, events cost ~nothing.
-    use tracing_subscriber::layer::SubscriberExt;
-    let subscriber =
-        tracing_subscriber::registry().with(tracing_subscriber::filter::LevelFilter::INFO);
-    let _guard = tracing::subscriber::set_default(subscriber);
-    let mut filtered: Vec<f64> = (0..20_000)
-        .map(|b| {
-            let t = Instant::now();
-            for n in 0..BATCH {
-                std::hint::black_box(cache.get(&keys[(b * BATCH + n) % keys.len()]));
-            }
-            t.elapsed().as_nanos() as f64 / BATCH as f64
-        })
-        .collect();
-    filtered.sort_by(|a, b| a.partial_cmp(b).unwrap());
-    println!(
-        "hit path with an INFO-level subscriber: p50 {:.1} ns",
-        filtered[filtered.len() / 2]
-    );
 }
