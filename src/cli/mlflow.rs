@@ -1,10 +1,9 @@
 //! `cerebros-bridge mlflow sync`: flush the store's MLflow outbox now, and list the items
 //! parked as `failed` (they can never sync as they are).
 
-use super::output::{self, EXIT_FAILURE, EXIT_OK};
+use super::output::{self, printable, EXIT_FAILURE, EXIT_OK};
 use super::runtime::{runtime, Threads};
-use cerebros_bridge::core::config::store_path;
-use cerebros_bridge::core::config::Config;
+use cerebros_bridge::core::config::{store_path, Config};
 use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
 use cerebros_bridge::nas::store::{FailedItem, LeaseHolder, Store};
 use cerebros_bridge::nas::sync::{FlushReport, MlflowSync, SyncSettings};
@@ -130,9 +129,10 @@ fn print_report(uri: &str, out: &SyncOutput) {
             ""
         };
         output::stdout_line(&format!(
-            "  {what}: {} ({}{parked})",
-            field("message"),
-            field("class")
+            "  {}: {} ({}{parked})",
+            printable(&what),
+            printable(field("message")),
+            printable(field("class"))
         ));
     }
     if !out.failed_items.is_empty() {
@@ -142,7 +142,11 @@ fn print_report(uri: &str, out: &SyncOutput) {
         ));
         for item in &out.failed_items {
             let what = describe(&item.run_id, item.trial_id.as_deref());
-            output::stdout_line(&format!("  {what}: {}", item.error));
+            output::stdout_line(&format!(
+                "  {}: {}",
+                printable(&what),
+                printable(&item.error)
+            ));
         }
     }
     if report.pending > 0 {
