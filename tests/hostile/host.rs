@@ -3,6 +3,7 @@
 //! would overflow or lose results are refused. Through the CLI binary, like tests/cli.rs.
 
 use super::common;
+use crate::services;
 use cerebros_bridge::client::Client;
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::ErrorClass;
@@ -57,10 +58,6 @@ impl Outcome {
         assert_eq!(doc["error"]["class"], class, "{}", self.context());
         doc["error"].clone()
     }
-}
-
-fn services() -> PathBuf {
-    common::root().join("tests/hostile/services")
 }
 
 /// The binary, from the repository root, without inherited bridge settings, on a

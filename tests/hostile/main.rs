@@ -9,3 +9,30 @@ mod mlflow;
 mod nas;
 mod ops;
 mod proc;
+
+use cerebros_bridge::core::config::{Config, Mode};
+use std::path::PathBuf;
+
+/// Every execution mode, for the cases that apply to all three.
+const MODES: [Mode; 3] = [Mode::InProcess, Mode::WorkerProcess, Mode::Subprocess];
+
+/// The folder of the hostile service modules.
+fn services() -> PathBuf {
+    common::root().join("tests/hostile/services")
+}
+
+/// A configuration for `module` from [`services`] in `mode`: one worker, no retries, no
+/// cache and 30 s per call, so that a test sees exactly what one call does.
+fn service_config(mode: Mode, module: &str) -> Config {
+    let mut config = Config {
+        mode,
+        module: module.into(),
+        repo_path: services(),
+        ..Config::default()
+    };
+    config.invoke.max_retries = 0;
+    config.invoke.pool_size = 1;
+    config.invoke.default_timeout_ms = 30_000;
+    config.cache.enabled = false;
+    config
+}

@@ -43,10 +43,7 @@ impl Scratch {
                 format!("sqlite://{}", self.path("store.db").display()),
             )
             .env("CEREBROS_MODULE", "nas_liar")
-            .env(
-                "CEREBROS_REPO",
-                common::root().join("tests/hostile/services"),
-            )
+            .env("CEREBROS_REPO", crate::services())
             .env("CEREBROS_MODE", mode)
             .env("MLFLOW_TRACKING_URI", "off")
             .env("NAS_LIES", lies.to_string())

@@ -3,27 +3,16 @@
 //! every mode; `validate` lists them.
 
 use crate::common::root;
+use crate::{service_config, services, MODES};
 use cerebros_bridge::client::Client;
-use cerebros_bridge::core::config::{Config, Mode};
+use cerebros_bridge::core::config::Mode;
 use cerebros_bridge::core::error::{BridgeError, ErrorClass};
 use serde_json::{json, Value};
 use std::process::Command;
 
-const MODES: [Mode; 3] = [Mode::InProcess, Mode::WorkerProcess, Mode::Subprocess];
-
-/// A client of `module` from `tests/hostile/services`, without retries or cache.
+/// A client of `module` from `services/` (see [`service_config`]).
 fn client(mode: Mode, module: &str) -> Client {
-    let mut config = Config {
-        mode,
-        module: module.into(),
-        repo_path: root().join("tests/hostile/services"),
-        ..Config::default()
-    };
-    config.invoke.max_retries = 0;
-    config.invoke.pool_size = 1;
-    config.invoke.default_timeout_ms = 30_000;
-    config.cache.enabled = false;
-    Client::start(&config).expect("the client starts")
+    Client::start(&service_config(mode, module)).expect("the client starts")
 }
 
 fn refusal(mode: Mode, result: Result<Value, BridgeError>, op: &str) -> BridgeError {
@@ -127,7 +116,7 @@ fn validate(module: &str, json: bool) -> std::process::Output {
     command
         .current_dir(root())
         .env("CEREBROS_MODULE", module)
-        .env("CEREBROS_REPO", root().join("tests/hostile/services"))
+        .env("CEREBROS_REPO", services())
         .env("MLFLOW_TRACKING_URI", "off")
         .output()
         .expect("validate runs")

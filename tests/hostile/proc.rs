@@ -8,6 +8,7 @@
 //! `services/proc_slow_import.py`.
 
 use crate::common::{eventually, root, thread_count};
+use crate::{service_config, services};
 use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::core::config::{Config, Mode};
 use cerebros_bridge::core::error::ErrorClass;
@@ -23,17 +24,8 @@ const GRACE: Duration = Duration::from_millis(250);
 const ALONE_ENV: &str = "CEREBROS_HOSTILE_PROC_ALONE";
 
 fn config(mode: Mode, module: &str) -> Config {
-    let mut config = Config {
-        mode,
-        module: module.into(),
-        repo_path: root().join("tests/hostile/services"),
-        ..Config::default()
-    };
-    config.invoke.max_retries = 0;
-    config.invoke.pool_size = 1;
+    let mut config = service_config(mode, module);
     config.invoke.cancel_grace_ms = GRACE.as_millis() as u64;
-    config.invoke.default_timeout_ms = 30_000;
-    config.cache.enabled = false;
     config
 }
 
@@ -254,7 +246,7 @@ fn cli_call(mode: Mode, module: &str, op: &str, payload: &str) -> Command {
         .args(["call", op, "--mode", mode.as_str(), "--timeout-ms", "30000"])
         .args(["--payload", payload])
         .env("CEREBROS_MODULE", module)
-        .env("CEREBROS_REPO", root().join("tests/hostile/services"))
+        .env("CEREBROS_REPO", services())
         .env("CEREBROS_MAX_RETRIES", "0")
         .current_dir(root())
         .stdin(Stdio::null())
