@@ -115,8 +115,9 @@ def _error_line(request_id: object, err: OpError) -> bytes:
     return encode_error(doc).encode("utf-8")
 
 
-def _reply(module: ModuleType, line: bytes) -> bytes:
-    """The reply line (without its newline) to one request line."""
+def _reply(module: ModuleType, line: bytes, resolved: dict | None = None) -> bytes:
+    """The reply line (without its newline) to one request line; ``resolved`` keeps the
+    ops resolved by earlier requests (see ``call_op``)."""
     try:
         request = json.loads(line)
     except ValueError as exc:
@@ -133,7 +134,7 @@ def _reply(module: ModuleType, line: bytes) -> bytes:
     try:
         if not isinstance(op, str):
             raise OpError("contract", "request has no op name (a string)", {"op": op})
-        result = call_op(module, op, request.get("payload", {}))  # SystemExit included
+        result = call_op(module, op, request.get("payload", {}), resolved)  # SystemExit too
         text = encode_result(op, result)
     except OpError as err:
         if err.error_class == "contract":
@@ -174,13 +175,14 @@ def serve_stdio(module_name: str = DEFAULT_MODULE) -> int:
         return EXIT_FAILURE
     ready = {"ready": True, "pid": os.getpid(), "module": module_name}
     send(json.dumps({"id": READY_ID, "ok": True, "result": ready}).encode("ascii"))
+    resolved: dict = {}
     while True:
         line = proto_in.readline()
         if not line:
             return 0
         if not line.strip():
             continue
-        send(_reply(module, line))
+        send(_reply(module, line, resolved))
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -194,14 +194,20 @@ async def _await(awaitable):
     return await awaitable
 
 
-def call_op(module: ModuleType, name: str, payload: object) -> dict:
+def call_op(module: ModuleType, name: str, payload: object, resolved: dict | None = None) -> dict:
     """Resolve and run one op: check the payload, await coroutines, check the result.
 
     Raises ``OpError`` with class ``contract`` for refused ops or a non-dict payload,
     ``parse_error`` for a non-dict result, and ``exception`` when the op raised; an
     ``OpError`` the op raises itself keeps its class (as in the in-process mode).
+    ``resolved`` (op name -> function), when given, keeps the ops already resolved in
+    ``module`` for the next calls (a serving child's, like an in-process worker's).
     """
-    func = resolve_op(module, name)
+    func = resolved.get(name) if resolved is not None else None
+    if func is None:
+        func = resolve_op(module, name)
+        if resolved is not None:
+            resolved[name] = func
     if not isinstance(payload, dict):
         raise OpError(
             "contract",
@@ -276,47 +282,45 @@ def encode_result(name: str, result: dict) -> str:
 
 _CONTAINERS = (dict, list, tuple)
 _SCALARS = frozenset({str, int, float, bool, type(None)})
-_STR = frozenset({str})
 
 
 def _non_str_key(result: dict) -> str | None:
     """Where the first dict key that is not a ``str`` is (``result["a"][0] has a key of type
-    int: ...``), or None. Call it on a result ``json.dumps`` accepted (so without cycles).
-    The types of a container's keys and items are collected in C (``map(type, ...)``), so
-    scalars cost little, and a path is only built for the error."""
-    parents: list = [(-1, None)]  # per container met: (index of its parent, its key there)
-    stack = [(result, 0)]
-    while stack:
-        value, index = stack.pop()
-        if isinstance(value, dict):
-            keys = set(map(type, value))
-            if not keys <= _STR:
-                for kind in keys:
-                    if not issubclass(kind, str):
-                        where = _path(parents, index)
-                        return (
-                            f"result{where} has a key of type {kind.__name__}: "
-                            "JSON object keys must be str"
-                        )
-            items, kinds = value.items(), set(map(type, value.values()))
-        else:
-            items, kinds = enumerate(value), set(map(type, value))
-        if kinds <= _SCALARS:
-            continue
-        for key, item in items:
+    int: ...``), or None. Call it on a result ``json.dumps`` accepted (so without cycles,
+    and shallow enough to recurse)."""
+    found = _find_non_str_key(result)
+    if found is None:
+        return None
+    path, kind = found
+    where = "".join(
+        f"[{json.dumps(key)}]" if isinstance(key, str) else f"[{key}]" for key in reversed(path)
+    )
+    return f"result{where} has a key of type {kind.__name__}: JSON object keys must be str"
+
+
+def _find_non_str_key(value) -> tuple[list, type] | None:
+    """The path (innermost key first) to the first non-``str`` key in ``value`` and its
+    type, or None. The path is built only on the way back from a find; a list of scalars
+    is passed over with one C-level look at its item types."""
+    if isinstance(value, dict):
+        for key, item in value.items():
+            if not isinstance(key, str):
+                return [], type(key)
             if isinstance(item, _CONTAINERS):
-                parents.append((index, key))
-                stack.append((item, len(parents) - 1))
+                found = _find_non_str_key(item)
+                if found is not None:
+                    found[0].append(key)
+                    return found
+        return None
+    if set(map(type, value)) <= _SCALARS:
+        return None
+    for index, item in enumerate(value):
+        if isinstance(item, _CONTAINERS):
+            found = _find_non_str_key(item)
+            if found is not None:
+                found[0].append(index)
+                return found
     return None
-
-
-def _path(parents: list, index: int) -> str:
-    """``["a"][0]``: the path to container ``index`` of ``_non_str_key``."""
-    segments = []
-    while index > 0:
-        index, key = parents[index]
-        segments.append(f"[{json.dumps(key)}]" if isinstance(key, str) else f"[{key}]")
-    return "".join(reversed(segments))
 
 
 def encode_error(doc: dict) -> str:
