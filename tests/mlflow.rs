@@ -6,6 +6,8 @@
 
 mod common;
 
+use common::scratch::{Outcome, Scratch};
+
 use serde_json::Value;
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
@@ -37,53 +39,12 @@ for run in runs:
 print(json.dumps(out))
 "#;
 
-/// A scratch folder with the spec and its own store (the default MLflow database goes
-/// beside it).
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-struct Outcome {
-    code: i32,
-    json: Value,
-    stdout: String,
-    stderr: String,
+/// The fixture's runs under the name `iris-mlflow`, 3 trials of 6 epochs.
+fn scratch() -> Scratch {
+    Scratch::new("iris-mlflow", 3, 6)
 }
 
 impl Scratch {
-    fn new() -> Scratch {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("spec.toml"),
-            common::iris_spec("iris-mlflow", 3, 6),
-        )
-        .unwrap();
-        Scratch { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn cli(&self, args: &[&str], tracking_uri: Option<&str>) -> Outcome {
-        outcome(self.command(args, tracking_uri))
-    }
-
-    fn command(&self, args: &[&str], tracking_uri: Option<&str>) -> Command {
-        let mut command = common::nas_cli(&self.path("store.db"), args);
-        command
-            .env_remove("NAS_FIXTURE_FAIL_INDEX")
-            .env_remove("NAS_FIXTURE_LOG")
-            .env_remove("RUST_LOG")
-            .env("NAS_FIXTURE_SLEEP", "0.5")
-            .stdin(Stdio::null());
-        match tracking_uri {
-            Some(uri) => command.env("MLFLOW_TRACKING_URI", uri),
-            None => command.env_remove("MLFLOW_TRACKING_URI"),
-        };
-        command
-    }
-
     fn run(&self, tracking_uri: Option<&str>) -> Outcome {
         let spec = self.path("spec.toml").display().to_string();
         self.cli(&["run", &spec, "--json"], tracking_uri)
@@ -98,7 +59,7 @@ impl Scratch {
         let spec = self.path("spec.toml").display().to_string();
         let mut command = self.command(&["run", &spec, "--json"], None);
         command.env("CEREBROS_CONFIG", &config);
-        outcome(command)
+        Outcome::of(command.output().unwrap())
     }
 
     fn sync(&self, tracking_uri: Option<&str>) -> Outcome {
@@ -109,18 +70,6 @@ impl Scratch {
         let conn = rusqlite::Connection::open(self.path("store.db")).unwrap();
         conn.busy_timeout(Duration::from_secs(10)).unwrap();
         conn.execute_batch(statement).unwrap();
-    }
-}
-
-/// Runs `command` to the end and collects what it printed.
-fn outcome(mut command: Command) -> Outcome {
-    let output = command.output().unwrap();
-    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-    Outcome {
-        code: output.status.code().unwrap_or(-1),
-        json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-        stdout,
-        stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
     }
 }
 
@@ -213,7 +162,7 @@ fn assert_counts(outcome: &Outcome, synced: u64, pending: u64, failed: u64) {
 
 #[test]
 fn a_run_syncs_one_parent_and_a_child_per_trial_and_syncing_again_duplicates_nothing() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let run = scratch.run_patiently();
     assert_eq!(run.code, 0, "{}", run.stderr);
     assert!(!run.stderr.contains("WARN"), "{}", run.stderr);
@@ -337,7 +286,7 @@ fn free_loopback_port() -> u16 {
 
 #[test]
 fn an_outage_warns_once_keeps_items_pending_and_mlflow_sync_flushes_them_later() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let port = free_loopback_port(); // closed again: nothing listens there yet
     let uri = format!("http://127.0.0.1:{port}");
 

@@ -1,6 +1,8 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+pub mod scratch;
+
 use cerebros_bridge::inprocess::pool::{Pool, PoolOptions};
 use parking_lot::{Mutex, MutexGuard};
 use std::path::PathBuf;

@@ -4,93 +4,25 @@
 //! take. (Several processes creating one new tracking database at once: in
 //! `tests/python/test_mlflow_sync.py`.)
 
-use crate::common;
-use serde_json::Value;
+use crate::common::scratch::{Outcome, Scratch};
 use std::net::TcpListener;
 use std::os::unix::process::CommandExt;
-use std::path::PathBuf;
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-/// A scratch folder with a spec and its own store; MLflow's database, when the tracking
-/// URI is the default, goes beside the store.
-struct Scratch {
-    dir: tempfile::TempDir,
-}
-
-/// What one CLI command did.
-struct Outcome {
-    code: i32,
-    json: Value,
-    stdout: String,
-    stderr: String,
-}
-
 impl Outcome {
-    fn of(output: Output) -> Outcome {
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        Outcome {
-            code: output.status.code().unwrap_or(-1),
-            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-            stdout,
-            stderr: String::from_utf8_lossy(&output.stderr).into_owned(),
-        }
-    }
-
     fn counts(&self) -> (Option<u64>, Option<u64>, Option<u64>) {
         let count = |key: &str| self.json[key].as_u64();
         (count("synced"), count("pending"), count("failed"))
     }
 }
 
-impl std::fmt::Debug for Outcome {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(
-            f,
-            "exit {}\nstdout: {}\nstderr: {}",
-            self.code, self.stdout, self.stderr
-        )
-    }
+/// The fixture's runs under the name `iris-hostile-mlflow`, 3 trials of 4 epochs.
+fn scratch() -> Scratch {
+    Scratch::new("iris-hostile-mlflow", 3, 4)
 }
 
 impl Scratch {
-    fn new() -> Scratch {
-        let dir = tempfile::tempdir().unwrap();
-        std::fs::write(
-            dir.path().join("spec.toml"),
-            common::iris_spec("iris-hostile-mlflow", 3, 4),
-        )
-        .unwrap();
-        Scratch { dir }
-    }
-
-    fn path(&self, name: &str) -> PathBuf {
-        self.dir.path().join(name)
-    }
-
-    /// The CLI on this scratch's store, syncing to `tracking_uri` (`None`: the default
-    /// database beside the store).
-    fn command(&self, args: &[&str], tracking_uri: Option<&str>) -> Command {
-        let mut command = common::nas_cli(&self.path("store.db"), args);
-        command
-            .env_remove("NAS_FIXTURE_FAIL_INDEX")
-            .env_remove("NAS_FIXTURE_LOG")
-            .env_remove("RUST_LOG")
-            .env_remove("CEREBROS_CONFIG")
-            .env_remove("MLFLOW_HTTP_REQUEST_TIMEOUT")
-            .env("NAS_FIXTURE_SLEEP", "0.5")
-            .stdin(Stdio::null());
-        match tracking_uri {
-            Some(uri) => command.env("MLFLOW_TRACKING_URI", uri),
-            None => command.env_remove("MLFLOW_TRACKING_URI"),
-        };
-        command
-    }
-
-    fn cli(&self, args: &[&str], tracking_uri: Option<&str>) -> Outcome {
-        Outcome::of(self.command(args, tracking_uri).output().unwrap())
-    }
-
     /// A whole run with sync off: its trials and its end wait in the outbox.
     fn queued_run(&self) -> Outcome {
         let spec = self.path("spec.toml").display().to_string();
@@ -148,7 +80,7 @@ fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) -> bool {
 
 #[test]
 fn the_leases_of_a_killed_syncer_do_not_hold_up_mlflow_sync() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let (_server, hanging) = silent_server();
     let spec = scratch.path("spec.toml").display().to_string();
     // A run whose sync hangs on the server, killed (with its children) while it holds
@@ -179,7 +111,7 @@ fn the_leases_of_a_killed_syncer_do_not_hold_up_mlflow_sync() {
 
 #[test]
 fn mlflow_sync_does_not_claim_success_while_items_stay_pending() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     scratch.queued_run();
     // Another syncer, alive as far as anyone can tell, holds the run for a long while.
     scratch.sql(
@@ -195,7 +127,7 @@ fn mlflow_sync_does_not_claim_success_while_items_stay_pending() {
 
 #[test]
 fn the_end_of_a_run_waits_for_its_sync_at_most_flush_timeout_ms() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let (_server, hanging) = silent_server();
     std::fs::write(
         scratch.path("cerebros.toml"),
@@ -232,7 +164,7 @@ fn the_end_of_a_run_waits_for_its_sync_at_most_flush_timeout_ms() {
 
 #[test]
 fn an_item_that_can_never_sync_is_parked_as_failed_and_listed() {
-    let scratch = Scratch::new();
+    let scratch = scratch();
     let run = scratch.queued_run();
     let run_id = run.json["run"]["run_id"].as_str().unwrap().to_owned();
     let trial = |index: usize| {
