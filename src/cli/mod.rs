@@ -9,6 +9,7 @@ pub mod output;
 mod run;
 mod runs;
 mod runtime;
+mod serve;
 pub mod stdio;
 mod validate;
 
@@ -59,8 +60,10 @@ enum Command {
         after_help = "Exit codes:\n  0  the run succeeded\n  1  it failed\n  2  invalid spec or config\n  130  it was cancelled"
     )]
     Run(run::RunArgs),
-    /// The runs in the store: list, show, resume, cancel.
+    /// The runs in the store: list, show, resume, cancel, submit.
     Runs(runs::RunsArgs),
+    /// Serve the HTTP API, the run queue and the live run page (Ctrl-C stops).
+    Serve(serve::ServeArgs),
     /// MLflow, a view of the store: `mlflow sync` flushes the pending runs and trials.
     Mlflow(mlflow::MlflowArgs),
     /// Measure the execution modes side by side: per-call p50/p99, calls/s alone and
@@ -84,6 +87,7 @@ pub fn run() -> i32 {
         Command::Call(args) => call::run(config_path, args),
         Command::Run(args) => run::run(config_path, args),
         Command::Runs(args) => runs::run(config_path, args),
+        Command::Serve(args) => serve::run(config_path, args),
         Command::Mlflow(args) => mlflow::run(config_path, args),
         Command::Bench(args) => bench::run(config_path, args),
     }

@@ -11,11 +11,11 @@ use cerebros_bridge::core::error::Result;
 use cerebros_bridge::nas::artifacts;
 use cerebros_bridge::nas::run::{CancelSignal, RunEvent, RunWorker};
 use cerebros_bridge::nas::spec::RunSpec;
-use cerebros_bridge::nas::store::{RunRecord, RunState, Store, TrialRecord, TrialState};
+use cerebros_bridge::nas::store::{run_document, RunRecord, RunState, Store, TrialRecord, TrialState};
 use cerebros_bridge::nas::sync;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
-use serde_json::{json, Value};
+use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -212,11 +212,6 @@ pub fn finish(outcome: Result<(RunRecord, Vec<TrialRecord>)>, json: bool) -> i32
         }
         Err(err) => output::report_error(&err, json),
     }
-}
-
-/// DESIGN §7's document for `run --json` and `runs show --json`.
-pub fn run_document(run: &RunRecord, trials: &[TrialRecord]) -> Value {
-    json!({"run": run, "trials": trials})
 }
 
 /// The human report: status, the best trials, where the best model is.

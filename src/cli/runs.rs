@@ -1,14 +1,15 @@
-//! `cerebros-bridge runs list|show|resume|cancel`: the runs in the store.
+//! `cerebros-bridge runs list|show|resume|cancel|submit`: the runs in the store.
 
 use super::output::{self, printable, EXIT_OK};
-use super::run::{drive_with_progress, finish, print_report, run_document, with_worker};
+use super::run::{drive_with_progress, finish, print_report, with_worker};
 use cerebros_bridge::core::config::store_path;
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::Result;
-use cerebros_bridge::nas::store::{RunRecord, Store};
+use cerebros_bridge::nas::store::{run_document, RunRecord, RunState, Store};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use std::path::Path;
+use cerebros_bridge::nas::spec::RunSpec;
+use std::path::{Path, PathBuf};
 
 /// Arguments of `runs`.
 #[derive(Debug, Args)]
@@ -42,6 +43,13 @@ enum RunsCommand {
         /// The run id.
         run_id: String,
     },
+    /// Queue a run for `cerebros-bridge serve` (the running server, or the next one to
+    /// start, drives it); prints its id.
+    Submit {
+        /// The run spec (TOML; see examples/digits.toml).
+        #[arg(value_name = "SPEC")]
+        spec: PathBuf,
+    },
 }
 
 /// Runs `runs …` and returns the exit code.
@@ -57,6 +65,7 @@ pub fn run(config_path: Option<&Path>, args: &RunsArgs) -> i32 {
         RunsCommand::List => list(&store, args.json),
         RunsCommand::Show { run_id } => show(&store, run_id, args.json),
         RunsCommand::Cancel { run_id } => cancel(&store, run_id, args.json),
+        RunsCommand::Submit { spec } => submit(&store, spec, args.json),
         RunsCommand::Resume { .. } => unreachable!("handled above"),
     });
     outcome.unwrap_or_else(|err| output::report_error(&err, args.json))
@@ -138,6 +147,19 @@ fn cancel(store: &Store, run_id: &str, json: bool) -> Result<i32> {
         output::print_json(&json!({"run_id": run_id, "status": status}), false);
     } else {
         output::stdout_line(&format!("run {}: {status}", printable(run_id)));
+    }
+    Ok(EXIT_OK)
+}
+
+fn submit(store: &Store, spec: &Path, json: bool) -> Result<i32> {
+    let spec = RunSpec::load(spec)?;
+    let run_id = store.submit(&spec)?;
+    if json {
+        output::print_json(&json!({"run_id": run_id, "status": RunState::Queued}), false);
+    } else {
+        output::stdout_line(&format!(
+            "run {run_id}: queued; `cerebros-bridge serve` drives it (watch with `runs show {run_id}`)"
+        ));
     }
     Ok(EXIT_OK)
 }

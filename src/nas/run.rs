@@ -142,10 +142,7 @@ impl RunWorker {
 
     /// Records a new run for `spec` (status `queued`) and returns its id.
     pub fn create(&self, spec: &RunSpec) -> Result<String> {
-        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-        let run_id = format!("run-{stamp}-{:06x}", fastrand::u32(..0x100_0000));
-        self.store.create_run(&run_id, spec)?;
-        Ok(run_id)
+        self.store.submit(spec)
     }
 
     /// Drives run `run_id` to its end (or until `cancel` is raised) and returns it as

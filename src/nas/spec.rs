@@ -132,6 +132,44 @@ fn default_seed() -> u64 {
     42
 }
 
+/// How a spec's text is written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SpecSyntax {
+    /// TOML, as in a spec file.
+    Toml,
+    /// A JSON object of the same keys.
+    Json,
+}
+
+impl SpecSyntax {
+    /// The spec's keys and values as a JSON object; a syntax error names its line.
+    fn document(self, text: &str) -> Result<Map<String, Value>> {
+        match self {
+            SpecSyntax::Toml => {
+                let table: toml::Table = toml::from_str(text).map_err(|e| {
+                    spec_error(format!("invalid run spec: {}", e.message()))
+                        .with_detail("line", line_of(text, e.span()))
+                        .with_source(e)
+                })?;
+                json_table(table, "")
+            }
+            SpecSyntax::Json => {
+                let value: Value = serde_json::from_str(text).map_err(|e| {
+                    spec_error(format!("invalid run spec: {e}"))
+                        .with_detail("line", e.line())
+                        .with_source(e)
+                })?;
+                match value {
+                    Value::Object(document) => Ok(document),
+                    _ => Err(spec_error(
+                        "invalid run spec: expected a JSON object of the spec's keys".to_owned(),
+                    )),
+                }
+            }
+        }
+    }
+}
+
 impl RunSpec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<RunSpec> {
@@ -147,15 +185,37 @@ impl RunSpec {
 
     /// Parses and validates spec text; relative dataset paths resolve against `base`.
     pub fn from_toml_str(text: &str, base: &Path) -> Result<RunSpec> {
-        let table: toml::Table = toml::from_str(text).map_err(|e| {
-            spec_error(format!("invalid run spec: {}", e.message()))
-                .with_detail("line", line_of(text, e.span()))
-                .with_source(e)
-        })?;
-        let document = check_document(json_table(table, "")?)?;
+        RunSpec::from_document(SpecSyntax::Toml.document(text)?, base, false)
+    }
+
+    /// Parses and validates a spec given as a JSON object (the same keys and rules as
+    /// the TOML file); relative dataset paths resolve against `base`.
+    pub fn from_json_str(text: &str, base: &Path) -> Result<RunSpec> {
+        RunSpec::from_document(SpecSyntax::Json.document(text)?, base, false)
+    }
+
+    /// Parses and validates a spec that a client sent to a server: the same rules, and
+    /// a `csv:`/`npz:` dataset must be a file inside `root` (relative paths resolve
+    /// against it), so that a client cannot make the server read any file it can. A
+    /// file outside and a missing file get the same answer: the error tells nothing of
+    /// the server's other files.
+    pub fn from_client(text: &str, syntax: SpecSyntax, root: &Path) -> Result<RunSpec> {
+        RunSpec::from_document(syntax.document(text)?, root, true)
+    }
+
+    /// The one validation path of a spec's keys and values, whatever its syntax.
+    fn from_document(
+        document: Map<String, Value>,
+        base: &Path,
+        confined: bool,
+    ) -> Result<RunSpec> {
+        let document = check_document(document)?;
         let mut spec: RunSpec = serde_json::from_value(Value::Object(document))
             .map_err(|e| spec_error(format!("invalid run spec: {e}")).with_source(e))?;
         spec.resolve_dataset_path(base);
+        if confined {
+            spec.check_dataset_inside(base)?;
+        }
         spec.validate()?;
         Ok(spec)
     }
@@ -291,6 +351,28 @@ impl RunSpec {
             ));
         }
         Ok(())
+    }
+
+    /// Refuses a `csv:`/`npz:` dataset whose file does not resolve (symlinks included)
+    /// inside `root`.
+    fn check_dataset_inside(&self, root: &Path) -> Result<()> {
+        let Some(file) = self.dataset_file() else {
+            return Ok(());
+        };
+        let inside = match (file.canonicalize(), root.canonicalize()) {
+            (Ok(file), Ok(root)) => file.starts_with(root),
+            _ => false,
+        };
+        if inside {
+            return Ok(());
+        }
+        Err(key_error(
+            "dataset",
+            &format!(
+                "must be a file inside {} (the server's folder)",
+                root.display()
+            ),
+        ))
     }
 
     /// The run's dataset path when it is a file, for the store's records.

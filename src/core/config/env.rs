@@ -46,6 +46,12 @@ impl Config {
         if let Some(v) = vars.text("MLFLOW_TRACKING_URI", "mlflow.tracking_uri") {
             self.mlflow.tracking_uri = v;
         }
+        if let Some(v) = vars.text("CEREBROS_SERVE_LISTEN", "serve.listen") {
+            self.serve.listen = v;
+        }
+        if let Some(v) = vars.text("CEREBROS_SERVE_TOKEN", "serve.token") {
+            self.serve.token = Some(v);
+        }
         // Defaults and env values are relative to the working directory; joining an
         // absolute path (a file's resolved value) leaves it unchanged.
         self.repo_path = cwd.join(&self.repo_path);

@@ -133,6 +133,57 @@ impl Default for MlflowConfig {
     }
 }
 
+/// The default for `serve.listen`: loopback only.
+pub const DEFAULT_SERVE_LISTEN: &str = "127.0.0.1:8765";
+
+/// `cerebros-bridge serve`, the HTTP front door (`[serve]`, DESIGN §11).
+#[derive(Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ServeConfig {
+    /// The address the server listens on (`HOST:PORT`; port 0 picks a free one).
+    pub listen: String,
+    /// The bearer token every `/api` route needs; `None`: no token (loopback only).
+    /// Never serialized.
+    #[serde(skip_serializing)]
+    pub token: Option<String>,
+    /// Runs driven at once; the others wait in the queue, FIFO (1 to 64).
+    pub max_concurrent_runs: u32,
+    /// Whether a restarted server resumes the runs it was driving when it stopped.
+    pub auto_resume: bool,
+    /// Largest accepted request body, in bytes (1 to 64 MiB).
+    pub max_body_bytes: usize,
+    /// How long a client may take to send a request's headers, in milliseconds
+    /// (1 to 600 000); a slower one is disconnected.
+    pub header_timeout_ms: u64,
+}
+
+impl Default for ServeConfig {
+    fn default() -> Self {
+        ServeConfig {
+            listen: DEFAULT_SERVE_LISTEN.to_owned(),
+            token: None,
+            max_concurrent_runs: 1,
+            auto_resume: true,
+            max_body_bytes: 1024 * 1024,
+            header_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Never prints the token.
+impl fmt::Debug for ServeConfig {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("ServeConfig")
+            .field("listen", &self.listen)
+            .field("token", &self.token.as_ref().map(|_| "<set>"))
+            .field("max_concurrent_runs", &self.max_concurrent_runs)
+            .field("auto_resume", &self.auto_resume)
+            .field("max_body_bytes", &self.max_body_bytes)
+            .field("header_timeout_ms", &self.header_timeout_ms)
+            .finish()
+    }
+}
+
 /// The bridge's configuration (DESIGN §6).
 ///
 /// ```
@@ -170,6 +221,8 @@ pub struct Config {
     pub store: StoreConfig,
     /// MLflow sync.
     pub mlflow: MlflowConfig,
+    /// The HTTP front door.
+    pub serve: ServeConfig,
     /// Where the config was read from.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -192,6 +245,7 @@ impl Default for Config {
             cache: CacheConfig::default(),
             store: StoreConfig::default(),
             mlflow: MlflowConfig::default(),
+            serve: ServeConfig::default(),
             source: ConfigSource::Defaults,
             env_overrides: BTreeMap::new(),
         }

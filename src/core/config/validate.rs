@@ -13,6 +13,9 @@ const MAX_CANCEL_GRACE_MS: u64 = 60_000;
 const MAX_PAYLOAD_LIMIT: u64 = 1024 * 1024 * 1024;
 const MAX_RETRIES: u64 = 100;
 const MAX_RETRY_BACKOFF_MS: u64 = 600_000;
+const MAX_CONCURRENT_RUNS: u64 = 64;
+const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
+const MAX_HEADER_TIMEOUT_MS: u64 = 600_000;
 /// Queues and caches allocate their capacity up front: beyond this is a typo.
 const MAX_CAPACITY: u64 = 1_000_000;
 
@@ -24,6 +27,7 @@ impl Config {
         }
         self.check_module()?;
         self.check_retry_on()?;
+        self.check_serve()?;
         self.check_store_url()
     }
 
@@ -98,6 +102,24 @@ impl Config {
                 0..=MAX_TIMEOUT_MS,
                 MS,
             ),
+            (
+                "serve.max_concurrent_runs",
+                u64::from(self.serve.max_concurrent_runs),
+                1..=MAX_CONCURRENT_RUNS,
+                INT,
+            ),
+            (
+                "serve.max_body_bytes",
+                self.serve.max_body_bytes as u64,
+                1..=MAX_BODY_BYTES,
+                "a number of bytes",
+            ),
+            (
+                "serve.header_timeout_ms",
+                self.serve.header_timeout_ms,
+                1..=MAX_HEADER_TIMEOUT_MS,
+                MS,
+            ),
         ];
         if cache.enabled {
             limits.push((
@@ -149,6 +171,33 @@ impl Config {
             "{bad} errors are never retried; expected error classes other than contract, config and dependency"
         );
         Err(self.invalid("invoke.retry_on", format_args!("{names:?}"), &expected))
+    }
+}
+
+impl Config {
+    /// `serve.listen` is a socket address; a token, when set, is not blank and has
+    /// only printable ASCII (it travels in an HTTP header). Whether the address needs a
+    /// token is checked when the server starts (it depends on the address resolved).
+    fn check_serve(&self) -> Result<()> {
+        if self.serve.listen.parse::<std::net::SocketAddr>().is_err() {
+            return Err(self.invalid(
+                "serve.listen",
+                format_args!("{:?}", self.serve.listen),
+                "expected an IP address and port such as 127.0.0.1:8765 or [::1]:8765",
+            ));
+        }
+        if let Some(token) = &self.serve.token {
+            let printable = token.bytes().all(|b| b.is_ascii_graphic());
+            if token.is_empty() || !printable {
+                // Never echo the token itself.
+                return Err(self.invalid(
+                    "serve.token",
+                    "<hidden>",
+                    "expected a non-empty token of printable ASCII characters without spaces",
+                ));
+            }
+        }
+        Ok(())
     }
 }
 

@@ -4,8 +4,8 @@
 //! had reported.
 //!
 //! [`Store`]'s methods live beside what they handle: `open` (the file and its schema
-//! migrations), `runs`, `trials` (with their artifacts), `events`, `outbox` (the MLflow
-//! outbox); `state` names the run and trial states, `owner` who drives a run, and
+//! migrations), `runs`, `trials` (with their artifacts), `events`, `queue` (the run queue of `serve`),
+//! `outbox` (the MLflow outbox); `state` names the run and trial states, `owner` who drives a run, and
 //! `calls` runs store calls off an async runtime.
 
 mod calls;
@@ -13,6 +13,7 @@ mod events;
 mod open;
 mod outbox;
 mod owner;
+mod queue;
 mod runs;
 mod schema;
 mod state;
@@ -22,7 +23,8 @@ pub use calls::StoreCalls;
 pub use events::EventRecord;
 pub use outbox::{FailedItem, LeaseHolder, OutboxCounts, OutboxItem, OutboxKind};
 pub use owner::{now_ms, Owner, HEARTBEAT_EVERY, LEASE};
-pub use runs::RunRecord;
+pub use queue::{is_conflict, run_document, RunsPage, SERVE_DRIVER};
+pub use runs::{is_not_found, RunRecord};
 pub use state::{CancelOutcome, RunEnd, RunState, TrialState, UnknownState};
 pub use trials::{ArtifactRecord, TrialRecord};
 

@@ -59,8 +59,8 @@ impl Store {
         self.write("create run", |tx| {
             tx.execute(
                 "INSERT INTO model_runs (run_id, name, status, objective, direction, dataset_id, seed,
-                     spec, trials_planned, created_at)
-                 VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                     spec, trials_planned, created_at, queued_at)
+                 VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
                 params![
                     run_id,
                     spec.name,
@@ -162,49 +162,38 @@ impl Store {
     /// Ends a run the way `end` says and releases it; queues its MLflow sync in the same
     /// transaction.
     pub fn finish_run(&self, run_id: &str, end: RunEnd, error: Option<&str>) -> Result<()> {
-        let status = RunState::from(end);
-        self.write("finish run", |tx| {
-            update_run_summary(tx, run_id)?;
-            tx.execute(
-                "UPDATE model_runs SET status = ?2, error = ?3, finished_at = ?4, owner_pid = NULL,
-                     owner_host = NULL, owner_start = NULL
-                 WHERE run_id = ?1",
-                params![run_id, status, error, now_rfc3339()],
-            )?;
-            outbox::enqueue(tx, OutboxKind::Run, run_id, None)?;
-            insert_event(
-                tx,
-                run_id,
-                end.event_kind(),
-                &json!({"status": status, "error": error}),
-            )
-        })
+        self.write("finish run", |tx| finish_run_in(tx, run_id, end, error))
     }
 
     /// Asks a run to stop. A run nobody drives (queued or interrupted) is cancelled at
-    /// once; a running one is cancelled by its owner at its next heartbeat.
+    /// once; a running one is cancelled by its owner at its next heartbeat. The state is
+    /// read and changed in one transaction, so a server taking the run from the queue at
+    /// the same moment either drives it (and sees the request) or finds it cancelled.
     pub fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {
-        let run = self.run(run_id)?;
-        if let Some(end) = run.status.end() {
-            return Ok(CancelOutcome::Ended(end));
-        }
-        if run.status == RunState::Running {
-            self.write("cancel run", |tx| {
+        self.write("cancel run", |tx| {
+            let Some(run) = tx
+                .query_row(&format!("{RUN_SELECT} WHERE run_id = ?1"), [run_id], run_from_row)
+                .optional()?
+            else {
+                return Ok(Err(not_found(run_id)));
+            };
+            if let Some(end) = run.status.end() {
+                return Ok(Ok(CancelOutcome::Ended(end)));
+            }
+            if run.status == RunState::Running {
                 tx.execute(
                     "UPDATE model_runs SET cancel_requested = 1 WHERE run_id = ?1",
                     [run_id],
-                )
-            })?;
-            return Ok(CancelOutcome::Cancelling);
-        }
-        self.write("cancel run", |tx| {
+                )?;
+                return Ok(Ok(CancelOutcome::Cancelling));
+            }
             tx.execute(
                 "UPDATE model_trials SET status = ?2 WHERE run_id = ?1 AND status = ?3",
                 params![run_id, TrialState::Cancelled, TrialState::Running],
-            )
-        })?;
-        self.finish_run(run_id, RunEnd::Cancelled, None)?;
-        Ok(CancelOutcome::Ended(RunEnd::Cancelled))
+            )?;
+            finish_run_in(tx, run_id, RunEnd::Cancelled, None)?;
+            Ok(Ok(CancelOutcome::Ended(RunEnd::Cancelled)))
+        })?
     }
 
     /// One run, with `running` reported as `interrupted` when its owner is gone.
@@ -236,12 +225,45 @@ impl Store {
     }
 }
 
-fn not_found(run_id: &str) -> BridgeError {
+/// Ends a run in `tx` (see [`Store::finish_run`]).
+fn finish_run_in(
+    tx: &Transaction<'_>,
+    run_id: &str,
+    end: RunEnd,
+    error: Option<&str>,
+) -> rusqlite::Result<()> {
+    let status = RunState::from(end);
+    update_run_summary(tx, run_id)?;
+    tx.execute(
+        "UPDATE model_runs SET status = ?2, error = ?3, finished_at = ?4, owner_pid = NULL,
+             owner_host = NULL, owner_start = NULL
+         WHERE run_id = ?1",
+        params![run_id, status, error, now_rfc3339()],
+    )?;
+    outbox::enqueue(tx, OutboxKind::Run, run_id, None)?;
+    insert_event(
+        tx,
+        run_id,
+        end.event_kind(),
+        &json!({"status": status, "error": error}),
+    )
+}
+
+/// The detail that marks a [`not_found`] error (see [`is_not_found`]).
+const NOT_FOUND: &str = "not_found";
+
+/// Whether `err` says that the run it names is not in the store.
+pub fn is_not_found(err: &BridgeError) -> bool {
+    err.details.get(NOT_FOUND).and_then(Value::as_bool) == Some(true)
+}
+
+pub(super) fn not_found(run_id: &str) -> BridgeError {
     BridgeError::new(
         ErrorClass::Contract,
         format!("no run {run_id:?} in the store"),
     )
     .with_run_id(Some(run_id.to_owned()))
+    .with_detail(NOT_FOUND, true)
 }
 
 /// The owner named by a run's owner columns, when all three are set.
@@ -307,12 +329,13 @@ fn update_run_summary(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()
     Ok(())
 }
 
-const RUN_SELECT: &str = "SELECT run_id, name, status, objective, direction, dataset_id, seed, best_metric,
+pub(super) const RUN_SELECT: &str = "SELECT run_id, name, status, objective, direction, dataset_id, seed, best_metric,
     best_trial_id, trials_planned, trials_completed, created_at, started_at, finished_at, error,
-    mlflow_run_id, spec, start_info, owner_host, owner_pid, owner_start, heartbeat_ms FROM model_runs";
+    mlflow_run_id, spec, start_info, owner_host, owner_pid, owner_start, heartbeat_ms, rowid
+    FROM model_runs";
 
 /// A row of [`RUN_SELECT`]; `running` becomes `interrupted` when its owner is gone.
-fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
+pub(super) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
     let mut status: RunState = r.get(2)?;
     if status == RunState::Running {
         let owner = recorded_owner(r.get(18)?, r.get(19)?, r.get(20)?);

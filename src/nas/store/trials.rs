@@ -123,13 +123,17 @@ impl Store {
                     ],
                 )?;
             }
-            note_trial_in_run(tx, trial)?;
+            let best = note_trial_in_run(tx, trial)?;
             if trial.status.queues_sync() {
                 outbox::enqueue(tx, OutboxKind::Trial, &trial.run_id, Some(&trial.trial_id))?;
             }
             let event = json!({"trial_id": trial.trial_id, "index": trial.index, "status": trial.status,
                                "metrics": trial.metrics});
-            insert_event(tx, &trial.run_id, "ml.run.trial", &event)
+            insert_event(tx, &trial.run_id, "ml.run.trial", &event)?;
+            if let Some(best) = best {
+                insert_event(tx, &trial.run_id, "ml.run.best", &best)?;
+            }
+            Ok(())
         })
     }
 
@@ -184,13 +188,15 @@ impl Store {
 
 /// Counts a newly finished trial into its run and makes it the best if it beats the
 /// current best (constant time per trial; `runs::update_run_summary` recomputes it all).
-fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Result<()> {
+/// Returns the `ml.run.best` event's data when the trial became the best.
+fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Result<Option<Value>> {
     let (objective, direction, best): (String, String, Option<f64>) = tx.query_row(
         "SELECT objective, direction, best_metric FROM model_runs WHERE run_id = ?1",
         [&trial.run_id],
         |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
     )?;
     let metric = trial.metrics.get(&objective).and_then(Value::as_f64);
+    let mut new_best = None;
     if let (TrialState::Succeeded, Some(metric)) = (trial.status, metric) {
         let better = best.is_none_or(|best| {
             if direction == "minimize" {
@@ -204,6 +210,8 @@ fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Res
                 "UPDATE model_runs SET best_metric = ?2, best_trial_id = ?3 WHERE run_id = ?1",
                 params![trial.run_id, metric, trial.trial_id],
             )?;
+            new_best = Some(json!({"trial_id": trial.trial_id, "index": trial.index,
+                                   "objective": objective, "value": metric}));
         }
     }
     tx.execute(
@@ -213,7 +221,7 @@ fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Res
         ),
         [&trial.run_id],
     )?;
-    Ok(())
+    Ok(new_best)
 }
 
 const TRIAL_SELECT: &str =

@@ -1,0 +1,50 @@
+//! The live run page (`GET /` and `GET /assets/{file}`): static files embedded in the
+//! binary at build time, so the server needs no files beside it and no front-end
+//! build step. The page reads the API like any client.
+
+use crate::serve::api::error::ApiError;
+use axum::extract::Path;
+use axum::http::{header, HeaderValue};
+use axum::response::{IntoResponse, Response};
+
+/// The page's files: name, media type, content.
+const ASSETS: &[(&str, &str, &str)] = &[
+    ("app.js", "text/javascript; charset=utf-8", include_str!("page/app.js")),
+    ("app.css", "text/css; charset=utf-8", include_str!("page/app.css")),
+];
+
+const INDEX: &str = include_str!("page/index.html");
+
+/// What the page may load: its own scripts and styles only.
+const CONTENT_SECURITY_POLICY: &str =
+    "default-src 'self'; img-src 'self' data:; style-src 'self'; frame-ancestors 'none'";
+
+/// `GET /`.
+pub async fn index() -> Response {
+    with_headers(INDEX, "text/html; charset=utf-8")
+}
+
+/// `GET /assets/{file}`.
+pub async fn asset(Path(file): Path<String>) -> Result<Response, ApiError> {
+    let (_, media, content) = ASSETS
+        .iter()
+        .find(|(name, _, _)| *name == file)
+        .ok_or_else(|| ApiError::not_found(format!("no asset {file:?}")))?;
+    Ok(with_headers(content, media))
+}
+
+fn with_headers(content: &'static str, media: &'static str) -> Response {
+    let mut response = content.into_response();
+    let headers = response.headers_mut();
+    headers.insert(header::CONTENT_TYPE, HeaderValue::from_static(media));
+    headers.insert(
+        header::CONTENT_SECURITY_POLICY,
+        HeaderValue::from_static(CONTENT_SECURITY_POLICY),
+    );
+    headers.insert(
+        header::X_CONTENT_TYPE_OPTIONS,
+        HeaderValue::from_static("nosniff"),
+    );
+    headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    response
+}

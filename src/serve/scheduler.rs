@@ -1,0 +1,119 @@
+//! The scheduler: drives the queued runs, at most `serve.max_concurrent_runs` at a
+//! time, oldest first (the queue is in the store, see
+//! [`Store::take_queued`](crate::nas::store::Store::take_queued)). Runs this server (or
+//! an earlier server on this store) was driving when it died are resumed first, when
+//! `serve.auto_resume` is on.
+//!
+//! It looks at the queue when a run is submitted (the bell), when a run ends, and every
+//! [`LOOK_EVERY`] (for runs queued by `runs submit` from another process).
+
+use crate::core::error::BridgeError;
+use crate::nas::run::{CancelSignal, RunWorker};
+use crate::nas::store::{RunEnd, RunState, Store, SERVE_DRIVER};
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::Notify;
+use tokio::task::JoinSet;
+
+/// How often the queue is read without being rung.
+pub const LOOK_EVERY: Duration = Duration::from_secs(1);
+
+/// Drives queued runs until dropped (see the module doc).
+pub struct Scheduler {
+    worker: RunWorker,
+    store: Arc<Store>,
+    bell: Arc<Notify>,
+    max_running: usize,
+    resume_first: VecDeque<String>,
+}
+
+impl Scheduler {
+    /// A scheduler over `worker`, reading the queue through `store`.
+    pub fn new(
+        worker: RunWorker,
+        store: Arc<Store>,
+        bell: Arc<Notify>,
+        max_running: u32,
+    ) -> Scheduler {
+        Scheduler {
+            worker,
+            store,
+            bell,
+            max_running: max_running.max(1) as usize,
+            resume_first: VecDeque::new(),
+        }
+    }
+
+    /// Resumes, before any queued run, the runs a server was driving when it stopped.
+    pub fn resume_interrupted(mut self) -> crate::core::error::Result<Scheduler> {
+        let interrupted = self.store.interrupted_runs_of(SERVE_DRIVER)?;
+        if !interrupted.is_empty() {
+            tracing::info!(runs = ?interrupted, "resuming the runs a stopped server was driving");
+        }
+        self.resume_first.extend(interrupted);
+        Ok(self)
+    }
+
+    /// Runs until the task is dropped; dropping it stops the runs being driven where
+    /// they are (they read as `interrupted`, and the next server resumes them).
+    pub async fn run(mut self) {
+        let mut running: JoinSet<()> = JoinSet::new();
+        loop {
+            while running.len() < self.max_running {
+                let Some(run_id) = self.next_run().await else {
+                    break;
+                };
+                let worker = self.worker.clone();
+                let store = self.store.clone();
+                running.spawn(async move { drive(worker, store, run_id).await });
+            }
+            tokio::select! {
+                _ = self.bell.notified() => {}
+                Some(_) = running.join_next(), if !running.is_empty() => {}
+                _ = tokio::time::sleep(LOOK_EVERY) => {}
+            }
+        }
+    }
+
+    /// The next run to drive: an interrupted one to resume, else the oldest queued.
+    async fn next_run(&mut self) -> Option<String> {
+        if let Some(run_id) = self.resume_first.pop_front() {
+            return Some(run_id);
+        }
+        let store = self.store.clone();
+        match tokio::task::spawn_blocking(move || store.take_queued()).await {
+            Ok(Ok(next)) => next,
+            Ok(Err(err)) => {
+                tracing::warn!("scheduler: cannot read the queue: {err}");
+                None
+            }
+            Err(_) => None,
+        }
+    }
+}
+
+/// Drives one run to its end. A run that cannot even start (its spec is unreadable,
+/// the store refuses it) is ended as failed, so it never blocks the queue.
+async fn drive(worker: RunWorker, store: Arc<Store>, run_id: String) {
+    tracing::info!(run_id, "driving run");
+    let Err(err) = worker.drive(&run_id, CancelSignal::new()).await else {
+        return;
+    };
+    tracing::warn!(run_id, "run failed: {err}");
+    let id = run_id.clone();
+    let ended = tokio::task::spawn_blocking(move || fail_if_stranded(&store, &id, &err)).await;
+    if let Ok(Err(again)) = ended {
+        tracing::error!(run_id, "cannot end the run: {again}");
+    }
+}
+
+/// Ends `run_id` as failed with `err` when it is still waiting (queued or
+/// interrupted): a run another live process drives, or one that ended, is left alone.
+fn fail_if_stranded(store: &Store, run_id: &str, err: &BridgeError) -> crate::core::error::Result<()> {
+    let run = store.run(run_id)?;
+    if matches!(run.status, RunState::Queued | RunState::Interrupted) {
+        store.finish_run(run_id, RunEnd::Failed, Some(&err.to_string()))?;
+    }
+    Ok(())
+}
