@@ -8,9 +8,10 @@ use axum::extract::State;
 use axum::http::StatusCode;
 use axum::Json;
 use serde_json::{json, Value};
+use std::sync::atomic::Ordering;
 
 /// `{"status": "ok" | "degraded", "bridge": {...}, "store": {...}, "mlflow_outbox":
-/// {...}, "queue": {...}}`; 503 when degraded (no live bridge worker, or the store
+/// {...}, "event_streams": N}` (N: connected event streams); 503 when degraded (no live bridge worker, or the store
 /// cannot be read).
 pub async fn health(State(state): State<AppState>) -> Result<(StatusCode, Json<Value>), ApiError> {
     let stats = state.client.stats();
@@ -46,6 +47,7 @@ pub async fn health(State(state): State<AppState>) -> Result<(StatusCode, Json<V
         },
         "store": store_doc,
         "mlflow_outbox": outbox,
+        "event_streams": state.sse_clients.load(Ordering::Relaxed),
     });
     let status = if ok {
         StatusCode::OK
