@@ -72,6 +72,8 @@ pub mod nas;
 pub mod process;
 #[cfg(feature = "extension-module")]
 pub mod python_api;
+#[cfg(feature = "serve")]
+pub mod serve;
 
 pub use crate::client::{CallOptions, Client};
 pub use crate::core::config::{Config, Mode};

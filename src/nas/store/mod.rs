@@ -5,10 +5,11 @@
 //!
 //! [`Store`]'s methods live beside what they handle: `open` (the file and its schema
 //! migrations), `runs`, `trials` (with their artifacts), `events`, `outbox` (the MLflow
-//! outbox); `state` names the run and trial states, `owner` who drives a run, and
-//! `calls` runs store calls off an async runtime.
+//! outbox), `counts` (runs and trials by state); `state` names the run and trial
+//! states, `owner` who drives a run, and `calls` runs store calls off an async runtime.
 
 mod calls;
+mod counts;
 mod events;
 mod open;
 mod outbox;
@@ -19,6 +20,7 @@ mod state;
 mod trials;
 
 pub use calls::StoreCalls;
+pub use counts::StoreCounts;
 pub use events::EventRecord;
 pub use outbox::{FailedItem, LeaseHolder, OutboxCounts, OutboxItem, OutboxKind};
 pub use owner::{now_ms, Owner, HEARTBEAT_EVERY, LEASE};

@@ -1,0 +1,3 @@
+//! `cerebros-bridge serve` (DESIGN §11): the HTTP front door.
+
+pub mod metrics;
