@@ -1,4 +1,4 @@
-//! Per-call metrics through the [`metrics`](::metrics) facade: every client call (cache
+//! Per-call metrics through the [`metrics`] facade: every client call (cache
 //! hits and failures after retries included) counts in [`CALLS_TOTAL`] and times in
 //! [`CALL_DURATION_SECONDS`].
 //!
