@@ -1,8 +1,10 @@
 //! The client: what hosts call. It checks payloads, validates contracts, serves
-//! cached results, retries retryable failures with backoff, emits telemetry and hands
-//! each attempt to the [`Invoker`] of the configured mode.
+//! cached results, retries retryable failures with backoff, emits telemetry (and
+//! metrics, once a host enables them) and hands each attempt to the [`Invoker`] of the
+//! configured mode.
 
 pub mod cache;
+pub mod metrics;
 pub mod retry;
 pub mod telemetry;
 
@@ -149,10 +151,13 @@ impl Client {
     /// [`Client::call`] with per-call options.
     pub async fn call_with(&self, op: &str, payload: Value, options: CallOptions) -> Result<Value> {
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
+        let started = metrics::call_started();
         let outcome = self.call_counted(op, payload, options).await;
-        if let Err(err) = &outcome {
-            self.counters.errors[class_index(err.class)].fetch_add(1, Ordering::Relaxed);
+        let failure = outcome.as_ref().err().map(|err| err.class);
+        if let Some(class) = failure {
+            self.counters.errors[class_index(class)].fetch_add(1, Ordering::Relaxed);
         }
+        metrics::record_call(started, op, self.invoker.mode().as_str(), failure);
         outcome
     }
 

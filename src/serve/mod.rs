@@ -5,7 +5,7 @@
 //! * `api`: the routes and their JSON documents; `page`: the embedded live page;
 //! * `guard`: the token and the cross-site checks; `listen`: the accept loop;
 //! * `scheduler`: the durable run queue's driver; `hub`: stored events to streams;
-//! * `state`: what handlers share.
+//! * `metrics`: the Prometheus metrics of `GET /metrics`; `state`: what handlers share.
 //!
 //! Nothing a client sends reaches Python except a run spec that passed
 //! [`RunSpec::from_client`](crate::nas::spec::RunSpec::from_client); no route runs an
@@ -15,6 +15,7 @@ pub mod api;
 mod guard;
 mod hub;
 mod listen;
+pub mod metrics;
 mod page;
 mod scheduler;
 mod state;
@@ -94,6 +95,8 @@ impl Server {
         let store_file = store_path(&config.store.url)?;
         let run_store = Arc::new(Store::open(&store_file)?);
         let store = Arc::new(Store::open(&store_file)?);
+        // Before the client starts: only calls made after it are counted.
+        let metrics = metrics::Metrics::install()?;
         let start_config = config.clone();
         let client = tokio::task::spawn_blocking(move || Client::start(&start_config))
             .await
@@ -137,6 +140,7 @@ impl Server {
                 loopback: addr.ip().is_loopback(),
             },
             sse_clients: Arc::new(AtomicUsize::new(0)),
+            metrics,
         });
         let listener = tokio::net::TcpListener::from_std(self.listener).map_err(system_error)?;
         let header_timeout = Duration::from_millis(config.serve.header_timeout_ms);

@@ -3,6 +3,7 @@
 
 use super::guard::Guard;
 use super::hub::EventHub;
+use super::metrics::Metrics;
 use crate::client::Client;
 use crate::core::config::ServeConfig;
 use crate::core::error::{BridgeError, ErrorClass, Result};
@@ -38,6 +39,8 @@ pub struct Shared {
     pub guard: Guard,
     /// Connected event-stream clients.
     pub sse_clients: Arc<AtomicUsize>,
+    /// The Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 impl AppState {

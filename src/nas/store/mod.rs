@@ -4,11 +4,13 @@
 //! had reported.
 //!
 //! [`Store`]'s methods live beside what they handle: `open` (the file and its schema
-//! migrations), `runs`, `trials` (with their artifacts), `events`, `queue` (the run queue of `serve`),
-//! `outbox` (the MLflow outbox); `state` names the run and trial states, `owner` who drives a run, and
+//! migrations), `runs`, `trials` (with their artifacts), `events`, `queue` (the run
+//! queue of `serve`), `outbox` (the MLflow outbox), `counts` (runs and trials by
+//! state); `state` names the run and trial states, `owner` who drives a run, and
 //! `calls` runs store calls off an async runtime.
 
 mod calls;
+mod counts;
 mod events;
 mod open;
 mod outbox;
@@ -20,6 +22,7 @@ mod state;
 mod trials;
 
 pub use calls::StoreCalls;
+pub use counts::StoreCounts;
 pub use events::EventRecord;
 pub use outbox::{FailedItem, LeaseHolder, OutboxCounts, OutboxItem, OutboxKind};
 pub use owner::{now_ms, Owner, HEARTBEAT_EVERY, LEASE};

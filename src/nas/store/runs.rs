@@ -334,20 +334,33 @@ pub(super) const RUN_SELECT: &str = "SELECT run_id, name, status, objective, dir
     mlflow_run_id, spec, start_info, owner_host, owner_pid, owner_start, heartbeat_ms, rowid
     FROM model_runs";
 
+/// The state a run is reported in: its stored `status`, except that `running` reads as
+/// `interrupted` when its owner (columns `owner_host`, `owner_pid`, `owner_start`,
+/// `heartbeat_ms`, from column `first_owner_column` on) is gone.
+pub(super) fn reported_state(
+    r: &Row<'_>,
+    status: RunState,
+    first_owner_column: usize,
+) -> rusqlite::Result<RunState> {
+    if status != RunState::Running {
+        return Ok(status);
+    }
+    let c = first_owner_column;
+    let owner = recorded_owner(r.get(c)?, r.get(c + 1)?, r.get(c + 2)?);
+    let heartbeat: Option<i64> = r.get(c + 3)?;
+    Ok(if owner.is_some_and(|o| o.is_alive(heartbeat)) {
+        RunState::Running
+    } else {
+        RunState::Interrupted
+    })
+}
+
 /// A row of [`RUN_SELECT`]; `running` becomes `interrupted` when its owner is gone.
 pub(super) fn run_from_row(r: &Row<'_>) -> rusqlite::Result<RunRecord> {
-    let mut status: RunState = r.get(2)?;
-    if status == RunState::Running {
-        let owner = recorded_owner(r.get(18)?, r.get(19)?, r.get(20)?);
-        let heartbeat: Option<i64> = r.get(21)?;
-        if !owner.is_some_and(|o| o.is_alive(heartbeat)) {
-            status = RunState::Interrupted;
-        }
-    }
     Ok(RunRecord {
         run_id: r.get(0)?,
         name: r.get(1)?,
-        status,
+        status: reported_state(r, r.get(2)?, 18)?,
         objective: r.get(3)?,
         direction: r.get(4)?,
         dataset_id: r.get(5)?,

@@ -19,7 +19,7 @@ use std::str::FromStr;
 /// `interrupted` when it is `running` in the store but its owner is gone (it can be
 /// resumed). A separate enum from the contract's [`RunStatus`], which names only how a
 /// run ended and has a `timeout` the store never writes (see the module doc).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum RunState {
     /// Created, never driven.
     Queued,
@@ -122,7 +122,7 @@ impl From<RunEnd> for RunState {
 
 /// Where a trial is: `running` until the service answers (or the run stops it), then one
 /// of the contract's outcomes ([`TrialStatus`], which has no `running`: hence this enum).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub enum TrialState {
     /// Started, not yet recorded.
     Running,

@@ -5,6 +5,7 @@
 pub mod error;
 mod events;
 mod health;
+mod prometheus;
 mod runs;
 
 use crate::serve::state::AppState;
@@ -27,6 +28,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(page::index))
         .route("/assets/{file}", get(page::asset))
         .route("/api/health", get(health::health))
+        .route("/metrics", get(prometheus::metrics))
         .route("/api/runs", get(runs::list).post(runs::submit))
         .route("/api/runs/{id}", get(runs::show))
         .route("/api/runs/{id}/cancel", post(runs::cancel))
@@ -49,6 +51,7 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.serve.max_body_bytes))
+        .route_layer(axum::middleware::from_fn(prometheus::count_requests))
         .layer(CompressionLayer::new())
         .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check))
         .with_state(state)
