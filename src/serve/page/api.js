@@ -17,7 +17,7 @@ export class ApiError extends Error {
 }
 
 /** The saved token, or null. */
-export function token() {
+function token() {
   return sessionStorage.getItem(TOKEN_KEY);
 }
 

@@ -47,9 +47,15 @@ export function drawArchitecture(root, trial, objective) {
         "dl",
         { class: "params" },
         rest.map(([key, v]) =>
-          el("div", {}, el("dt", {}, key), el("dd", {}, typeof v === "number" ? formatNumber(v) : typeof v === "string" ? v : JSON.stringify(v))),
+          el("div", {}, el("dt", {}, key), el("dd", {}, paramText(v))),
         ),
       ),
     );
   }
+}
+
+/** A hyperparameter's value as text. */
+function paramText(value) {
+  if (typeof value === "number") return formatNumber(value);
+  return typeof value === "string" ? value : JSON.stringify(value);
 }

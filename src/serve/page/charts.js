@@ -16,7 +16,7 @@ function size(root) {
 }
 
 /** About `count` round tick values covering [min, max] (1, 2, 5 × 10^k steps). */
-export function ticks(min, max, count = 5) {
+function ticks(min, max, count = 5) {
   if (!(max > min)) return [min];
   const raw = (max - min) / count;
   const magnitude = 10 ** Math.floor(Math.log10(raw));
@@ -54,10 +54,16 @@ function frame(root, { xDomain, yDomain, xTicks, xLabel, yLabel }) {
   const y = scale(yDomain, [height - MARGIN.bottom, MARGIN.top]);
   const axes = svg("g", { class: "axes" });
   const bottom = height - MARGIN.bottom;
+  const right = width - MARGIN.right;
+  const middle = (MARGIN.top + bottom) / 2;
   for (const v of ticks(yDomain[0], yDomain[1], height < 260 ? 4 : 5)) {
     axes.append(
-      svg("line", { class: "grid", x1: MARGIN.left, x2: width - MARGIN.right, y1: y(v), y2: y(v) }),
-      svg("text", { class: "tick", x: MARGIN.left - 6, y: y(v), "text-anchor": "end", "dominant-baseline": "middle" }, formatNumber(v)),
+      svg("line", { class: "grid", x1: MARGIN.left, x2: right, y1: y(v), y2: y(v) }),
+      svg(
+        "text",
+        { class: "tick", x: MARGIN.left - 6, y: y(v), "text-anchor": "end", "dominant-baseline": "middle" },
+        formatNumber(v),
+      ),
     );
   }
   for (const v of xTicks) {
@@ -67,13 +73,17 @@ function frame(root, { xDomain, yDomain, xTicks, xLabel, yLabel }) {
     );
   }
   axes.append(
-    svg("line", { class: "axis", x1: MARGIN.left, x2: width - MARGIN.right, y1: bottom, y2: bottom }),
+    svg("line", { class: "axis", x1: MARGIN.left, x2: right, y1: bottom, y2: bottom }),
     svg("line", { class: "axis", x1: MARGIN.left, x2: MARGIN.left, y1: MARGIN.top, y2: bottom }),
-    svg("text", { class: "axis-label", x: (MARGIN.left + width - MARGIN.right) / 2, y: height - 6, "text-anchor": "middle" }, xLabel),
-    svg("text", { class: "axis-label", x: 14, y: (MARGIN.top + bottom) / 2, "text-anchor": "middle", transform: `rotate(-90 14 ${(MARGIN.top + bottom) / 2})` }, yLabel),
+    svg("text", { class: "axis-label", x: (MARGIN.left + right) / 2, y: height - 6, "text-anchor": "middle" }, xLabel),
+    svg(
+      "text",
+      { class: "axis-label", x: 14, y: middle, "text-anchor": "middle", transform: `rotate(-90 14 ${middle})` },
+      yLabel,
+    ),
   );
   root.append(axes);
-  return { x, y, right: width - MARGIN.right };
+  return { x, y, right };
 }
 
 /** Integer ticks for an index axis [lo, hi], fewer on a narrow chart. */
@@ -161,7 +171,7 @@ export function drawObjective(root, { points, objective, direction, selected, on
 export function drawCurves(root, legend, curves) {
   const series = Object.entries(curves ?? {}).filter(([, values]) => Array.isArray(values) && values.length);
   legend.replaceChildren();
-  const finite = series.flatMap(([, values]) => values.filter((v) => typeof v === "number" && Number.isFinite(v)));
+  const finite = series.flatMap(([, values]) => values.filter(Number.isFinite));
   if (!finite.length) {
     emptyChart(root, "No learning curve recorded for this trial");
     return;
@@ -179,7 +189,7 @@ export function drawCurves(root, legend, curves) {
     const d = [];
     let pen = "M";
     values.forEach((v, epoch) => {
-      if (typeof v !== "number" || !Number.isFinite(v)) {
+      if (!Number.isFinite(v)) {
         pen = "M";
         return;
       }
@@ -189,7 +199,7 @@ export function drawCurves(root, legend, curves) {
     root.append(svg("path", { class: `curve ${colour}`, "data-curve": name, d: d.join(" ") }));
     if (values.length <= 40) {
       values.forEach((v, epoch) => {
-        if (typeof v === "number" && Number.isFinite(v)) {
+        if (Number.isFinite(v)) {
           root.append(svg("circle", { class: `marker ${colour}`, cx: x(epoch + 1), cy: y(v), r: 2.5 }));
         }
       });

@@ -5,7 +5,7 @@
 import { api, runPath } from "./api.js";
 import { drawArchitecture } from "./architecture.js";
 import { drawCurves, drawObjective } from "./charts.js";
-import { elapsedMs, formatDuration, formatNumber, metricValue, statusClass } from "./dom.js";
+import { elapsedMs, formatDuration, formatNumber, formatTime, metricValue, statusClass } from "./dom.js";
 import { applyRunEvent, CANCELLABLE, progressText } from "./runs.js";
 import { EventStream } from "./sse.js";
 import { TrialsTable } from "./trials.js";
@@ -59,7 +59,7 @@ export class RunDetail {
     this.trialId = null;
     this.table.clear();
     $("detail-body").hidden = true;
-    $("detail-empty").hidden = Boolean(runId);
+    this.placeholder(runId ? "Loading the run…" : "No run selected");
     if (!runId) {
       this.root.removeAttribute("data-run-id");
       return;
@@ -75,6 +75,12 @@ export class RunDetail {
     });
   }
 
+  /** Shows the placeholder card with `title` instead of the run. */
+  placeholder(title) {
+    $("detail-empty").hidden = false;
+    $("detail-empty").querySelector("h2").textContent = title;
+  }
+
   /** Fetches the run and its trials now. */
   async refetch() {
     const generation = this.generation;
@@ -87,8 +93,7 @@ export class RunDetail {
     } catch (error) {
       if (generation !== this.generation) return;
       if (error.status === 404) {
-        $("detail-empty").hidden = false;
-        $("detail-empty").querySelector("h2").textContent = "Run not found";
+        this.placeholder("Run not found");
       } else {
         this.notify(`Could not load run ${this.runId}: ${error.message}`);
       }
@@ -124,9 +129,11 @@ export class RunDetail {
     status.textContent = run.status;
     status.className = statusClass(run.status);
     $("trial-count").textContent = progressText(run);
-    $("run-objective").textContent = `${run.objective ?? ""} (${run.direction === "minimize" ? "min" : "max"})`;
+    const direction = run.direction === "minimize" ? "min" : "max";
+    $("run-objective").textContent = `${run.objective ?? ""} (${direction})`;
     $("run-best").textContent = formatNumber(run.best_metric);
     $("run-dataset").textContent = run.dataset_id ?? "–";
+    $("run-created").textContent = formatTime(run.created_at);
     $("run-id").textContent = run.run_id;
     this.tick();
     const error = $("run-error");
@@ -147,7 +154,8 @@ export class RunDetail {
   tick() {
     const run = this.run;
     if (!run) return;
-    $("run-duration").textContent = run.started_at ? formatDuration(elapsedMs(run.started_at, run.finished_at)) : "–";
+    const ms = run.started_at ? elapsedMs(run.started_at, run.finished_at) : null;
+    $("run-duration").textContent = formatDuration(ms);
   }
 
   drawObjective() {

@@ -39,12 +39,6 @@ function append(node, children) {
   }
 }
 
-/** Replaces all children of `node`. */
-export function replace(node, ...children) {
-  node.replaceChildren();
-  append(node, children);
-}
-
 /** A number for a table cell: up to 4 significant digits, "–" when missing. */
 export function formatNumber(value) {
   if (typeof value !== "number" || !Number.isFinite(value)) return "–";

@@ -83,15 +83,19 @@ export class EventStream {
 
   async loop() {
     while (!this.closed) {
-      let unauthorized = false;
+      let outcome = "retry";
       try {
-        unauthorized = await this.connectOnce();
+        outcome = await this.connectOnce();
       } catch {
         // Network error, abort or a broken stream: reconnect below.
       }
       if (this.closed) return;
       this.onState("reconnecting");
-      if (unauthorized) {
+      if (outcome === "gone") {
+        this.closed = true; // A 4xx such as 404: retrying would get the same answer.
+        return;
+      }
+      if (outcome === "unauthorized") {
         await waitForToken();
         continue;
       }
@@ -100,14 +104,19 @@ export class EventStream {
     }
   }
 
-  /** One connection; resolves true on a 401, false when the stream ends. */
+  /**
+   * One connection. Resolves "unauthorized" on a 401, "gone" on another client error
+   * (except 408 and 429), "retry" when the stream or a server error ends it.
+   */
   async connectOnce() {
     this.controller = new AbortController();
     const headers = authHeaders({ Accept: "text/event-stream" });
     if (this.lastId !== null) headers["Last-Event-ID"] = this.lastId;
     const response = await fetch(this.url, { headers, signal: this.controller.signal, cache: "no-store" });
-    if (response.status === 401) return true;
-    if (!response.ok || !response.body) return false;
+    const { status } = response;
+    if (status === 401) return "unauthorized";
+    if (status >= 400 && status < 500 && status !== 408 && status !== 429) return "gone";
+    if (!response.ok || !response.body) return "retry";
 
     this.backoff = MIN_BACKOFF_MS;
     this.onState("connected");
@@ -119,7 +128,7 @@ export class EventStream {
     try {
       for (;;) {
         const { value, done } = await reader.read();
-        if (done) return false;
+        if (done) return "retry";
         clearTimeout(silence);
         silence = this.watchdog();
         parser.feed(value);
