@@ -78,6 +78,7 @@ export function formatTime(iso) {
     hour: "2-digit",
     minute: "2-digit",
     second: "2-digit",
+    hourCycle: "h23",
   });
 }
 
