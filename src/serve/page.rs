@@ -7,10 +7,27 @@ use axum::extract::Path;
 use axum::http::{header, HeaderValue};
 use axum::response::{IntoResponse, Response};
 
+/// A JavaScript module of the page, served at `/assets/<name>`.
+macro_rules! script {
+    ($name:literal) => {
+        ($name, JAVASCRIPT, include_str!(concat!("page/", $name)))
+    };
+}
+
+const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
+
 /// The page's files: name, media type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.js", "text/javascript; charset=utf-8", include_str!("page/app.js")),
     ("app.css", "text/css; charset=utf-8", include_str!("page/app.css")),
+    script!("app.js"),
+    script!("api.js"),
+    script!("architecture.js"),
+    script!("charts.js"),
+    script!("detail.js"),
+    script!("dom.js"),
+    script!("runs.js"),
+    script!("sse.js"),
+    script!("trials.js"),
 ];
 
 const INDEX: &str = include_str!("page/index.html");
