@@ -11,7 +11,9 @@ use cerebros_bridge::core::error::Result;
 use cerebros_bridge::nas::artifacts;
 use cerebros_bridge::nas::run::{CancelSignal, RunEvent, RunWorker};
 use cerebros_bridge::nas::spec::RunSpec;
-use cerebros_bridge::nas::store::{run_document, RunRecord, RunState, Store, TrialRecord, TrialState};
+use cerebros_bridge::nas::store::{
+    run_document, RunRecord, RunState, Store, TrialRecord, TrialState,
+};
 use cerebros_bridge::nas::sync;
 use clap::Args;
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};

@@ -5,10 +5,10 @@ use super::run::{drive_with_progress, finish, print_report, with_worker};
 use cerebros_bridge::core::config::store_path;
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::Result;
+use cerebros_bridge::nas::spec::RunSpec;
 use cerebros_bridge::nas::store::{run_document, RunRecord, RunState, Store};
 use clap::{Args, Subcommand};
 use serde_json::json;
-use cerebros_bridge::nas::spec::RunSpec;
 use std::path::{Path, PathBuf};
 
 /// Arguments of `runs`.
@@ -155,7 +155,10 @@ fn submit(store: &Store, spec: &Path, json: bool) -> Result<i32> {
     let spec = RunSpec::load(spec)?;
     let run_id = store.submit(&spec)?;
     if json {
-        output::print_json(&json!({"run_id": run_id, "status": RunState::Queued}), false);
+        output::print_json(
+            &json!({"run_id": run_id, "status": RunState::Queued}),
+            false,
+        );
     } else {
         output::stdout_line(&format!(
             "run {run_id}: queued; `cerebros-bridge serve` drives it (watch with `runs show {run_id}`)"

@@ -70,5 +70,7 @@ async fn stop_signal() {
             }
         } => {}
     }
-    output::stderr_line("stopping: runs being driven stop where they are and resume at the next start");
+    output::stderr_line(
+        "stopping: runs being driven stop where they are and resume at the next start",
+    );
 }

@@ -204,11 +204,7 @@ impl RunSpec {
     }
 
     /// The one validation path of a spec's keys and values, whatever its syntax.
-    fn from_document(
-        document: Map<String, Value>,
-        base: &Path,
-        confined: bool,
-    ) -> Result<RunSpec> {
+    fn from_document(document: Map<String, Value>, base: &Path, confined: bool) -> Result<RunSpec> {
         let document = check_document(document)?;
         let mut spec: RunSpec = serde_json::from_value(Value::Object(document))
             .map_err(|e| spec_error(format!("invalid run spec: {e}")).with_source(e))?;

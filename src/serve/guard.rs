@@ -87,7 +87,9 @@ fn host_name(authority: &str) -> &str {
     if let Some(rest) = authority.strip_prefix('[') {
         return rest.split(']').next().unwrap_or("");
     }
-    authority.rsplit_once(':').map_or(authority, |(name, _)| name)
+    authority
+        .rsplit_once(':')
+        .map_or(authority, |(name, _)| name)
 }
 
 fn host_is_loopback(headers: &HeaderMap) -> bool {
@@ -133,9 +135,21 @@ mod tests {
     fn bearer_tokens_match_exactly() {
         let ok = headers(&[(header::AUTHORIZATION, "Bearer s3cret")]);
         assert!(bearer_matches(&ok, "s3cret"));
-        assert!(bearer_matches(&headers(&[(header::AUTHORIZATION, "bearer s3cret")]), "s3cret"));
-        for wrong in ["Bearer s3cre", "Bearer s3cret2", "Basic s3cret", "Bearer ", "s3cret"] {
-            assert!(!bearer_matches(&headers(&[(header::AUTHORIZATION, wrong)]), "s3cret"), "{wrong}");
+        assert!(bearer_matches(
+            &headers(&[(header::AUTHORIZATION, "bearer s3cret")]),
+            "s3cret"
+        ));
+        for wrong in [
+            "Bearer s3cre",
+            "Bearer s3cret2",
+            "Basic s3cret",
+            "Bearer ",
+            "s3cret",
+        ] {
+            assert!(
+                !bearer_matches(&headers(&[(header::AUTHORIZATION, wrong)]), "s3cret"),
+                "{wrong}"
+            );
         }
         assert!(!bearer_matches(&HeaderMap::new(), "s3cret"));
     }
@@ -143,15 +157,31 @@ mod tests {
     #[test]
     fn loopback_hosts_and_same_origins() {
         for host in ["127.0.0.1:8765", "localhost:1", "[::1]:80", "app.localhost"] {
-            assert!(host_is_loopback(&headers(&[(header::HOST, host)])), "{host}");
+            assert!(
+                host_is_loopback(&headers(&[(header::HOST, host)])),
+                "{host}"
+            );
         }
-        for host in ["evil.example:8765", "10.0.0.1:8765", "localhost.evil.example"] {
-            assert!(!host_is_loopback(&headers(&[(header::HOST, host)])), "{host}");
+        for host in [
+            "evil.example:8765",
+            "10.0.0.1:8765",
+            "localhost.evil.example",
+        ] {
+            assert!(
+                !host_is_loopback(&headers(&[(header::HOST, host)])),
+                "{host}"
+            );
         }
         let host = (header::HOST, "127.0.0.1:8765");
-        assert!(same_origin(&headers(&[host.clone()])));
-        assert!(same_origin(&headers(&[host.clone(), (header::ORIGIN, "http://127.0.0.1:8765")])));
-        assert!(!same_origin(&headers(&[host.clone(), (header::ORIGIN, "http://evil.example")])));
+        assert!(same_origin(&headers(std::slice::from_ref(&host))));
+        assert!(same_origin(&headers(&[
+            host.clone(),
+            (header::ORIGIN, "http://127.0.0.1:8765")
+        ])));
+        assert!(!same_origin(&headers(&[
+            host.clone(),
+            (header::ORIGIN, "http://evil.example")
+        ])));
         assert!(!same_origin(&headers(&[host, (header::ORIGIN, "null")])));
     }
 }

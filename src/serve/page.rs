@@ -18,7 +18,11 @@ const JAVASCRIPT: &str = "text/javascript; charset=utf-8";
 
 /// The page's files: name, media type, content.
 const ASSETS: &[(&str, &str, &str)] = &[
-    ("app.css", "text/css; charset=utf-8", include_str!("page/app.css")),
+    (
+        "app.css",
+        "text/css; charset=utf-8",
+        include_str!("page/app.css"),
+    ),
     script!("app.js"),
     script!("api.js"),
     script!("architecture.js"),

@@ -7,9 +7,8 @@
 //! It looks at the queue when a run is submitted (the bell), when a run ends, and every
 //! [`LOOK_EVERY`] (for runs queued by `runs submit` from another process).
 
-use crate::core::error::BridgeError;
 use crate::nas::run::{CancelSignal, RunWorker};
-use crate::nas::store::{RunEnd, RunState, Store, SERVE_DRIVER};
+use crate::nas::store::{Owner, Store, SERVE_DRIVER};
 use std::collections::VecDeque;
 use std::sync::Arc;
 use std::time::Duration;
@@ -82,7 +81,8 @@ impl Scheduler {
             return Some(run_id);
         }
         let store = self.store.clone();
-        match tokio::task::spawn_blocking(move || store.take_queued()).await {
+        let owner = Owner::current();
+        match tokio::task::spawn_blocking(move || store.take_queued(&owner)).await {
             Ok(Ok(next)) => next,
             Ok(Err(err)) => {
                 tracing::warn!("scheduler: cannot read the queue: {err}");
@@ -94,7 +94,7 @@ impl Scheduler {
 }
 
 /// Drives one run to its end. A run that cannot even start (its spec is unreadable,
-/// the store refuses it) is ended as failed, so it never blocks the queue.
+/// the service refuses it) is ended as failed, so it never blocks the queue.
 async fn drive(worker: RunWorker, store: Arc<Store>, run_id: String) {
     tracing::info!(run_id, "driving run");
     let Err(err) = worker.drive(&run_id, CancelSignal::new()).await else {
@@ -102,18 +102,10 @@ async fn drive(worker: RunWorker, store: Arc<Store>, run_id: String) {
     };
     tracing::warn!(run_id, "run failed: {err}");
     let id = run_id.clone();
-    let ended = tokio::task::spawn_blocking(move || fail_if_stranded(&store, &id, &err)).await;
+    let error = err.to_string();
+    let ended =
+        tokio::task::spawn_blocking(move || store.fail_taken(&id, &Owner::current(), &error)).await;
     if let Ok(Err(again)) = ended {
         tracing::error!(run_id, "cannot end the run: {again}");
     }
-}
-
-/// Ends `run_id` as failed with `err` when it is still waiting (queued or
-/// interrupted): a run another live process drives, or one that ended, is left alone.
-fn fail_if_stranded(store: &Store, run_id: &str, err: &BridgeError) -> crate::core::error::Result<()> {
-    let run = store.run(run_id)?;
-    if matches!(run.status, RunState::Queued | RunState::Interrupted) {
-        store.finish_run(run_id, RunEnd::Failed, Some(&err.to_string()))?;
-    }
-    Ok(())
 }

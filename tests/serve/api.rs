@@ -28,14 +28,22 @@ async fn the_routes_answer_the_cli_documents() {
         "budget": {"trials": 2, "epochs": 2, "parallelism": 1},
     });
     let response = server
-        .post("/api/runs", "application/json; charset=utf-8", json_spec.to_string())
+        .post(
+            "/api/runs",
+            "application/json; charset=utf-8",
+            json_spec.to_string(),
+        )
         .await;
     assert_eq!(response.status().as_u16(), 202);
     let second: Value = response.json().await.unwrap();
     let second_id = second["run_id"].as_str().unwrap().to_owned();
 
-    let done = server.wait_for_status(&run_id, &["succeeded"], RUN_LIMIT).await;
-    server.wait_for_status(&second_id, &["succeeded"], RUN_LIMIT).await;
+    let done = server
+        .wait_for_status(&run_id, &["succeeded"], RUN_LIMIT)
+        .await;
+    server
+        .wait_for_status(&second_id, &["succeeded"], RUN_LIMIT)
+        .await;
     let (code, shown) = cli_json(&scratch, &["runs", "show", &run_id, "--json"]);
     assert_eq!(code, 0);
     assert_eq!(done, shown, "GET /api/runs/{{id}} is `runs show --json`");
@@ -43,7 +51,10 @@ async fn the_routes_answer_the_cli_documents() {
 
     let listed = server.get_json("/api/runs", 200).await;
     let (_, cli_list) = cli_json(&scratch, &["runs", "list", "--json"]);
-    assert_eq!(listed["runs"], cli_list["runs"], "GET /api/runs is `runs list --json`");
+    assert_eq!(
+        listed["runs"], cli_list["runs"],
+        "GET /api/runs is `runs list --json`"
+    );
     assert_eq!(listed["next_cursor"], Value::Null);
     assert_eq!(listed["runs"][0]["name"], "from-json", "newest first");
 
@@ -54,7 +65,9 @@ async fn the_routes_answer_the_cli_documents() {
         .await;
     assert_eq!(&one["trial"], trial);
     let curves = one["curves"].as_object().unwrap();
-    assert!(curves["val_accuracy"].as_array().is_some_and(|c| !c.is_empty()));
+    assert!(curves["val_accuracy"]
+        .as_array()
+        .is_some_and(|c| !c.is_empty()));
     assert_eq!(one["curves"], trial["metrics"]["curve"]);
 
     let health = server.get_json("/api/health", 200).await;
@@ -66,7 +79,7 @@ async fn the_routes_answer_the_cli_documents() {
 #[tokio::test]
 async fn pages_of_runs_follow_the_cursor_and_filter_by_status() {
     let scratch = Scratch::new();
-    let spec = scratch.spec("paged", 1);
+    scratch.spec("paged", 1);
     let path = scratch.path("paged.toml").display().to_string();
     let mut submitted = Vec::new();
     for _ in 0..5 {
@@ -74,15 +87,17 @@ async fn pages_of_runs_follow_the_cursor_and_filter_by_status() {
         assert_eq!(code, 0);
         submitted.push(queued["run_id"].as_str().unwrap().to_owned());
     }
-    let _ = spec;
-    // No server drives them: list the queue with a server that has no slot free? The
-    // runs stay queued only until one starts, so read pages before starting one.
+    // The store's pages, before any server takes a run from the queue.
     let store = cerebros_bridge::nas::store::Store::open(&scratch.path("store.db")).unwrap();
     let mut seen = Vec::new();
     let mut cursor = None;
     loop {
         let page = store
-            .runs_page(Some(cerebros_bridge::nas::store::RunState::Queued), 2, cursor)
+            .runs_page(
+                Some(cerebros_bridge::nas::store::RunState::Queued),
+                2,
+                cursor,
+            )
             .unwrap();
         seen.extend(page.runs.iter().map(|r| r.run_id.clone()));
         match page.next_cursor {
@@ -100,7 +115,10 @@ async fn pages_of_runs_follow_the_cursor_and_filter_by_status() {
         let page = server.get_json(&query, 200).await;
         let runs = page["runs"].as_array().unwrap();
         assert!(runs.len() <= 2);
-        seen.extend(runs.iter().map(|r| r["run_id"].as_str().unwrap().to_owned()));
+        seen.extend(
+            runs.iter()
+                .map(|r| r["run_id"].as_str().unwrap().to_owned()),
+        );
         match page["next_cursor"].as_str() {
             Some(next) => query = format!("/api/runs?limit=2&cursor={next}"),
             None => break,
@@ -109,10 +127,14 @@ async fn pages_of_runs_follow_the_cursor_and_filter_by_status() {
     assert_eq!(seen, submitted);
     // One run is being driven (its trials sleep); the other four wait.
     let oldest = submitted.last().unwrap();
-    server.wait_for_status(oldest, &["running"], RUN_LIMIT).await;
+    server
+        .wait_for_status(oldest, &["running"], RUN_LIMIT)
+        .await;
     let queued = server.get_json("/api/runs?status=queued", 200).await;
     assert_eq!(queued["runs"].as_array().unwrap().len(), 4);
-    let running = server.get_json("/api/runs?status=running&limit=10", 200).await;
+    let running = server
+        .get_json("/api/runs?status=running&limit=10", 200)
+        .await;
     assert_eq!(running["runs"][0]["run_id"], oldest.as_str());
 
     for (query, key) in [
@@ -134,8 +156,14 @@ async fn a_bad_spec_is_400_with_the_message_and_key_that_run_gives() {
     let scratch = Scratch::new();
     let server = scratch.serve(&[]);
     let cases = [
-        ("unknown-key", "name = \"x\"\ndataset = \"sklearn:iris\"\nbogus = 1\n"),
-        ("bad-budget", "name = \"x\"\ndataset = \"sklearn:iris\"\n[budget]\ntrials = 0\n"),
+        (
+            "unknown-key",
+            "name = \"x\"\ndataset = \"sklearn:iris\"\nbogus = 1\n",
+        ),
+        (
+            "bad-budget",
+            "name = \"x\"\ndataset = \"sklearn:iris\"\n[budget]\ntrials = 0\n",
+        ),
         ("bad-dataset", "name = \"x\"\ndataset = \"sklearn:nope\"\n"),
         ("malformed", "name = \"x\ndataset = \n"),
         ("outside", "name = \"x\"\ndataset = \"csv:/etc/passwd\"\n"),
@@ -155,7 +183,10 @@ async fn a_bad_spec_is_400_with_the_message_and_key_that_run_gives() {
         }
         assert_eq!(code, 2, "{name}");
         assert_eq!(api["error"]["class"], "contract");
-        assert_eq!(api["error"]["details"]["key"], cli["error"]["details"]["key"], "{name}");
+        assert_eq!(
+            api["error"]["details"]["key"], cli["error"]["details"]["key"],
+            "{name}"
+        );
         let cli_message = cli["error"]["message"].as_str().unwrap();
         let api_message = api["error"]["message"].as_str().unwrap();
         assert!(
@@ -166,7 +197,11 @@ async fn a_bad_spec_is_400_with_the_message_and_key_that_run_gives() {
     for (content_type, body, status) in [
         ("application/json", "{not json", 400),
         ("application/json", "[1, 2]", 400),
-        ("application/json", "{\"name\": \"x\", \"dataset\": \"sklearn:iris\", \"x\": 1}", 400),
+        (
+            "application/json",
+            "{\"name\": \"x\", \"dataset\": \"sklearn:iris\", \"x\": 1}",
+            400,
+        ),
         ("text/plain", "name = \"x\"", 415),
         ("application/x-www-form-urlencoded", "a=b", 415),
     ] {
@@ -180,13 +215,21 @@ async fn a_bad_spec_is_400_with_the_message_and_key_that_run_gives() {
         .await;
     assert_eq!(response.status().as_u16(), 400);
     let runs = server.get_json("/api/runs", 200).await;
-    assert_eq!(runs["runs"].as_array().unwrap().len(), 0, "nothing was queued");
+    assert_eq!(
+        runs["runs"].as_array().unwrap().len(),
+        0,
+        "nothing was queued"
+    );
 }
 
 #[tokio::test]
 async fn unknown_ids_are_404_wrong_methods_405_and_huge_bodies_413() {
     let scratch = Scratch::new();
-    std::fs::write(scratch.path("small.toml"), "[serve]\nmax_body_bytes = 2048\n").unwrap();
+    std::fs::write(
+        scratch.path("small.toml"),
+        "[serve]\nmax_body_bytes = 2048\n",
+    )
+    .unwrap();
     let config = scratch.path("small.toml").display().to_string();
     let server = scratch.serve(&[("CEREBROS_CONFIG", &config)]);
     for path in [
@@ -243,7 +286,11 @@ async fn unknown_ids_are_404_wrong_methods_405_and_huge_bodies_413() {
     let response = server
         .post(&format!("/api/runs/{id}/resume"), "application/json", "")
         .await;
-    assert_eq!(response.status().as_u16(), 409, "an ended run is not resumed");
+    assert_eq!(
+        response.status().as_u16(),
+        409,
+        "an ended run is not resumed"
+    );
 }
 
 #[tokio::test]
@@ -252,9 +299,15 @@ async fn cancel_stops_a_queued_run_at_once_and_a_running_one_at_its_heartbeat() 
     let server = scratch.serve(&[("NAS_FIXTURE_SLEEP", "1")]);
     let first = server.submit(&scratch.spec("first", 6)).await;
     let second = server.submit(&scratch.spec("second", 2)).await;
-    server.wait_for_status(&first, &["running"], RUN_LIMIT).await;
+    server
+        .wait_for_status(&first, &["running"], RUN_LIMIT)
+        .await;
     let response = server
-        .post(&format!("/api/runs/{second}/cancel"), "application/json", "")
+        .post(
+            &format!("/api/runs/{second}/cancel"),
+            "application/json",
+            "",
+        )
         .await;
     assert_eq!(response.status().as_u16(), 200);
     let body: Value = response.json().await.unwrap();
@@ -264,7 +317,9 @@ async fn cancel_stops_a_queued_run_at_once_and_a_running_one_at_its_heartbeat() 
         .await;
     let body: Value = response.json().await.unwrap();
     assert_eq!(body["status"], "cancelling");
-    let doc = server.wait_for_status(&first, &["cancelled"], RUN_LIMIT).await;
+    let doc = server
+        .wait_for_status(&first, &["cancelled"], RUN_LIMIT)
+        .await;
     assert!(doc["trials"]
         .as_array()
         .unwrap()

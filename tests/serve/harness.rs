@@ -37,7 +37,10 @@ impl Scratch {
         command
             .args(args)
             .current_dir(self.dir.path())
-            .env("CEREBROS_STORE_URL", format!("sqlite://{}", self.path("store.db").display()))
+            .env(
+                "CEREBROS_STORE_URL",
+                format!("sqlite://{}", self.path("store.db").display()),
+            )
             .env("CEREBROS_MODULE", "nas_fixture")
             .env("CEREBROS_REPO", common::root().join("tests/fixtures"))
             .env("MLFLOW_TRACKING_URI", "off")
@@ -141,7 +144,12 @@ impl Served {
     }
 
     /// `POST path` with `body` of `content_type`.
-    pub async fn post(&self, path: &str, content_type: &str, body: impl Into<reqwest::Body>) -> Response {
+    pub async fn post(
+        &self,
+        path: &str,
+        content_type: &str,
+        body: impl Into<reqwest::Body>,
+    ) -> Response {
         self.authorized(
             self.http
                 .post(format!("{}{path}", self.url))
@@ -155,7 +163,9 @@ impl Served {
 
     /// Submits a TOML spec; returns the new run id.
     pub async fn submit(&self, spec: &str) -> String {
-        let response = self.post("/api/runs", "application/toml", spec.to_owned()).await;
+        let response = self
+            .post("/api/runs", "application/toml", spec.to_owned())
+            .await;
         assert_eq!(response.status().as_u16(), 202);
         let body: Value = response.json().await.unwrap();
         assert_eq!(body["status"], "queued");
@@ -225,8 +235,14 @@ impl SseReader {
     /// Reads the events of `response` (asserting it is an event stream).
     pub fn new(response: Response) -> SseReader {
         assert_eq!(response.status().as_u16(), 200);
-        let content_type = response.headers()["content-type"].to_str().unwrap().to_owned();
-        assert!(content_type.starts_with("text/event-stream"), "{content_type}");
+        let content_type = response.headers()["content-type"]
+            .to_str()
+            .unwrap()
+            .to_owned();
+        assert!(
+            content_type.starts_with("text/event-stream"),
+            "{content_type}"
+        );
         SseReader {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
@@ -259,8 +275,11 @@ impl SseReader {
                 }
                 continue; // a comment (keep-alive)
             }
-            let chunk = tokio::time::timeout_at(deadline, self.body.next()).await.ok()??;
-            self.buffer.push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
+            let chunk = tokio::time::timeout_at(deadline, self.body.next())
+                .await
+                .ok()??;
+            self.buffer
+                .push_str(std::str::from_utf8(&chunk.ok()?).unwrap());
         }
     }
 }

@@ -3,6 +3,7 @@
 //! outbox item. A `running` run whose owner is gone reads as `interrupted`.
 
 use super::owner::now_ms;
+use super::queue::NEXT_POSITION;
 use super::{db_error, insert_event, json_column, now_rfc3339, outbox, OutboxKind, Store};
 use super::{CancelOutcome, Owner, RunEnd, RunState, TrialState};
 use crate::core::error::{BridgeError, ErrorClass, Result};
@@ -58,9 +59,11 @@ impl Store {
         let spec_json = serde_json::to_string(spec).unwrap_or_default();
         self.write("create run", |tx| {
             tx.execute(
-                "INSERT INTO model_runs (run_id, name, status, objective, direction, dataset_id, seed,
-                     spec, trials_planned, created_at, queued_at)
-                 VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?9)",
+                &format!(
+                    "INSERT INTO model_runs (run_id, name, status, objective, direction, dataset_id,
+                         seed, spec, trials_planned, created_at, queue_position)
+                     VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9, {NEXT_POSITION})"
+                ),
                 params![
                     run_id,
                     spec.name,
@@ -172,7 +175,11 @@ impl Store {
     pub fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {
         self.write("cancel run", |tx| {
             let Some(run) = tx
-                .query_row(&format!("{RUN_SELECT} WHERE run_id = ?1"), [run_id], run_from_row)
+                .query_row(
+                    &format!("{RUN_SELECT} WHERE run_id = ?1"),
+                    [run_id],
+                    run_from_row,
+                )
                 .optional()?
             else {
                 return Ok(Err(not_found(run_id)));
@@ -226,7 +233,7 @@ impl Store {
 }
 
 /// Ends a run in `tx` (see [`Store::finish_run`]).
-fn finish_run_in(
+pub(super) fn finish_run_in(
     tx: &Transaction<'_>,
     run_id: &str,
     end: RunEnd,
@@ -329,7 +336,8 @@ fn update_run_summary(tx: &Transaction<'_>, run_id: &str) -> rusqlite::Result<()
     Ok(())
 }
 
-pub(super) const RUN_SELECT: &str = "SELECT run_id, name, status, objective, direction, dataset_id, seed, best_metric,
+pub(super) const RUN_SELECT: &str =
+    "SELECT run_id, name, status, objective, direction, dataset_id, seed, best_metric,
     best_trial_id, trials_planned, trials_completed, created_at, started_at, finished_at, error,
     mlflow_run_id, spec, start_info, owner_host, owner_pid, owner_start, heartbeat_ms, rowid
     FROM model_runs";

@@ -129,14 +129,14 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE mlflow_outbox_v3 RENAME TO mlflow_outbox;
     CREATE INDEX mlflow_outbox_by_status ON mlflow_outbox(status, run_id, id);
     "#,
-    // 4: the run queue of `serve` (DESIGN §11). `queued_at` orders the queue (FIFO; a run
-    // queued again to be resumed goes to its end); `driver` is `serve` for a run a server
+    // 4: the run queue of `serve` (DESIGN §11). `queue_position` orders the queue (FIFO;
+    // a run queued again to be resumed goes to its end); `driver` is `serve` for a run a server
     // took from the queue, so that a server restarted after a crash resumes the runs it
     // was driving.
     r#"
-    ALTER TABLE model_runs ADD COLUMN queued_at TEXT;
+    ALTER TABLE model_runs ADD COLUMN queue_position INTEGER;
     ALTER TABLE model_runs ADD COLUMN driver TEXT;
-    UPDATE model_runs SET queued_at = created_at;
-    CREATE INDEX model_runs_by_status ON model_runs(status, queued_at);
+    UPDATE model_runs SET queue_position = rowid;
+    CREATE INDEX model_runs_by_status ON model_runs(status, queue_position);
     "#,
 ];

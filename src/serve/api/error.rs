@@ -13,8 +13,8 @@ use serde_json::json;
 pub struct ApiError {
     /// The HTTP status.
     pub status: StatusCode,
-    /// What went wrong, as the CLI would report it.
-    pub error: BridgeError,
+    /// What went wrong, as the CLI would report it (boxed: errors travel in `Result`s).
+    pub error: Box<BridgeError>,
 }
 
 impl ApiError {
@@ -22,7 +22,7 @@ impl ApiError {
     pub fn request(status: StatusCode, message: impl Into<String>) -> ApiError {
         ApiError {
             status,
-            error: BridgeError::new(ErrorClass::Contract, message),
+            error: Box::new(BridgeError::new(ErrorClass::Contract, message)),
         }
     }
 
@@ -33,9 +33,11 @@ impl ApiError {
 
     /// 400 for a query parameter that cannot be read, naming it as `key`.
     pub fn bad_parameter(key: &str, message: impl Into<String>) -> ApiError {
-        let mut err = ApiError::request(StatusCode::BAD_REQUEST, message);
-        err.error = err.error.with_detail("key", key);
-        err
+        let err = ApiError::request(StatusCode::BAD_REQUEST, message);
+        ApiError {
+            error: Box::new(err.error.with_detail("key", key)),
+            ..err
+        }
     }
 }
 
@@ -55,7 +57,10 @@ impl From<BridgeError> for ApiError {
                 _ => StatusCode::INTERNAL_SERVER_ERROR,
             }
         };
-        ApiError { status, error }
+        ApiError {
+            status,
+            error: Box::new(error),
+        }
     }
 }
 

@@ -19,7 +19,11 @@ pub async fn health(State(state): State<AppState>) -> Result<(StatusCode, Json<V
         .store(|store| {
             let outbox = store.outbox_counts()?;
             let queued = store.runs_page(Some(RunState::Queued), 1, None)?;
-            Ok((store.path().display().to_string(), outbox, !queued.runs.is_empty()))
+            Ok((
+                store.path().display().to_string(),
+                outbox,
+                !queued.runs.is_empty(),
+            ))
         })
         .await;
     let bridge_ok = stats.workers.workers_alive > 0;

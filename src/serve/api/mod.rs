@@ -53,6 +53,9 @@ pub fn router(state: AppState) -> Router {
         .layer(DefaultBodyLimit::max(state.serve.max_body_bytes))
         .route_layer(axum::middleware::from_fn(prometheus::count_requests))
         .layer(CompressionLayer::new())
-        .layer(axum::middleware::from_fn_with_state(state.clone(), guard::check))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            guard::check,
+        ))
         .with_state(state)
 }

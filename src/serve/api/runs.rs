@@ -123,12 +123,14 @@ pub async fn submit(
     headers: HeaderMap,
     body: std::result::Result<Bytes, BytesRejection>,
 ) -> Result<(StatusCode, Json<Value>), ApiError> {
-    let body = body.map_err(|rejection| {
-        ApiError::request(rejection.status(), rejection.body_text())
-    })?;
+    let body =
+        body.map_err(|rejection| ApiError::request(rejection.status(), rejection.body_text()))?;
     let syntax = spec_syntax(&headers)?;
     let text = std::str::from_utf8(&body).map_err(|_| {
-        ApiError::request(StatusCode::BAD_REQUEST, "invalid run spec: the body is not UTF-8")
+        ApiError::request(
+            StatusCode::BAD_REQUEST,
+            "invalid run spec: the body is not UTF-8",
+        )
     })?;
     let spec = RunSpec::from_client(text, syntax, &state.data_root)?;
     let run_id = state.store(move |store| store.submit(&spec)).await?;
@@ -148,9 +150,7 @@ pub async fn cancel(
 ) -> Result<Json<Value>, ApiError> {
     let run_id = checked_id(&run_id)?.to_owned();
     let id = run_id.clone();
-    let outcome = state
-        .store(move |store| store.request_cancel(&id))
-        .await?;
+    let outcome = state.store(move |store| store.request_cancel(&id)).await?;
     state.hub.wake();
     Ok(Json(json!({"run_id": run_id, "status": outcome.as_str()})))
 }
