@@ -10,7 +10,7 @@ BIN := target/release/cerebros-bridge
 # pyo3 builds against (and embeds) the venv's interpreter, never a PATH shim.
 export PYO3_PYTHON := $(VENV_PY)
 
-.PHONY: run setup build test test-rust test-python lint fmt bench clean
+.PHONY: run setup browser build test test-rust test-python lint fmt bench clean
 
 ## run: set up, build (release) and run the main job: the digits NAS demo
 run: build
@@ -37,14 +37,22 @@ $(VENV)/.bridge: $(VENV)/.installed $(BRIDGE_SOURCES)
 	VIRTUAL_ENV=$(CURDIR)/$(VENV) $(VENV)/bin/maturin develop --release --quiet --target-dir target/maturin
 	touch $@
 
+## browser: Debian's chromium and chromedriver, for the live page's browser test
+## (tests/serve/browser.rs); installed only when missing (needs root or sudo)
+browser:
+	@command -v chromium >/dev/null && command -v chromedriver >/dev/null || { \
+	  sudo=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$sudo apt-get update -qq && \
+	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null; }
+
 ## build: the release binary
 build: setup
 	cargo build --release
 
 ## test: set up, lint, and run every test (Rust unit, integration and doc tests; pytest)
-test: setup lint test-rust test-python
+test: setup browser lint test-rust test-python
 
-test-rust: setup
+test-rust: setup browser
 	cargo test
 
 test-python: setup
