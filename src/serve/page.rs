@@ -69,3 +69,40 @@ fn with_headers(content: &'static str, media: &'static str) -> Response {
     headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     response
 }
+
+#[cfg(test)]
+mod tests {
+    use super::ASSETS;
+
+    #[test]
+    fn every_file_of_the_page_is_served_and_every_import_resolves() {
+        let folder = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("src/serve/page");
+        let mut files: Vec<String> = std::fs::read_dir(&folder)
+            .unwrap()
+            .map(|entry| entry.unwrap().file_name().into_string().unwrap())
+            .filter(|name| name != "index.html")
+            .collect();
+        files.sort();
+        let mut served: Vec<String> = ASSETS.iter().map(|(name, _, _)| name.to_string()).collect();
+        served.sort();
+        assert_eq!(
+            files, served,
+            "src/serve/page and ASSETS list the same files"
+        );
+        for (name, _, content) in ASSETS {
+            for line in content
+                .lines()
+                .filter(|l| l.trim_start().starts_with("import "))
+            {
+                let Some(target) = line.split(['"', '\'']).nth(1) else {
+                    continue;
+                };
+                let target = target.trim_start_matches("./");
+                assert!(
+                    ASSETS.iter().any(|(asset, _, _)| *asset == target),
+                    "{name} imports {target}, which is not served"
+                );
+            }
+        }
+    }
+}

@@ -70,6 +70,23 @@ async fn the_routes_answer_the_cli_documents() {
         .is_some_and(|c| !c.is_empty()));
     assert_eq!(one["curves"], trial["metrics"]["curve"]);
 
+    let page = server.get("/").await;
+    assert_eq!(page.status().as_u16(), 200);
+    assert!(page.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/html"));
+    let policy = page.headers()["content-security-policy"]
+        .to_str()
+        .unwrap()
+        .to_owned();
+    assert!(policy.contains("default-src 'self'"), "{policy}");
+    let script = server.get("/assets/app.js").await;
+    assert!(script.headers()["content-type"]
+        .to_str()
+        .unwrap()
+        .starts_with("text/javascript"));
+
     let health = server.get_json("/api/health", 200).await;
     assert_eq!(health["status"], "ok");
     assert_eq!(health["bridge"]["workers"]["workers_alive"], 2);
