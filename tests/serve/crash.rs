@@ -74,6 +74,43 @@ async fn a_killed_server_loses_nothing_and_runs_no_trial_twice() {
 }
 
 #[tokio::test]
+async fn sigterm_stops_the_server_promptly_and_the_next_one_finishes_its_run() {
+    let scratch = Scratch::new();
+    let slow = [("NAS_FIXTURE_SLEEP", "0.5")];
+    let mut server = scratch.serve(&slow);
+    let run_id = server.submit(&scratch.spec("stopped", 8)).await;
+    let store = Store::open(&scratch.path("store.db")).unwrap();
+    let deadline = Instant::now() + RUN_LIMIT;
+    while store.run(&run_id).unwrap().trials_completed < 2 {
+        assert!(Instant::now() < deadline, "no progress before SIGTERM");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let (code, took) = server.terminate(Duration::from_secs(15));
+    assert_eq!(code, Some(0), "a clean stop (after {took:?})");
+    assert!(took < Duration::from_secs(10), "stopped in {took:?}");
+    assert_eq!(store.run(&run_id).unwrap().status.as_str(), "interrupted");
+    let finished: Vec<String> = store
+        .trials(&run_id)
+        .unwrap()
+        .into_iter()
+        .filter(|t| t.status == TrialState::Succeeded)
+        .map(|t| t.trial_id)
+        .collect();
+    let server = scratch.serve(&slow);
+    let done = server
+        .wait_for_status(&run_id, &["succeeded"], RUN_LIMIT)
+        .await;
+    assert_eq!(done["trials"].as_array().unwrap().len(), 8);
+    let starts = scratch.starts();
+    for id in &finished {
+        assert_eq!(
+            starts[id], 1,
+            "trial {id}, finished before the stop, ran again"
+        );
+    }
+}
+
+#[tokio::test]
 async fn without_auto_resume_a_killed_run_waits_for_the_api() {
     let scratch = Scratch::new();
     std::fs::write(

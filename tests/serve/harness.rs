@@ -194,6 +194,23 @@ impl Served {
         }
     }
 
+    /// SIGTERM; returns the exit code and how long the process took to exit (SIGKILL
+    /// after `limit`).
+    pub fn terminate(&mut self, limit: Duration) -> (Option<i32>, Duration) {
+        let started = Instant::now();
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return (status.code(), started.elapsed());
+            }
+            if started.elapsed() > limit {
+                self.kill();
+                return (None, started.elapsed());
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();
