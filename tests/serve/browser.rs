@@ -214,7 +214,9 @@ fn screenshot(name: &str) -> PathBuf {
 
 /// Types `spec` into the form, submits it and returns the id the page says was queued.
 async fn submit_through_form(browser: &Browser, spec: &str) -> String {
-    let spec = spec.replace("parallelism = 2", "parallelism = 1");
+    let spec = spec
+        .trim_start()
+        .replace("parallelism = 2", "parallelism = 1");
     let before = browser.eval(PAGE_STATE).await["submit_message"].clone();
     fill(browser, "#submit-spec", &spec).await;
     click(browser, "#submit-run").await;
