@@ -128,7 +128,8 @@ impl Store {
                 outbox::enqueue(tx, OutboxKind::Trial, &trial.run_id, Some(&trial.trial_id))?;
             }
             let event = json!({"trial_id": trial.trial_id, "index": trial.index, "status": trial.status,
-                               "metrics": trial.metrics});
+                               "metrics": trial.metrics, "parameters": trial.parameters,
+                               "duration_ms": trial.duration_ms});
             insert_event(tx, &trial.run_id, "ml.run.trial", &event)?;
             if let Some(best) = best {
                 insert_event(tx, &trial.run_id, "ml.run.best", &best)?;

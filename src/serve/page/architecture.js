@@ -3,6 +3,9 @@
 
 import { el, formatNumber } from "./dom.js";
 
+/** Parameters that are bookkeeping, not the architecture's hyperparameters. */
+const NOT_HYPERPARAMETERS = new Set(["levels", "artifact", "index", "seed"]);
+
 /** Renders `trial` (or a placeholder when null) into `root`. */
 export function drawArchitecture(root, trial, objective) {
   root.replaceChildren();
@@ -40,7 +43,7 @@ export function drawArchitecture(root, trial, objective) {
   });
   root.append(diagram);
 
-  const rest = Object.entries(trial.parameters).filter(([key]) => key !== "levels");
+  const rest = Object.entries(trial.parameters).filter(([key]) => !NOT_HYPERPARAMETERS.has(key));
   if (rest.length) {
     root.append(
       el(

@@ -6,7 +6,7 @@ import { api, runPath } from "./api.js";
 import { drawArchitecture } from "./architecture.js";
 import { drawCurves, drawObjective } from "./charts.js";
 import { elapsedMs, formatDuration, formatNumber, formatTime, metricValue, statusClass } from "./dom.js";
-import { applyRunEvent, CANCELLABLE, progressText } from "./runs.js";
+import { applyRunEvent, CANCELLABLE, COMPLETED, progressText } from "./runs.js";
 import { EventStream } from "./sse.js";
 import { TrialsTable } from "./trials.js";
 
@@ -109,13 +109,24 @@ export class RunDetail {
   onEvent(event) {
     if (event.run_id !== this.runId || !this.run) return;
     if (event.kind === "ml.run.trial" && event.data?.trial_id != null) {
-      const { trial_id: trialId, index, status, metrics } = event.data;
+      const { trial_id: trialId, index, status, metrics, parameters, duration_ms: durationMs } = event.data;
       const trial = this.trials.get(trialId) ?? { trial_id: trialId, run_id: this.runId, parameters: {} };
-      Object.assign(trial, { index, status, metrics: metrics ?? trial.metrics ?? {} });
+      Object.assign(trial, {
+        index,
+        status,
+        metrics: metrics ?? trial.metrics ?? {},
+        parameters: parameters ?? trial.parameters,
+        duration_ms: durationMs ?? trial.duration_ms,
+      });
       this.trials.set(trialId, trial);
       if (trialId === this.trialId) this.loadCurves(trialId);
     }
-    this.setRun(applyRunEvent(this.run, event));
+    const run = applyRunEvent(this.run, event);
+    if (event.kind === "ml.run.trial") {
+      // This view holds every trial of the run: its count is exact.
+      run.trials_completed = [...this.trials.values()].filter((t) => COMPLETED.has(t.status)).length;
+    }
+    this.setRun(run);
     this.scheduleRefetch();
   }
 

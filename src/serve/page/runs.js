@@ -6,11 +6,20 @@ import { el, elapsedMs, formatDuration, formatNumber, statusClass } from "./dom.
 /** Run statuses in which the run can still be cancelled. */
 export const CANCELLABLE = new Set(["queued", "running", "interrupted"]);
 
+/** Trial statuses a run counts in `trials_completed`. */
+export const COMPLETED = new Set(["succeeded", "failed"]);
+
 /** Patches a Run object from one event (`{kind, data}`) of that run; returns the run. */
 export function applyRunEvent(run, { kind, data = {} }) {
   switch (kind) {
     case "ml.run.start":
       run.status = "running";
+      break;
+    case "ml.run.trial":
+      // Finished trials count at once; the refetch that follows brings the exact figure.
+      if (COMPLETED.has(data.status)) {
+        run.trials_completed = Math.min((run.trials_completed ?? 0) + 1, run.trials_planned ?? Infinity);
+      }
       break;
     case "ml.run.best":
       if (typeof data.value === "number") run.best_metric = data.value;

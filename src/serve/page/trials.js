@@ -121,7 +121,8 @@ export class TrialsTable {
     levels.textContent = levelsText(trial.parameters?.levels);
     levels.className = "mono";
     const error = errorText(trial.error);
-    note.textContent = error || trial.trial_id;
+    // The trial's own part of its id (`t003`); the whole id is the cell's title.
+    note.textContent = error || shortTrialId(trial);
     note.className = error ? "error-cell" : "mono muted";
     note.title = error || trial.trial_id;
     row.classList.toggle("best", trial.trial_id === this.bestId);
@@ -148,4 +149,10 @@ export class TrialsTable {
       th.setAttribute("aria-sort", sorted ? (dir > 0 ? "ascending" : "descending") : "none");
     }
   }
+}
+
+/** `t003` for `<run_id>-t003`: the run's id is the same on every row. */
+function shortTrialId(trial) {
+  const prefix = `${trial.run_id}-`;
+  return trial.trial_id.startsWith(prefix) ? trial.trial_id.slice(prefix.length) : trial.trial_id;
 }
