@@ -265,6 +265,19 @@ async fn unknown_ids_are_404_wrong_methods_405_and_huge_bodies_413() {
         let error: Value = response.json().await.unwrap();
         assert_eq!(error["ok"], false, "{path}");
     }
+    for (path, status) in [
+        ("/api/runs/%FF", 400),
+        ("/api/runs?limit=1&limit=2", 400),
+        ("/assets/%FF", 400),
+    ] {
+        let response = server.get(path).await;
+        assert_eq!(response.status().as_u16(), status, "{path}");
+        let error: Value = response.json().await.unwrap();
+        assert_eq!(
+            error["ok"], false,
+            "{path}: every error is the JSON document"
+        );
+    }
     let long = format!("/api/runs/{}", "r".repeat(5000));
     assert_eq!(server.get(&long).await.status().as_u16(), 404);
     for (method, path) in [

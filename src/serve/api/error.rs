@@ -3,7 +3,9 @@
 
 use crate::core::error::{BridgeError, ErrorClass};
 use crate::nas::store::{is_conflict, is_not_found};
-use axum::http::StatusCode;
+use axum::extract::Request;
+use axum::http::{header, StatusCode};
+use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use serde_json::json;
@@ -72,4 +74,33 @@ impl IntoResponse for ApiError {
         let body = json!({"ok": false, "error": self.error.to_json()});
         (self.status, Json(body)).into_response()
     }
+}
+
+/// The most of a plain-text error body kept as the JSON error's message.
+const MAX_MESSAGE_BYTES: usize = 4096;
+
+/// Turns every error response that is not JSON yet (an extractor's rejection such as a
+/// path that is not UTF-8 or a repeated query parameter, a timeout) into the API's JSON
+/// error document, keeping its status and its text as the message.
+pub async fn json_errors(request: Request, next: Next) -> Response {
+    let response = next.run(request).await;
+    let status = response.status();
+    let is_json = response
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if !(status.is_client_error() || status.is_server_error()) || is_json {
+        return response;
+    }
+    let body = axum::body::to_bytes(response.into_body(), MAX_MESSAGE_BYTES)
+        .await
+        .unwrap_or_default();
+    let text = String::from_utf8_lossy(&body).trim().to_owned();
+    let message = if text.is_empty() {
+        status.canonical_reason().unwrap_or("error").to_owned()
+    } else {
+        text
+    };
+    ApiError::request(status, message).into_response()
 }

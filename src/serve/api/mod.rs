@@ -1,6 +1,6 @@
-//! The routes (DESIGN §11) and what every response shares: JSON errors for unknown
-//! routes (404) and methods (405), body limits (413), a deadline on handlers that
-//! answer at once, and gzip for large bodies.
+//! The routes (DESIGN §11) and what every response shares: JSON errors (for unknown
+//! routes (404) and methods (405), body limits (413) and every rejection), a deadline on
+//! handlers that answer at once, and gzip for large bodies.
 
 pub mod error;
 mod events;
@@ -57,5 +57,6 @@ pub fn router(state: AppState) -> Router {
             state.clone(),
             guard::check,
         ))
+        .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
 }
