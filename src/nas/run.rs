@@ -486,14 +486,16 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     };
     let record = record_or_fail(context, record, artifact).await?;
     context.worker.sync_wake.notify_one();
-    if record.status == TrialState::Succeeded {
-        acknowledge(context, &record).await;
-    }
+    // Announced as soon as it is stored: the acknowledgement below may wait for a
+    // worker busy with another trial.
     context.worker.emit(
         "ml.run.trial",
         run_id,
         serde_json::to_value(&record).unwrap_or_default(),
     );
+    if record.status == TrialState::Succeeded {
+        acknowledge(context, &record).await;
+    }
     Ok(())
 }
 
