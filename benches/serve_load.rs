@@ -22,7 +22,7 @@ use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::watch;
 
@@ -143,7 +143,13 @@ async fn bench(options: &Options) -> Value {
         .build()
         .unwrap();
     let run_id = submit(&http, &server.url).await;
-    say(options, &format!("run {run_id} queued; waiting for {} trials", options.quiet_trials));
+    say(
+        options,
+        &format!(
+            "run {run_id} queued; waiting for {} trials",
+            options.quiet_trials
+        ),
+    );
     let trial_ids = wait_for_trials(&http, &server.url, &run_id, options.quiet_trials).await;
 
     // Event streams first, then the reads, then the measurement after the warm-up.
@@ -171,7 +177,10 @@ async fn bench(options: &Options) -> Value {
         })
         .collect();
     wait_for_streams(&http, &server.url, options.clients).await;
-    say(options, &format!("{} event streams connected; warming up", options.clients));
+    say(
+        options,
+        &format!("{} event streams connected; warming up", options.clients),
+    );
 
     let load_start = Utc::now();
     let reads = tokio::spawn(read_at_rate(
@@ -186,7 +195,10 @@ async fn bench(options: &Options) -> Value {
     tokio::time::sleep(Duration::from_secs(options.warmup)).await;
     measuring.store(true, Ordering::SeqCst);
     let measure_start = Utc::now();
-    let rss = tokio::spawn(sample_rss(server.pid(), Duration::from_secs(options.seconds)));
+    let rss = tokio::spawn(sample_rss(
+        server.pid(),
+        Duration::from_secs(options.seconds),
+    ));
     say(options, &format!("measuring for {} s", options.seconds));
     let rss = rss.await.unwrap();
     let reads = reads.await.unwrap();
@@ -247,7 +259,9 @@ impl Server {
             .env_remove("CEREBROS_SERVE_TOKEN")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
-            .stderr(Stdio::from(std::fs::File::create(dir.join("serve.log")).unwrap()))
+            .stderr(Stdio::from(
+                std::fs::File::create(dir.join("serve.log")).unwrap(),
+            ))
             .spawn()
             .expect("the server starts");
         let stdout = child.stdout.take().unwrap();
@@ -539,9 +553,11 @@ async fn read_at_rate(
         let request = http.get(format!("{url}{path}"));
         pending.push(tokio::spawn(async move {
             let outcome = match request.send().await {
-                Ok(response) if response.status().is_success() => {
-                    response.bytes().await.map(drop).map_err(|e| format!("{path}: body: {e}"))
-                }
+                Ok(response) if response.status().is_success() => response
+                    .bytes()
+                    .await
+                    .map(drop)
+                    .map_err(|e| format!("{path}: body: {e}")),
                 Ok(response) => Err(format!("{path}: HTTP {}", response.status())),
                 Err(err) => Err(format!("{path}: {err}")),
             };
@@ -602,7 +618,10 @@ impl Reads {
 }
 
 fn sse_report(followed: &[Followed], connected_at_end: u64) -> Value {
-    let delays: Vec<f64> = followed.iter().flat_map(|f| f.delays_ms.iter().copied()).collect();
+    let delays: Vec<f64> = followed
+        .iter()
+        .flat_map(|f| f.delays_ms.iter().copied())
+        .collect();
     let events: Vec<u64> = followed.iter().map(|f| f.events).collect();
     let dropped: Vec<&String> = followed.iter().filter_map(|f| f.dropped.as_ref()).collect();
     json!({
@@ -619,35 +638,51 @@ fn sse_report(followed: &[Followed], connected_at_end: u64) -> Value {
     })
 }
 
-/// The server's `VmRSS` in MB every second for `period`.
-async fn sample_rss(pid: u32, period: Duration) -> Vec<f64> {
+/// The server's memory and threads, sampled.
+struct Sample {
+    /// `VmRSS`, MB.
+    rss_mb: f64,
+    /// `Threads`.
+    threads: u64,
+}
+
+/// Samples the server's `/proc/PID/status` every second for `period`.
+async fn sample_rss(pid: u32, period: Duration) -> Vec<Sample> {
     let mut samples = Vec::new();
     let start = tokio::time::Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(1));
     while start.elapsed() <= period {
         tick.tick().await;
         let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
-        let kb = status
-            .lines()
-            .find_map(|l| l.strip_prefix("VmRSS:"))
-            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok());
-        if let Some(kb) = kb {
-            samples.push(kb / 1024.0);
+        let field = |name: &str| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix(name))
+                .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+        };
+        if let (Some(kb), Some(threads)) = (field("VmRSS:"), field("Threads:")) {
+            samples.push(Sample {
+                rss_mb: kb as f64 / 1024.0,
+                threads,
+            });
         }
     }
     samples
 }
 
-fn rss_report(samples: &[f64]) -> Value {
-    let min = samples.iter().copied().fold(f64::INFINITY, f64::min);
-    let max = samples.iter().copied().fold(0.0, f64::max);
+fn rss_report(samples: &[Sample]) -> Value {
+    let rss = samples.iter().map(|s| s.rss_mb);
+    let min = rss.clone().fold(f64::INFINITY, f64::min);
+    let max = rss.fold(0.0, f64::max);
     json!({
         "samples": samples.len(),
-        "first": samples.first().copied().map(round),
-        "last": samples.last().copied().map(round),
+        "first": samples.first().map(|s| round(s.rss_mb)),
+        "last": samples.last().map(|s| round(s.rss_mb)),
         "min": round(min),
         "max": round(max),
         "spread": round(max - min),
+        "threads_first": samples.first().map(|s| s.threads),
+        "threads_max": samples.iter().map(|s| s.threads).max(),
     })
 }
 
@@ -668,7 +703,9 @@ fn training_report(run: &Value, load_start: DateTime<Utc>, measure_start: DateTi
     };
     let before = durations(&|t, at| at < load_start && t["index"] != 0);
     let during = durations(&|_, at| at >= measure_start);
-    let failed = finished_trials(run).filter(|t| t["status"] == "failed").count();
+    let failed = finished_trials(run)
+        .filter(|t| t["status"] == "failed")
+        .count();
     json!({
         "run_status": run["run"]["status"],
         "trials_finished": finished_trials(run).count(),
@@ -718,7 +755,10 @@ fn print_report(report: &Value, options: &Options) {
     let below = |value: &Value, goal: f64| value.as_f64().is_some_and(|v| v < goal);
     println!(
         "\nThe service under load: {} s after a {} s warm-up (load average {} before, {} after)",
-        report["seconds"], report["warmup_s"], report["load_average_before"], report["load_average_after"]
+        report["seconds"],
+        report["warmup_s"],
+        report["load_average_before"],
+        report["load_average_after"]
     );
     println!("{:<34} {:>28}  {:<26} ", "", "measured", "goal");
     let rows = [
@@ -726,7 +766,8 @@ fn print_report(report: &Value, options: &Options) {
             "API reads/s".to_owned(),
             format!("{:.1}", api["reads_per_s"].as_f64().unwrap_or(0.0)),
             format!("{}", api["target_per_s"]),
-            api["reads_per_s"].as_f64().unwrap_or(0.0) >= 0.99 * api["target_per_s"].as_f64().unwrap_or(0.0),
+            api["reads_per_s"].as_f64().unwrap_or(0.0)
+                >= 0.99 * api["target_per_s"].as_f64().unwrap_or(0.0),
         ),
         (
             "API errors".to_owned(),
@@ -760,9 +801,14 @@ fn print_report(report: &Value, options: &Options) {
         ),
         (
             "RSS first / last / min / max (MB)".to_owned(),
-            format!("{} / {} / {} / {}", rss["first"], rss["last"], rss["min"], rss["max"]),
+            format!(
+                "{} / {} / {} / {}",
+                rss["first"], rss["last"], rss["min"], rss["max"]
+            ),
             format!("max - min <= {GOAL_RSS_SPREAD_MB}"),
-            rss["spread"].as_f64().is_some_and(|s| s <= GOAL_RSS_SPREAD_MB),
+            rss["spread"]
+                .as_f64()
+                .is_some_and(|s| s <= GOAL_RSS_SPREAD_MB),
         ),
     ];
     for (name, measured, goal, ok) in rows {
@@ -772,6 +818,10 @@ fn print_report(report: &Value, options: &Options) {
     for read in READS {
         println!("  {read:<8} {}", triple(&api["latency_ms_by_read"][read]));
     }
+    println!(
+        "server threads: {} at the start of the measurement, {} at most",
+        rss["threads_first"], rss["threads_max"]
+    );
     println!(
         "load generator start lag (max): {} ms; trial-event deliveries: {}; events per client: {}..{}; id gaps: {}; out of order: {}",
         api["max_start_lag_ms"],

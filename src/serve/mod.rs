@@ -25,7 +25,7 @@ use crate::core::config::{store_path, Config};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::nas::artifacts;
 use crate::nas::run::RunWorker;
-use crate::nas::store::Store;
+use crate::nas::store::{Store, StoreCalls};
 use crate::nas::sync;
 use guard::Guard;
 use hub::EventHub;
@@ -130,7 +130,7 @@ impl Server {
         let data_root = std::env::current_dir().map_err(system_error)?;
         let state = AppState::new(Shared {
             serve: config.serve.clone(),
-            store,
+            store: StoreCalls::new(store),
             client: client.clone(),
             hub,
             queue_bell: bell,
