@@ -114,7 +114,10 @@ impl Server {
         let last_event = tokio::task::spawn_blocking(move || reader.last_event_id())
             .await
             .map_err(system_error)??;
-        let hub = EventHub::spawn(store.clone(), last_event, worker.subscribe());
+        // The hub reads on a connection of its own: an event goes out without waiting
+        // for an API read in progress.
+        let hub_store = Arc::new(Store::open(&store_file)?);
+        let hub = EventHub::spawn(hub_store, last_event, worker.subscribe());
         let bell = Arc::new(Notify::new());
         let mut scheduler = Scheduler::new(
             worker,
