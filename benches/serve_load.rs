@@ -18,6 +18,7 @@
 
 use chrono::{DateTime, Utc};
 use serde_json::{json, Value};
+use std::collections::BTreeMap;
 use std::io::{BufRead, BufReader};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -195,6 +196,8 @@ async fn bench(options: &Options) -> Value {
     tokio::time::sleep(Duration::from_secs(options.warmup)).await;
     measuring.store(true, Ordering::SeqCst);
     let measure_start = Utc::now();
+    let threads_before = thread_times(server.pid());
+    let measure_clock = Instant::now();
     let rss = tokio::spawn(sample_rss(
         server.pid(),
         Duration::from_secs(options.seconds),
@@ -203,6 +206,11 @@ async fn bench(options: &Options) -> Value {
     let rss = rss.await.unwrap();
     let reads = reads.await.unwrap();
     measuring.store(false, Ordering::SeqCst);
+    let threads = threads_report(
+        &threads_before,
+        &thread_times(server.pid()),
+        measure_clock.elapsed(),
+    );
     let health: Value = http
         .get(format!("{}/api/health", server.url))
         .send()
@@ -232,6 +240,7 @@ async fn bench(options: &Options) -> Value {
         "api": reads.report(options),
         "sse": sse_report(&followed, connected_at_end),
         "rss_mb": rss_report(&rss),
+        "server_threads": threads,
         "training": training_report(&run, load_start, measure_start),
     })
 }
@@ -686,6 +695,60 @@ fn rss_report(samples: &[Sample]) -> Value {
     })
 }
 
+/// Each server thread's name, time on a CPU and time waiting for one (ns), by id,
+/// from `/proc/PID/task/TID/schedstat`.
+fn thread_times(pid: u32) -> BTreeMap<String, (String, u64, u64)> {
+    let mut threads = BTreeMap::new();
+    let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+        return threads;
+    };
+    for task in tasks.flatten() {
+        let path = task.path();
+        let name = std::fs::read_to_string(path.join("comm")).unwrap_or_default();
+        let stat = std::fs::read_to_string(path.join("schedstat")).unwrap_or_default();
+        let mut fields = stat
+            .split_whitespace()
+            .map(|f| f.parse::<u64>().unwrap_or(0));
+        let (Some(on_cpu), Some(waiting)) = (fields.next(), fields.next()) else {
+            continue;
+        };
+        let id = task.file_name().to_string_lossy().into_owned();
+        threads.insert(id, (name.trim().to_owned(), on_cpu, waiting));
+    }
+    threads
+}
+
+/// Per thread name: the share of one core each group of threads ran, and waited
+/// runnable for a CPU, between two [`thread_times`] (threads of both samples only).
+fn threads_report(
+    before: &BTreeMap<String, (String, u64, u64)>,
+    after: &BTreeMap<String, (String, u64, u64)>,
+    wall: Duration,
+) -> Value {
+    let mut groups: BTreeMap<&str, (u64, u64)> = BTreeMap::new();
+    for (id, (name, on_cpu, waiting)) in after {
+        if let Some((_, on_cpu_before, waiting_before)) = before.get(id) {
+            let group = groups.entry(name.as_str()).or_default();
+            group.0 += on_cpu - on_cpu_before;
+            group.1 += waiting - waiting_before;
+        }
+    }
+    let wall_ns = wall.as_nanos() as f64;
+    groups
+        .into_iter()
+        .filter(|(_, (on_cpu, _))| *on_cpu > 0)
+        .map(|(name, (on_cpu, waiting))| {
+            let cpu = round(on_cpu as f64 * 100.0 / wall_ns);
+            let wait = round(waiting as f64 * 100.0 / wall_ns);
+            (
+                name.to_owned(),
+                json!({"cpu_pct": cpu, "runqueue_wait_pct": wait}),
+            )
+        })
+        .collect::<serde_json::Map<_, _>>()
+        .into()
+}
+
 /// Trials finished before the load (less the first, which pays TensorFlow's start-up)
 /// and during the measurement, with their median duration.
 fn training_report(run: &Value, load_start: DateTime<Utc>, measure_start: DateTime<Utc>) -> Value {
@@ -822,6 +885,13 @@ fn print_report(report: &Value, options: &Options) {
         "server threads: {} at the start of the measurement, {} at most",
         rss["threads_first"], rss["threads_max"]
     );
+    println!("server threads during the measurement (% of one core: on a CPU / waiting for one):");
+    for (name, times) in report["server_threads"].as_object().into_iter().flatten() {
+        println!(
+            "  {name:<18} {:>7} / {:>7}",
+            times["cpu_pct"], times["runqueue_wait_pct"]
+        );
+    }
     println!(
         "load generator start lag (max): {} ms; trial-event deliveries: {}; events per client: {}..{}; id gaps: {}; out of order: {}",
         api["max_start_lag_ms"],
