@@ -8,7 +8,10 @@
 //!   latency counts from the time it was due, so a slow server cannot slow the load down;
 //! * event delay: for every `ml.run.trial` event each client receives, its receive wall
 //!   time minus the event's stored `at` (RFC 3339, milliseconds, same machine's clock);
-//! * the server's RSS (`VmRSS`) every second after the warm-up;
+//! * the server's RSS (`VmRSS`) and thread count every second after the warm-up, and
+//!   each thread group's time on a CPU and time waiting runnable for one
+//!   (`/proc/PID/task/*/schedstat`): on 2 shared cores a latency tail is usually the
+//!   server's threads waiting for a CPU, and this tells it apart from slow code;
 //! * the run's trials before and during the load (the server must not starve training,
 //!   nor training the server).
 //!
