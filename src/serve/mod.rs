@@ -25,7 +25,7 @@ use crate::core::config::{store_path, Config};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::nas::artifacts;
 use crate::nas::run::RunWorker;
-use crate::nas::store::Store;
+use crate::nas::store::{Store, StoreCalls};
 use crate::nas::sync;
 use guard::Guard;
 use hub::EventHub;
@@ -114,7 +114,10 @@ impl Server {
         let last_event = tokio::task::spawn_blocking(move || reader.last_event_id())
             .await
             .map_err(system_error)??;
-        let hub = EventHub::spawn(store.clone(), last_event, worker.subscribe());
+        // The hub reads on a connection of its own: an event goes out without waiting
+        // for an API read in progress.
+        let hub_store = Arc::new(Store::open(&store_file)?);
+        let hub = EventHub::spawn(hub_store, last_event, worker.subscribe());
         let bell = Arc::new(Notify::new());
         let mut scheduler = Scheduler::new(
             worker,
@@ -130,7 +133,7 @@ impl Server {
         let data_root = std::env::current_dir().map_err(system_error)?;
         let state = AppState::new(Shared {
             serve: config.serve.clone(),
-            store,
+            store: StoreCalls::new(store),
             client: client.clone(),
             hub,
             queue_bell: bell,

@@ -80,14 +80,12 @@ pub async fn show(
     Path(run_id): Path<String>,
 ) -> Result<Json<Value>, ApiError> {
     let run_id = checked_id(&run_id)?.to_owned();
-    let document = state
-        .store(move |store| {
-            let run = store.run(&run_id)?;
-            let trials = store.trials(&run_id)?;
-            Ok(run_document(&run, &trials))
-        })
+    // The records only: the document (a copy of every trial) is built here, so that the
+    // store thread is free for the next call sooner.
+    let (run, trials) = state
+        .store(move |store| Ok((store.run(&run_id)?, store.trials(&run_id)?)))
         .await?;
-    Ok(Json(document))
+    Ok(Json(run_document(&run, &trials)))
 }
 
 /// `GET /api/runs/{id}/trials/{trial_id}`: `{"trial": {...}, "curves": {...}}`, the
