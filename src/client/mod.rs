@@ -346,6 +346,7 @@ pub fn pool_options(config: &Config) -> PoolOptions {
         python_executable: config.python_executable.clone(),
         spin: true,
         start_timeout: Duration::from_millis(config.invoke.start_timeout_ms),
+        nice: config.invoke.worker_nice,
     }
 }
 

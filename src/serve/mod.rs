@@ -97,7 +97,9 @@ impl Server {
         let store = Arc::new(Store::open(&store_file)?);
         // Before the client starts: only calls made after it are counted.
         let metrics = metrics::Metrics::install()?;
-        let start_config = config.clone();
+        // Training yields to answering HTTP (`serve.worker_nice`).
+        let mut start_config = config.clone();
+        start_config.invoke.worker_nice = config.invoke.worker_nice.max(config.serve.worker_nice);
         let client = tokio::task::spawn_blocking(move || Client::start(&start_config))
             .await
             .map_err(system_error)??;

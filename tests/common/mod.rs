@@ -24,6 +24,7 @@ pub fn fault_options(size: usize) -> PoolOptions {
         python_executable: None,
         spin: true,
         start_timeout: Duration::from_secs(30),
+        nice: 0,
     }
 }
 

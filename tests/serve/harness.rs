@@ -211,6 +211,33 @@ impl Served {
         }
     }
 
+    /// The number of the server's threads.
+    pub fn threads(&self) -> usize {
+        std::fs::read_dir(format!("/proc/{}/task", self.child.id()))
+            .map(|tasks| tasks.count())
+            .unwrap_or(0)
+    }
+
+    /// The nice value of each of the server's threads whose name starts with `prefix`.
+    pub fn thread_nices(&self, prefix: &str) -> Vec<i64> {
+        let tasks = format!("/proc/{}/task", self.child.id());
+        let mut nices = Vec::new();
+        for task in std::fs::read_dir(tasks).unwrap().flatten() {
+            let stat = std::fs::read_to_string(task.path().join("stat")).unwrap_or_default();
+            let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
+                continue;
+            };
+            if !stat[open + 1..close].starts_with(prefix) {
+                continue;
+            }
+            // Field 19 (nice) is the 17th after the name.
+            if let Some(nice) = stat[close + 2..].split_whitespace().nth(16) {
+                nices.push(nice.parse().unwrap());
+            }
+        }
+        nices
+    }
+
     /// SIGKILL, and wait for the process to be gone.
     pub fn kill(&mut self) {
         let _ = self.child.kill();

@@ -54,6 +54,9 @@ pub struct InvokeConfig {
     /// How long starting the bridge may take (the interpreter, the service module's
     /// import, the worker processes being ready), in milliseconds (1 to 86 400 000).
     pub start_timeout_ms: u64,
+    /// The nice value of the in-process worker threads (0 to 19; 0: the host's own
+    /// priority): higher lets the host's other threads go first while Python trains.
+    pub worker_nice: u32,
 }
 
 impl Default for InvokeConfig {
@@ -71,6 +74,7 @@ impl Default for InvokeConfig {
                 .filter(|class| class.retryable_by_default())
                 .collect(),
             start_timeout_ms: 30_000,
+            worker_nice: 0,
         }
     }
 }
@@ -155,6 +159,9 @@ pub struct ServeConfig {
     /// How long a client may take to send a request's headers, in milliseconds
     /// (1 to 600 000); a slower one is disconnected.
     pub header_timeout_ms: u64,
+    /// The least nice value of the bridge's in-process workers under `serve` (0 to 19;
+    /// `invoke.worker_nice` if higher): training yields to answering HTTP.
+    pub worker_nice: u32,
 }
 
 impl Default for ServeConfig {
@@ -166,6 +173,7 @@ impl Default for ServeConfig {
             auto_resume: true,
             max_body_bytes: 1024 * 1024,
             header_timeout_ms: 10_000,
+            worker_nice: 10,
         }
     }
 }
@@ -180,6 +188,7 @@ impl fmt::Debug for ServeConfig {
             .field("auto_resume", &self.auto_resume)
             .field("max_body_bytes", &self.max_body_bytes)
             .field("header_timeout_ms", &self.header_timeout_ms)
+            .field("worker_nice", &self.worker_nice)
             .finish()
     }
 }

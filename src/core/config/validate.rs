@@ -14,6 +14,7 @@ const MAX_PAYLOAD_LIMIT: u64 = 1024 * 1024 * 1024;
 const MAX_RETRIES: u64 = 100;
 const MAX_RETRY_BACKOFF_MS: u64 = 600_000;
 const MAX_CONCURRENT_RUNS: u64 = 64;
+const MAX_NICE: u64 = crate::inprocess::pool::priority::MAX_NICE as u64;
 const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_HEADER_TIMEOUT_MS: u64 = 600_000;
 /// Queues and caches allocate their capacity up front: beyond this is a typo.
@@ -113,6 +114,18 @@ impl Config {
                 self.serve.max_body_bytes as u64,
                 1..=MAX_BODY_BYTES,
                 "a number of bytes",
+            ),
+            (
+                "invoke.worker_nice",
+                u64::from(self.invoke.worker_nice),
+                0..=MAX_NICE,
+                INT,
+            ),
+            (
+                "serve.worker_nice",
+                u64::from(self.serve.worker_nice),
+                0..=MAX_NICE,
+                INT,
             ),
             (
                 "serve.header_timeout_ms",

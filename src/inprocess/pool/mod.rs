@@ -15,6 +15,7 @@
 //!   the job is still running after the cancel grace, its worker is retired and a fresh
 //!   one takes its slot, so the pool keeps its size.
 
+pub mod priority;
 mod queue;
 mod startup;
 mod supervisor;
@@ -67,6 +68,9 @@ pub struct PoolOptions {
     /// How long starting the interpreter and importing `module` may take
     /// (`invoke.start_timeout_ms`); past it, [`Pool::start`] fails with `timeout`.
     pub start_timeout: Duration,
+    /// The nice value of the worker threads and of the thread that imports `module`
+    /// (`invoke.worker_nice`; 0: the host's own priority; see [`priority`]).
+    pub nice: u32,
 }
 
 enum Message {
@@ -113,6 +117,7 @@ struct Shared {
 ///     python_executable: None,
 ///     spin: true,
 ///     start_timeout: Duration::from_secs(30),
+///     nice: 0,
 /// })?;
 /// let reply = pool
 ///     .submit("echo", serde_json::json!({"x": 1}), Duration::from_secs(5))?
@@ -348,6 +353,7 @@ mod tests {
             python_executable: None,
             spin: true,
             start_timeout: Duration::from_secs(30),
+            nice: 0,
         }
     }
 

@@ -27,6 +27,7 @@ pub(super) fn import_module(options: &PoolOptions) -> Result<Py<PyModule>> {
     std::thread::Builder::new()
         .name("cerebros-start".into())
         .spawn(move || {
+            super::priority::lower_current_thread(thread_options.nice);
             let started = interpreter::ensure_started(thread_options.python_executable.as_deref());
             let outcome = match started {
                 Ok(_) => Python::attach(|py| thread_importing.run(py, &thread_options)),

@@ -171,6 +171,7 @@ impl Drop for ExitGuard {
 }
 
 fn run(shared: Arc<Shared>, state: Arc<WorkerState>) {
+    super::priority::lower_current_thread(shared.options.nice);
     let _guard = ExitGuard {
         shared: shared.clone(),
         state: state.clone(),
