@@ -129,7 +129,7 @@ impl Store {
             }
             let event = json!({"trial_id": trial.trial_id, "index": trial.index, "status": trial.status,
                                "metrics": trial.metrics, "parameters": trial.parameters,
-                               "duration_ms": trial.duration_ms});
+                               "duration_ms": trial.duration_ms, "error": trial.error});
             insert_event(tx, &trial.run_id, "ml.run.trial", &event)?;
             if let Some(best) = best {
                 insert_event(tx, &trial.run_id, "ml.run.best", &best)?;

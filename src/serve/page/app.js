@@ -4,7 +4,7 @@
 
 import { api } from "./api.js";
 import { RunDetail } from "./detail.js";
-import { RunsTable } from "./runs.js";
+import { RunsTable, SELF_CONTAINED } from "./runs.js";
 import { EventStream } from "./sse.js";
 
 const PAGE_SIZE = 50;
@@ -163,8 +163,9 @@ loadRuns("reset");
 new EventStream("/api/events", {
   onEvent: (event) => {
     if (typeof event.run_id !== "string") return;
-    runs.applyEvent(event);
-    refreshRun(event.run_id);
+    // A known run's trial or best is applied as it comes; anything else is fetched.
+    const known = runs.applyEvent(event);
+    if (!known || !SELF_CONTAINED.has(event.kind)) refreshRun(event.run_id);
   },
   // A (re)connection may follow missed events: refresh the first page.
   onOpen: () => loadRuns("merge"),

@@ -6,7 +6,7 @@ import { api, runPath } from "./api.js";
 import { drawArchitecture } from "./architecture.js";
 import { drawCurves, drawObjective } from "./charts.js";
 import { elapsedMs, formatDuration, formatNumber, formatTime, metricValue, statusClass } from "./dom.js";
-import { applyRunEvent, CANCELLABLE, COMPLETED, progressText } from "./runs.js";
+import { applyRunEvent, CANCELLABLE, COMPLETED, progressText, SELF_CONTAINED } from "./runs.js";
 import { EventStream } from "./sse.js";
 import { TrialsTable } from "./trials.js";
 
@@ -109,7 +109,8 @@ export class RunDetail {
   onEvent(event) {
     if (event.run_id !== this.runId || !this.run) return;
     if (event.kind === "ml.run.trial" && event.data?.trial_id != null) {
-      const { trial_id: trialId, index, status, metrics, parameters, duration_ms: durationMs } = event.data;
+      const { trial_id: trialId, index, status, metrics, parameters, duration_ms: durationMs, error } =
+        event.data;
       const trial = this.trials.get(trialId) ?? { trial_id: trialId, run_id: this.runId, parameters: {} };
       Object.assign(trial, {
         index,
@@ -117,6 +118,7 @@ export class RunDetail {
         metrics: metrics ?? trial.metrics ?? {},
         parameters: parameters ?? trial.parameters,
         duration_ms: durationMs ?? trial.duration_ms,
+        error: error ?? null,
       });
       this.trials.set(trialId, trial);
       if (trialId === this.trialId) this.loadCurves(trialId);
@@ -127,7 +129,7 @@ export class RunDetail {
       run.trials_completed = [...this.trials.values()].filter((t) => COMPLETED.has(t.status)).length;
     }
     this.setRun(run);
-    this.scheduleRefetch();
+    if (!SELF_CONTAINED.has(event.kind)) this.scheduleRefetch();
   }
 
   setRun(run) {

@@ -6,6 +6,12 @@ import { el, elapsedMs, formatDuration, formatNumber, statusClass } from "./dom.
 /** Run statuses in which the run can still be cancelled. */
 export const CANCELLABLE = new Set(["queued", "running", "interrupted"]);
 
+/**
+ * Events that carry all a view needs (a trial's outcome, a new best): applied as they
+ * come, without fetching the run again (its document grows with every trial).
+ */
+export const SELF_CONTAINED = new Set(["ml.run.trial", "ml.run.best"]);
+
 /** Trial statuses a run counts in `trials_completed`. */
 export const COMPLETED = new Set(["succeeded", "failed"]);
 
