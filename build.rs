@@ -1,8 +1,32 @@
 //! Links the embedding build against the interpreter pyo3 found (set `PYO3_PYTHON` to
-//! choose it; the Makefile uses the project venv's python) and records libpython's
-//! folder as an rpath so the binary and tests run without `LD_LIBRARY_PATH`.
+//! choose it; the Makefile uses the project venv's python), records libpython's folder
+//! as an rpath so the binary and tests run without `LD_LIBRARY_PATH`, and passes that
+//! interpreter's name to the crate (`CEREBROS_EMBEDDED_PYTHON`, for its errors). Without
+//! `PYO3_PYTHON` it says, as a cargo warning, which interpreter it linked: pyo3's own
+//! search may take another Python than the venv the host will use at run time.
 fn main() {
-    if std::env::var_os("CARGO_FEATURE_EMBED").is_some() {
-        pyo3_build_config::add_libpython_rpath_link_args();
+    println!("cargo:rerun-if-changed=build.rs");
+    println!("cargo:rerun-if-env-changed=PYO3_PYTHON");
+    if std::env::var_os("CARGO_FEATURE_EMBED").is_none() {
+        return;
+    }
+    pyo3_build_config::add_libpython_rpath_link_args();
+    let config = pyo3_build_config::get();
+    let version = config.version();
+    if let Some(executable) = config.executable() {
+        println!("cargo:rustc-env=CEREBROS_EMBEDDED_PYTHON={executable}");
+    }
+    let executable = config.executable().unwrap_or("an unknown executable");
+    let library = match (config.lib_dir(), config.lib_name()) {
+        (Some(dir), Some(name)) => format!("lib{name} in {dir}"),
+        (None, Some(name)) => format!("lib{name}"),
+        _ => "no libpython".to_owned(),
+    };
+    if std::env::var_os("PYO3_PYTHON").is_none() {
+        println!(
+            "cargo:warning=cerebros-bridge embeds Python {version} from {executable} ({library}), \
+             found by pyo3 because PYO3_PYTHON is unset; to choose the interpreter (the one your \
+             venv was made with), build with PYO3_PYTHON=/path/to/venv/bin/python"
+        );
     }
 }
