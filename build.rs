@@ -1,7 +1,8 @@
 //! Links the embedding build against the interpreter pyo3 found (set `PYO3_PYTHON` to
 //! choose it; the Makefile uses the project venv's python), records libpython's folder
-//! as an rpath so the binary and tests run without `LD_LIBRARY_PATH`, and passes that
-//! interpreter's name to the crate (`CEREBROS_EMBEDDED_PYTHON`, for its errors). Without
+//! as an rpath so the binary and tests run without `LD_LIBRARY_PATH` (a dependent host
+//! needs its own: README), and passes that interpreter and folder to the crate
+//! (`CEREBROS_EMBEDDED_PYTHON`, `CEREBROS_EMBEDDED_LIBDIR`, for its checks). Without
 //! `PYO3_PYTHON` it says, as a cargo warning, which interpreter it linked: pyo3's own
 //! search may take another Python than the venv the host will use at run time.
 fn main() {
@@ -15,6 +16,9 @@ fn main() {
     let version = config.version();
     if let Some(executable) = config.executable() {
         println!("cargo:rustc-env=CEREBROS_EMBEDDED_PYTHON={executable}");
+    }
+    if let Some(lib_dir) = config.lib_dir() {
+        println!("cargo:rustc-env=CEREBROS_EMBEDDED_LIBDIR={lib_dir}");
     }
     let executable = config.executable().unwrap_or("an unknown executable");
     let library = match (config.lib_dir(), config.lib_name()) {

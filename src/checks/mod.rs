@@ -96,7 +96,13 @@ impl Check {
 /// `cerebros-bridge validate` prints).
 impl fmt::Display for Check {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "{:<4}  {}: {}", self.status.label(), self.name, self.detail)?;
+        write!(
+            f,
+            "{:<4}  {}: {}",
+            self.status.label(),
+            self.name,
+            self.detail
+        )?;
         if let Some(hint) = &self.hint {
             write!(f, "\n      hint: {hint}")?;
         }
@@ -156,7 +162,10 @@ mod tests {
 
     #[test]
     fn a_check_prints_its_line_and_its_hint() {
-        assert_eq!(Check::ok("config", "defaults").to_string(), "ok    config: defaults");
+        assert_eq!(
+            Check::ok("config", "defaults").to_string(),
+            "ok    config: defaults"
+        );
         assert_eq!(
             Check::fail("store", "no folder", "make one").to_string(),
             "FAIL  store: no folder\n      hint: make one"

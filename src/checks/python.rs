@@ -129,7 +129,14 @@ fn read_all(pipe: Option<impl Read>) -> String {
 /// `interpreter`: the embedded interpreter starts and activates the venv.
 pub(super) fn check_interpreter(config: &Config) -> Check {
     match interpreter::ensure_started(config.python_executable.as_deref()) {
-        Ok(info) => Check::ok("interpreter", interpreter_detail(info)),
+        Ok(info) => match &info.libpython_warning {
+            None => Check::ok("interpreter", interpreter_detail(info)),
+            Some(warning) => Check::warn(
+                "interpreter",
+                format!("{}; {warning}", interpreter_detail(info)),
+                interpreter::LIBPYTHON_FIX,
+            ),
+        },
         Err(err) => Check::fail(
             "interpreter",
             err.message,

@@ -30,6 +30,10 @@ pub struct InterpreterInfo {
     pub venv: Option<PathBuf>,
     /// The `site-packages` folders put on `sys.path`.
     pub site_packages: Vec<String>,
+    /// Set when the process loaded another libpython than the one it was built against
+    /// (see [`check_libpython`]): which one, and which folder was expected
+    /// ([`LIBPYTHON_FIX`] says how to fix it).
+    pub libpython_warning: Option<String>,
 }
 
 static STARTED: OnceLock<Result<InterpreterInfo>> = OnceLock::new();
@@ -38,6 +42,9 @@ static STARTED: OnceLock<Result<InterpreterInfo>> = OnceLock::new();
 /// pyo3's own search): named in the errors that ask to rebuild. `None` in the extension
 /// module, whose interpreter is its host's.
 pub const EMBEDDED_PYTHON: Option<&str> = option_env!("CEREBROS_EMBEDDED_PYTHON");
+
+/// The folder of the libpython this build linked (`None` in the extension module).
+const EMBEDDED_LIBDIR: Option<&str> = option_env!("CEREBROS_EMBEDDED_LIBDIR");
 
 /// Starts the interpreter once per process (signal handling off), sets the switch
 /// interval and activates the venv of `python_executable` (see [`find_python`]).
@@ -72,14 +79,61 @@ fn start(python_executable: Option<&Path>) -> Result<InterpreterInfo> {
         }
         activate(py, python.as_deref(), venv.as_deref())
     });
-    activated.map_err(|e| {
+    let mut info = activated.map_err(|e| {
         BridgeError::new(
             ErrorClass::Dependency,
             format!("could not set up the embedded interpreter: {e}"),
         )
         .with_source(e.to_string())
-    })
+    })?;
+    if !hosted {
+        info.libpython_warning = check_libpython(loaded_libpython().as_deref(), EMBEDDED_LIBDIR);
+        if let Some(warning) = &info.libpython_warning {
+            tracing::warn!("{warning}: {LIBPYTHON_FIX}");
+        }
+    }
+    Ok(info)
 }
+
+/// The file of the libpython this process loaded, when it is a shared library.
+fn loaded_libpython() -> Option<PathBuf> {
+    // SAFETY: dladdr only reads the loader's tables; `info` is plain data it fills.
+    let mut info: libc::Dl_info = unsafe { std::mem::zeroed() };
+    let symbol = pyo3::ffi::Py_IsInitialized as *const libc::c_void;
+    if unsafe { libc::dladdr(symbol, &mut info) } == 0 || info.dli_fname.is_null() {
+        return None;
+    }
+    // SAFETY: dladdr gave a NUL-terminated name that lives as long as the library.
+    let name = unsafe { std::ffi::CStr::from_ptr(info.dli_fname) };
+    let path = PathBuf::from(name.to_str().ok()?);
+    let file_name = path.file_name()?.to_str()?;
+    file_name.starts_with("libpython").then_some(path)
+}
+
+/// A warning when the libpython the process `loaded` is not in the folder the build
+/// linked (`built`): a host binary without an rpath to it gets the first libpython of the
+/// same name the loader finds, such as the system's, with that one's micro version and
+/// standard library.
+fn check_libpython(loaded: Option<&Path>, built: Option<&str>) -> Option<String> {
+    let (loaded, built) = (loaded?, built?);
+    let folder = loaded.parent()?;
+    let same = |a: &Path, b: &Path| match (a.canonicalize(), b.canonicalize()) {
+        (Ok(a), Ok(b)) => a == b,
+        _ => a == b,
+    };
+    if same(folder, Path::new(built)) {
+        return None;
+    }
+    Some(format!(
+        "this program loaded {} but was built against the libpython in {built}",
+        loaded.display()
+    ))
+}
+
+/// How to make a host load the libpython it was built against.
+pub const LIBPYTHON_FIX: &str = "give the host binary an rpath to the libpython it was built \
+    against (a build.rs calling pyo3_build_config::add_libpython_rpath_link_args(), see the \
+    README), or run it with LD_LIBRARY_PATH set to that folder";
 
 /// Makes the embedded interpreter's `sys.stdout` and `sys.stderr` line-buffered: the
 /// interpreter is never finalized, so block-buffered output would never reach fd 1 or
@@ -237,6 +291,7 @@ fn activate(
         executable: sys.getattr("executable")?.extract()?,
         venv: venv.map(Path::to_path_buf),
         site_packages,
+        libpython_warning: None,
     })
 }
 
@@ -253,7 +308,10 @@ pub fn import_service(py: Python<'_>, repo_path: &Path, module: &str) -> Result<
     };
     import().map(Bound::unbind).map_err(|err| {
         let hint = if err.is_instance_of::<pyo3::exceptions::PyModuleNotFoundError>(py) {
-            let missing = err.value(py).getattr("name").and_then(|n| n.extract::<String>());
+            let missing = err
+                .value(py)
+                .getattr("name")
+                .and_then(|n| n.extract::<String>());
             missing_module_hint(missing.ok().as_deref(), repo_path, module)
         } else {
             String::new()
@@ -314,21 +372,70 @@ mod tests {
         assert!(check_venv_version(&python, venv.path(), "3.12.1").is_ok());
         let err = check_venv_version(&python, venv.path(), "3.11.7").unwrap_err();
         assert_eq!(err.class, ErrorClass::Dependency);
-        assert!(err.message.contains("is Python 3.12, but this program embeds Python 3.11.7"), "{err}");
+        assert!(
+            err.message
+                .contains("is Python 3.12, but this program embeds Python 3.11.7"),
+            "{err}"
+        );
         assert!(err.message.contains("use a Python 3.11 venv"), "{err}");
-        assert!(err.message.contains(&format!("PYO3_PYTHON={}", python.display())), "{err}");
+        assert!(
+            err.message
+                .contains(&format!("PYO3_PYTHON={}", python.display())),
+            "{err}"
+        );
         let empty = tempfile::tempdir().unwrap();
         let err = check_venv_version(&python, empty.path(), "3.11.7").unwrap_err();
         assert!(err.message.contains("of no Python version"), "{err}");
     }
 
     #[test]
+    fn a_libpython_from_another_folder_is_named_with_the_fix() {
+        let built = tempfile::tempdir().unwrap();
+        let other = tempfile::tempdir().unwrap();
+        let built_dir = built.path().to_str().unwrap();
+        let lib = |dir: &Path| dir.join("libpython3.11.so.1.0");
+        assert_eq!(
+            check_libpython(Some(&lib(built.path())), Some(built_dir)),
+            None
+        );
+        let warning = check_libpython(Some(&lib(other.path())), Some(built_dir)).unwrap();
+        assert!(
+            warning.contains(&format!("loaded {}", lib(other.path()).display())),
+            "{warning}"
+        );
+        assert!(
+            warning.ends_with(&format!("built against the libpython in {built_dir}")),
+            "{warning}"
+        );
+        assert_eq!(check_libpython(None, Some(built_dir)), None);
+        assert_eq!(check_libpython(Some(&lib(other.path())), None), None);
+    }
+
+    #[test]
+    fn this_test_binary_loads_the_libpython_it_was_built_against() {
+        ensure_started(None).unwrap();
+        let loaded = loaded_libpython().expect("a shared libpython");
+        assert_eq!(
+            check_libpython(Some(&loaded), EMBEDDED_LIBDIR),
+            None,
+            "{}",
+            loaded.display()
+        );
+    }
+
+    #[test]
     fn a_missing_module_hint_tells_the_service_from_its_packages() {
         let repo = Path::new("python");
         let hint = missing_module_hint(Some("svc"), repo, "svc.ops");
-        assert!(hint.contains("check `module` and `repo_path` (python)"), "{hint}");
+        assert!(
+            hint.contains("check `module` and `repo_path` (python)"),
+            "{hint}"
+        );
         let hint = missing_module_hint(Some("numpy"), repo, "svc");
-        assert!(hint.contains("the service module needs `numpy`: install it into"), "{hint}");
+        assert!(
+            hint.contains("the service module needs `numpy`: install it into"),
+            "{hint}"
+        );
         let hint = missing_module_hint(None, repo, "svc");
         assert!(hint.contains("check `module`"), "{hint}");
     }
