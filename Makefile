@@ -61,8 +61,8 @@ test-python: setup
 	$(VENV_PY) -m pytest -q
 
 ## test-host: build and run tests/fixtures/rust_host, a Rust host in a Cargo project of its
-## own that depends on this crate by path, with the README's steps ("Use it in your own Rust
-## project"; the venv is ours). It builds in our target folder with our Cargo.lock's
+## own that depends on this crate by path, and its example `readme` (the README's code), with
+## the README's steps ("Use it in your own Rust project"; the venv is ours). It builds in our target folder with our Cargo.lock's
 ## versions, so the dependencies it shares with our build compile once.
 HOST_FIXTURE := tests/fixtures/rust_host
 
@@ -71,6 +71,8 @@ test-host: setup
 	cd $(HOST_FIXTURE) && CARGO_TARGET_DIR=$(CURDIR)/target cargo build
 	cd $(HOST_FIXTURE) && VIRTUAL_ENV=$(CURDIR)/$(VENV) CEREBROS_REPO=$(CURDIR)/python \
 	  CARGO_TARGET_DIR=$(CURDIR)/target cargo run
+	cd $(HOST_FIXTURE) && VIRTUAL_ENV=$(CURDIR)/$(VENV) CEREBROS_REPO=$(CURDIR)/python \
+	  CARGO_TARGET_DIR=$(CURDIR)/target cargo run --example readme
 
 ## test-pythons: the Rust test suite against each CPython 3.10-3.13 this machine has, each
 ## in its venv .venv-3.X and target folder target/py3.X; a line per version says passed,
