@@ -83,6 +83,7 @@ test-pythons:
 ## lint: rustfmt, clippy of both builds (warnings are errors), ruff
 lint: setup
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path $(HOST_FIXTURE)/Cargo.toml -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --lib --no-default-features --features extension-module --target-dir target/maturin -- -D warnings
 	$(VENV)/bin/ruff check python tests
@@ -91,6 +92,7 @@ lint: setup
 ## fmt: format Rust and Python code
 fmt: setup
 	cargo fmt --all
+	cargo fmt --manifest-path $(HOST_FIXTURE)/Cargo.toml
 	$(VENV)/bin/ruff format python tests
 
 ## bench: criterion benchmarks (figures go to BENCHMARKS.md)

@@ -1,8 +1,8 @@
 //! The environment checks of `cerebros-bridge validate`, for any host: the config, the
 //! Python the venv holds against the embedded one, the packages, the service module and
 //! its ops, the store, the mode's needs and MLflow. [`Client::start`](crate::Client::start)
-//! refuses what the `python`, `interpreter` and `module` checks fail on; these checks say
-//! everything at once, each with how to fix it.
+//! refuses a venv of another Python than the embedded one and a service module that does
+//! not import; these checks report everything at once, each with how to fix it.
 //!
 //! ```no_run
 //! let checks = cerebros_bridge::checks::run(None);
