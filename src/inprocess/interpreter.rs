@@ -31,8 +31,8 @@ pub struct InterpreterInfo {
     /// The `site-packages` folders put on `sys.path`.
     pub site_packages: Vec<String>,
     /// Set when the process loaded another libpython than the one it was built against
-    /// (see [`check_libpython`]): which one, and which folder was expected
-    /// ([`LIBPYTHON_FIX`] says how to fix it).
+    /// (a host binary without an rpath to it): which one, and which folder was expected.
+    /// [`LIBPYTHON_FIX`] says how to fix it.
     pub libpython_warning: Option<String>,
 }
 
