@@ -67,7 +67,7 @@ for version in "${versions[@]}"; do
   # shellcheck disable=SC2086 # CARGO_TEST_ARGS is a list of arguments
   if make_venv "$version" "$python" >"$log" 2>&1 &&
     PYO3_PYTHON=$venv/bin/python VIRTUAL_ENV=$venv CARGO_TARGET_DIR=$target \
-      cargo test ${CARGO_TEST_ARGS:-} >>"$log" 2>&1; then
+      cargo test --no-fail-fast ${CARGO_TEST_ARGS:-} >>"$log" 2>&1; then
     outcome[$version]="passed ($("$venv/bin/python" -V 2>&1))"
   else
     outcome[$version]="FAILED (log: $log)"
