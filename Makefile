@@ -62,8 +62,8 @@ test-python: setup
 
 ## test-host: build and run tests/fixtures/rust_host, a Rust host in a Cargo project of its
 ## own that depends on this crate by path, and its example `readme` (the README's code), with
-## the README's steps ("Use it in your own Rust project"; the venv is ours). It builds in our target folder with our Cargo.lock's
-## versions, so the dependencies it shares with our build compile once.
+## the README's steps ("Use it in your own Rust project"; the venv is ours). It builds in our
+## target folder with our Cargo.lock's versions, so what it shares with our build compiles once.
 HOST_FIXTURE := tests/fixtures/rust_host
 
 test-host: setup
