@@ -10,7 +10,7 @@ BIN := target/release/cerebros-bridge
 # pyo3 builds against (and embeds) the venv's interpreter, never a PATH shim.
 export PYO3_PYTHON := $(VENV_PY)
 
-.PHONY: run setup browser build test test-rust test-python lint fmt bench clean
+.PHONY: run setup browser build test test-rust test-python test-host test-pythons lint fmt bench clean
 
 ## run: set up, build (release) and run the main job: the digits NAS demo
 run: build
@@ -49,8 +49,9 @@ browser:
 build: setup
 	cargo build --release
 
-## test: set up, lint, and run every test (Rust unit, integration and doc tests; pytest)
-test: setup browser lint test-rust test-python
+## test: set up, lint, and run every test (Rust unit, integration and doc tests; pytest;
+## the out-of-tree host)
+test: setup browser lint test-rust test-python test-host
 
 test-rust: setup browser
 	cargo test
@@ -59,9 +60,30 @@ test-python: setup
 	$(VENV_PY) -m mypy.stubtest cerebros_service._bridge
 	$(VENV_PY) -m pytest -q
 
+## test-host: build and run tests/fixtures/rust_host, a Rust host in a Cargo project of its
+## own that depends on this crate by path, and its example `readme` (the README's code), with
+## the README's steps ("Use it in your own Rust project"; the venv is ours). It builds in our
+## target folder with our Cargo.lock's versions, so what it shares with our build compiles once.
+HOST_FIXTURE := tests/fixtures/rust_host
+
+test-host: setup
+	cp Cargo.lock $(HOST_FIXTURE)/Cargo.lock
+	cd $(HOST_FIXTURE) && CARGO_TARGET_DIR=$(CURDIR)/target cargo build
+	cd $(HOST_FIXTURE) && VIRTUAL_ENV=$(CURDIR)/$(VENV) CEREBROS_REPO=$(CURDIR)/python \
+	  CARGO_TARGET_DIR=$(CURDIR)/target cargo run
+	cd $(HOST_FIXTURE) && VIRTUAL_ENV=$(CURDIR)/$(VENV) CEREBROS_REPO=$(CURDIR)/python \
+	  CARGO_TARGET_DIR=$(CURDIR)/target cargo run --example readme
+
+## test-pythons: the Rust test suite against each CPython 3.10-3.13 this machine has, each
+## in its venv .venv-3.X and target folder target/py3.X; a line per version says passed,
+## FAILED or skipped (not found). Not part of `make test` (a full build per version).
+test-pythons:
+	scripts/test-pythons.sh 3.10 3.11 3.12 3.13
+
 ## lint: rustfmt, clippy of both builds (warnings are errors), ruff
 lint: setup
 	cargo fmt --all -- --check
+	cargo fmt --manifest-path $(HOST_FIXTURE)/Cargo.toml -- --check
 	cargo clippy --all-targets -- -D warnings
 	cargo clippy --lib --no-default-features --features extension-module --target-dir target/maturin -- -D warnings
 	$(VENV)/bin/ruff check python tests
@@ -70,6 +92,7 @@ lint: setup
 ## fmt: format Rust and Python code
 fmt: setup
 	cargo fmt --all
+	cargo fmt --manifest-path $(HOST_FIXTURE)/Cargo.toml
 	$(VENV)/bin/ruff format python tests
 
 ## bench: criterion benchmarks (figures go to BENCHMARKS.md)

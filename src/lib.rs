@@ -17,6 +17,7 @@
 //! | [`process`] | the `worker_process` and `subprocess` modes (children, NDJSON protocol) |
 //! | [`client`] | the [`Client`] hosts call: payload checks, cache, retries, telemetry over any mode |
 //! | [`nas`] | run specs, the run worker, the SQLite store, artifacts, MLflow sync |
+//! | `checks` | the environment checks of `cerebros-bridge validate`, for any host (feature `embed`) |
 //!
 //! The CLI (`src/cli/`) and the Python extension (`src/python_api/`, built by maturin)
 //! are the front doors; no layer imports one above it.
@@ -65,6 +66,8 @@
 
 #[cfg(feature = "bench")]
 pub mod bench;
+#[cfg(feature = "embed")]
+pub mod checks;
 pub mod client;
 pub mod core;
 pub mod inprocess;

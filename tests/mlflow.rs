@@ -74,7 +74,7 @@ impl Scratch {
 }
 
 fn python() -> PathBuf {
-    common::root().join(".venv/bin/python")
+    common::venv_python()
 }
 
 /// Every MLflow run of the test experiment at `uri`.

@@ -142,7 +142,7 @@ fn the_default_service_runs_in_the_venv_in_both_process_modes() {
         let client = Client::start(&config).unwrap();
         let health = client.call_blocking("health", json!({})).unwrap();
         assert_eq!(health["service"], "cerebros_service", "{mode}");
-        let venv_python = root().join(".venv/bin/python");
+        let venv_python = common::venv_python();
         if venv_python.exists() {
             assert_eq!(health["executable"], venv_python.display().to_string());
             assert!(health["packages"]["numpy"].is_string(), "{mode}: {health}");

@@ -13,6 +13,13 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The venv's python the bridges under test use: `$VIRTUAL_ENV/bin/python` (as
+/// `make test-pythons` sets it), else the project's `.venv/bin/python`.
+pub fn venv_python() -> PathBuf {
+    cerebros_bridge::inprocess::interpreter::find_python(None)
+        .unwrap_or_else(|| root().join(".venv/bin/python"))
+}
+
 /// Options for a pool over the fault-injection service in `tests/fixtures`.
 pub fn fault_options(size: usize) -> PoolOptions {
     PoolOptions {

@@ -1,9 +1,9 @@
-//! The Python checks of `validate`: the venv's executable, the embedded interpreter
-//! and the packages the service needs.
+//! The Python checks: the venv's executable, the embedded interpreter and the packages
+//! the service needs.
 
 use super::Check;
-use cerebros_bridge::core::config::Config;
-use cerebros_bridge::inprocess::interpreter;
+use crate::core::config::Config;
+use crate::inprocess::interpreter::{self, major_minor};
 use pyo3::prelude::*;
 use std::io::Read;
 use std::path::Path;
@@ -31,7 +31,7 @@ const OPTIONAL_PACKAGES: [(&str, &str); 1] = [("mlflow", "mlflow")];
 
 /// `python`: the Python executable exists, runs, and has the embedded interpreter's
 /// major.minor version.
-pub fn check_python(config: &Config) -> Check {
+pub(super) fn check_python(config: &Config) -> Check {
     let Some(python) = interpreter::find_python(config.python_executable.as_deref()) else {
         let detail = "no Python executable found (no python_executable, no $VIRTUAL_ENV, \
                       no .venv/bin/python in the working directory or above the binary)";
@@ -48,7 +48,7 @@ pub fn check_python(config: &Config) -> Check {
         Ok(version) => version,
         Err(reason) => return Check::fail("python", reason, PYTHON_HINT),
     };
-    let embedded = embedded_version();
+    let embedded = interpreter::embedded_version();
     if major_minor(&version) == major_minor(&embedded) {
         let detail = format!("{} (Python {version}, as embedded)", python.display());
         Check::ok("python", detail)
@@ -66,23 +66,6 @@ pub fn check_python(config: &Config) -> Check {
             ),
         )
     }
-}
-
-/// `major.minor` of a `major.minor.micro` version.
-fn major_minor(version: &str) -> &str {
-    match version.match_indices('.').nth(1) {
-        Some((cut, _)) => &version[..cut],
-        None => version,
-    }
-}
-
-/// The version the embedded interpreter reports (starting it if needed).
-fn embedded_version() -> String {
-    Python::initialize();
-    Python::attach(|py| {
-        let info = py.version_info();
-        format!("{}.{}.{}", info.major, info.minor, info.patch)
-    })
 }
 
 /// Runs `python -c PRINT_VERSION` with a deadline and returns what it printed.
@@ -144,9 +127,16 @@ fn read_all(pipe: Option<impl Read>) -> String {
 }
 
 /// `interpreter`: the embedded interpreter starts and activates the venv.
-pub fn check_interpreter(config: &Config) -> Check {
+pub(super) fn check_interpreter(config: &Config) -> Check {
     match interpreter::ensure_started(config.python_executable.as_deref()) {
-        Ok(info) => Check::ok("interpreter", interpreter_detail(info)),
+        Ok(info) => match &info.libpython_warning {
+            None => Check::ok("interpreter", interpreter_detail(info)),
+            Some(warning) => Check::warn(
+                "interpreter",
+                format!("{}; {warning}", interpreter_detail(info)),
+                interpreter::LIBPYTHON_FIX,
+            ),
+        },
         Err(err) => Check::fail(
             "interpreter",
             err.message,
@@ -175,7 +165,7 @@ fn interpreter_detail(info: &interpreter::InterpreterInfo) -> String {
 
 /// `packages`: the required packages are importable in the embedded interpreter
 /// (the optional ones only warn). Not checked when the interpreter did not start.
-pub fn check_packages(interpreter_started: bool) -> Check {
+pub(super) fn check_packages(interpreter_started: bool) -> Check {
     if !interpreter_started {
         return Check::fail(
             "packages",
@@ -249,13 +239,6 @@ fn packages_verdict(required: &[Found], optional: &[Found]) -> Check {
 mod tests {
     use super::super::Status;
     use super::*;
-
-    #[test]
-    fn major_minor_cuts_the_micro_version() {
-        assert_eq!(major_minor("3.11.7"), "3.11");
-        assert_eq!(major_minor("3.11"), "3.11");
-        assert_eq!(major_minor("3"), "3");
-    }
 
     #[test]
     fn missing_required_fails_missing_optional_warns() {

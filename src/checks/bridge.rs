@@ -1,13 +1,14 @@
-//! The checks of `validate`, in the order they run and print.
+//! The checks in the order they run and print: the config, then the Python ones
+//! ([`super::python`]), then the service module, its ops, the store, the mode and MLflow.
 
 use super::python;
-use super::Check;
-use cerebros_bridge::client::{CallOptions, Client};
-use cerebros_bridge::core::config::{check_store_path, store_path};
-use cerebros_bridge::core::config::{Config, Mode};
-use cerebros_bridge::core::error::{BridgeError, ErrorClass};
-use cerebros_bridge::nas::sync::SyncSettings;
-use cerebros_bridge::{inprocess::interpreter, inprocess::op_rules};
+use super::{Check, Status};
+use crate::client::{CallOptions, Client};
+use crate::core::config::{check_store_path, store_path};
+use crate::core::config::{Config, Mode};
+use crate::core::error::{BridgeError, ErrorClass};
+use crate::nas::sync::SyncSettings;
+use crate::{inprocess::interpreter, inprocess::op_rules};
 use pyo3::prelude::*;
 use serde_json::{json, Value};
 use std::fs::OpenOptions;
@@ -21,17 +22,17 @@ const HEALTH_TIMEOUT: Duration = Duration::from_secs(10);
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(200);
 
 /// Runs every check in order.
-pub fn run_all(config_path: Option<&Path>) -> Vec<Check> {
+pub(super) fn run_all(config_path: Option<&Path>) -> Vec<Check> {
     let (config_check, config) = check_config(config_path);
     let mut checks = vec![config_check, check_enabled(&config)];
     checks.push(python::check_python(&config));
     let interpreter = python::check_interpreter(&config);
-    let started = interpreter.status != super::Status::Fail;
+    let started = interpreter.status != Status::Fail;
     checks.push(interpreter);
     checks.push(python::check_packages(started));
     checks.push(check_repo_path(&config.repo_path));
     let module = check_module(&config);
-    let module_loaded = module.status == super::Status::Ok;
+    let module_loaded = module.status == Status::Ok;
     checks.push(module);
     checks.push(check_ops(&config, module_loaded));
     checks.push(check_store(&config.store.url));
@@ -252,7 +253,7 @@ fn check_mode(config: &Config) -> Check {
     if mode == Mode::InProcess {
         return Check::ok("mode", mode.as_str());
     }
-    match cerebros_bridge::process::probe(config) {
+    match crate::process::probe(config) {
         Ok(detail) => Check::ok("mode", format!("{mode}: {detail}")),
         Err(err) => Check::fail(
             "mode",
@@ -273,7 +274,7 @@ fn check_mlflow(config: &Config) -> Check {
     let hint = "install mlflow into the venv (pip install mlflow) and point mlflow.tracking_uri \
                 (MLFLOW_TRACKING_URI) at a sqlite:/// file or a server that answers; runs go on \
                 meanwhile and `cerebros-bridge mlflow sync` flushes them later";
-    if !cerebros_bridge::nas::sync::enabled(config) {
+    if !crate::nas::sync::enabled(config) {
         return Check::ok(
             "mlflow",
             "MLflow sync is off (mlflow.tracking_uri = \"off\")",
@@ -304,7 +305,6 @@ fn check_mlflow(config: &Config) -> Check {
 
 #[cfg(test)]
 mod tests {
-    use super::super::Status;
     use super::*;
 
     #[test]
