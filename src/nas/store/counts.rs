@@ -60,47 +60,8 @@ impl Store {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::nas::spec::RunSpec;
-    use crate::nas::store::{Owner, RunEnd, TrialRecord};
-    use serde_json::json;
-
-    fn spec(dir: &std::path::Path) -> RunSpec {
-        RunSpec::from_toml_str(
-            "name = \"t\"\ndataset = \"sklearn:iris\"\n[budget]\ntrials = 3\n",
-            dir,
-        )
-        .unwrap()
-    }
-
-    fn trial(run_id: &str, index: u32, status: TrialState) -> TrialRecord {
-        TrialRecord {
-            run_id: run_id.into(),
-            trial_id: format!("{run_id}-t{index:03}"),
-            index,
-            seed: 1,
-            status,
-            metrics: json!({"val_accuracy": 0.5}),
-            parameters: json!({}),
-            duration_ms: 1,
-            artifact_uri: None,
-            error: None,
-            attempts: 1,
-            started_at: None,
-            finished_at: None,
-            mlflow_run_id: None,
-        }
-    }
-
-    /// An owner whose process has exited.
-    fn gone_owner() -> Owner {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        Owner {
-            pid,
-            ..Owner::current()
-        }
-    }
+    use crate::nas::store::test_support::{gone_owner, spec, trial};
+    use crate::nas::store::{Owner, RunEnd};
 
     #[test]
     fn runs_count_in_the_state_they_are_reported_in_and_trials_by_state() {
@@ -110,7 +71,7 @@ mod tests {
         assert!(empty.runs.len() == RunState::ALL.len() && empty.runs.values().all(|n| *n == 0));
         assert!(empty.trials.len() == TrialState::ALL.len());
 
-        let spec = spec(dir.path());
+        let spec = spec("t");
         for id in ["queued", "live", "dead1", "dead2", "done"] {
             store.create_run(id, &spec).unwrap();
         }

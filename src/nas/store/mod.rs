@@ -19,6 +19,8 @@ mod queue;
 mod runs;
 mod schema;
 mod state;
+#[cfg(test)]
+mod test_support;
 mod trials;
 
 pub use calls::StoreCalls;

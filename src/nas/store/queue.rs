@@ -5,7 +5,7 @@
 //! server was driving (now `interrupted`) are found again with
 //! [`Store::interrupted_runs_of`] and resumed.
 
-use super::runs::{finish_run_in, not_found, run_from_row, RUN_SELECT};
+use super::runs::{finish_run_in, not_found, run_from_row, run_in, RUN_SELECT};
 use super::{
     db_error, insert_event, now_ms, now_rfc3339, Owner, RunEnd, RunRecord, RunState, Store,
     TrialRecord,
@@ -117,14 +117,7 @@ impl Store {
     /// (`contract`, with detail `conflict`); a queued run stays where it is.
     pub fn requeue(&self, run_id: &str) -> Result<RunRecord> {
         self.write("queue run", |tx| {
-            let Some(run) = tx
-                .query_row(
-                    &format!("{RUN_SELECT} WHERE run_id = ?1"),
-                    [run_id],
-                    run_from_row,
-                )
-                .optional()?
-            else {
+            let Some(run) = run_in(tx, run_id)? else {
                 return Ok(Err(not_found(run_id)));
             };
             match run.status {
@@ -246,28 +239,13 @@ pub fn run_document(run: &RunRecord, trials: &[TrialRecord]) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nas::store::test_support::{gone_owner, spec, trial_with};
     use crate::nas::store::TrialState;
-
-    fn spec(name: &str) -> RunSpec {
-        let text = format!("name = \"{name}\"\ndataset = \"sklearn:iris\"\n[budget]\ntrials = 2\n");
-        RunSpec::from_toml_str(&text, std::path::Path::new(".")).unwrap()
-    }
 
     fn store() -> (tempfile::TempDir, Store) {
         let dir = tempfile::tempdir().unwrap();
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         (dir, store)
-    }
-
-    /// An owner whose process has exited.
-    fn gone_owner() -> Owner {
-        let mut child = std::process::Command::new("true").spawn().unwrap();
-        let pid = child.id();
-        child.wait().unwrap();
-        Owner {
-            pid,
-            ..Owner::current()
-        }
     }
 
     #[test]
@@ -382,21 +360,13 @@ mod tests {
         let a = store.submit(&spec("a")).unwrap();
         let b = store.submit(&spec("b")).unwrap();
         store.claim(&a, &Owner::current()).unwrap();
-        let trial = |index: u32, accuracy: f64| TrialRecord {
-            run_id: a.clone(),
-            trial_id: format!("{a}-t{index:03}"),
-            index,
-            seed: 1,
-            status: TrialState::Succeeded,
-            metrics: json!({"val_accuracy": accuracy}),
-            parameters: json!({}),
-            duration_ms: 1,
-            artifact_uri: None,
-            error: None,
-            attempts: 1,
-            started_at: None,
-            finished_at: None,
-            mlflow_run_id: None,
+        let trial = |index: u32, accuracy: f64| {
+            trial_with(
+                &a,
+                index,
+                TrialState::Succeeded,
+                json!({"val_accuracy": accuracy}),
+            )
         };
         store.record_trial(&trial(0, 0.5), None).unwrap();
         store.record_trial(&trial(1, 0.4), None).unwrap();

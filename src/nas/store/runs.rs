@@ -8,7 +8,7 @@ use super::{db_error, insert_event, json_column, now_rfc3339, outbox, OutboxKind
 use super::{CancelOutcome, Owner, RunEnd, RunState, TrialState};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::nas::spec::RunSpec;
-use rusqlite::{params, OptionalExtension, Row, Transaction};
+use rusqlite::{params, Connection, OptionalExtension, Row, Transaction};
 use serde::Serialize;
 use serde_json::{json, Value};
 
@@ -174,14 +174,7 @@ impl Store {
     /// the same moment either drives it (and sees the request) or finds it cancelled.
     pub fn request_cancel(&self, run_id: &str) -> Result<CancelOutcome> {
         self.write("cancel run", |tx| {
-            let Some(run) = tx
-                .query_row(
-                    &format!("{RUN_SELECT} WHERE run_id = ?1"),
-                    [run_id],
-                    run_from_row,
-                )
-                .optional()?
-            else {
+            let Some(run) = run_in(tx, run_id)? else {
                 return Ok(Err(not_found(run_id)));
             };
             if let Some(end) = run.status.end() {
@@ -205,15 +198,9 @@ impl Store {
 
     /// One run, with `running` reported as `interrupted` when its owner is gone.
     pub fn run(&self, run_id: &str) -> Result<RunRecord> {
-        let conn = self.conn.lock();
-        conn.query_row(
-            &format!("{RUN_SELECT} WHERE run_id = ?1"),
-            [run_id],
-            run_from_row,
-        )
-        .optional()
-        .map_err(db_error("read run"))?
-        .ok_or_else(|| not_found(run_id))
+        run_in(&self.conn.lock(), run_id)
+            .map_err(db_error("read run"))?
+            .ok_or_else(|| not_found(run_id))
     }
 
     /// All runs, newest first.
@@ -262,6 +249,16 @@ const NOT_FOUND: &str = "not_found";
 /// Whether `err` says that the run it names is not in the store.
 pub fn is_not_found(err: &BridgeError) -> bool {
     err.details.get(NOT_FOUND).and_then(Value::as_bool) == Some(true)
+}
+
+/// Run `run_id` as [`Store::run`] reports it, read on `conn` (or in a transaction).
+pub(super) fn run_in(conn: &Connection, run_id: &str) -> rusqlite::Result<Option<RunRecord>> {
+    conn.query_row(
+        &format!("{RUN_SELECT} WHERE run_id = ?1"),
+        [run_id],
+        run_from_row,
+    )
+    .optional()
 }
 
 pub(super) fn not_found(run_id: &str) -> BridgeError {

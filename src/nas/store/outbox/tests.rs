@@ -3,8 +3,8 @@
 
 use super::*;
 use crate::nas::spec::RunSpec;
-use crate::nas::store::{RunEnd, TrialRecord, TrialState};
-use serde_json::json;
+use crate::nas::store::test_support::trial;
+use crate::nas::store::{RunEnd, TrialState};
 
 fn store_with_run(dir: &tempfile::TempDir) -> (Store, String) {
     let store = Store::open(&dir.path().join("s.db")).unwrap();
@@ -15,25 +15,6 @@ fn store_with_run(dir: &tempfile::TempDir) -> (Store, String) {
     .unwrap();
     store.create_run("r1", &spec).unwrap();
     (store, "r1".into())
-}
-
-fn trial(run_id: &str, index: u32, status: TrialState) -> TrialRecord {
-    TrialRecord {
-        run_id: run_id.into(),
-        trial_id: format!("{run_id}-t{index:03}"),
-        index,
-        seed: 1,
-        status,
-        metrics: json!({"val_accuracy": 0.5}),
-        parameters: json!({}),
-        duration_ms: 1,
-        artifact_uri: None,
-        error: None,
-        attempts: 1,
-        started_at: None,
-        finished_at: None,
-        mlflow_run_id: None,
-    }
 }
 
 const MINUTE: Duration = Duration::from_secs(60);
