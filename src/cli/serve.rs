@@ -8,6 +8,7 @@ use cerebros_bridge::core::error::Result;
 use cerebros_bridge::serve::Server;
 use clap::Args;
 use serde_json::json;
+use std::net::SocketAddr;
 use std::path::Path;
 
 /// Threads answering HTTP and driving runs (Python runs on the bridge's own workers).
@@ -21,7 +22,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "ADDR")]
     listen: Option<String>,
 
-    /// Print the address as one JSON line on stdout once listening:
+    /// Print the address as one JSON line on stdout once the server answers:
     /// {"listening": "http://HOST:PORT"}.
     #[arg(long)]
     json: bool,
@@ -45,8 +46,14 @@ fn serve(config_path: Option<&Path>, args: &ServeArgs) -> Result<()> {
     }
     let runtime = runtime(Threads::Workers(SERVER_THREADS))?;
     let server = Server::bind(&config)?;
-    let url = format!("http://{}", server.local_addr()?);
-    if args.json {
+    let json = args.json;
+    runtime.block_on(server.run(move |addr| announce(addr, json), stop_signal()))
+}
+
+/// Tells where the server listens, once it answers.
+fn announce(addr: SocketAddr, json: bool) {
+    let url = format!("http://{addr}");
+    if json {
         output::print_json(&json!({"listening": url}), true);
     } else {
         output::stdout_line(&format!(
@@ -54,7 +61,6 @@ fn serve(config_path: Option<&Path>, args: &ServeArgs) -> Result<()> {
         ));
     }
     output::flush();
-    runtime.block_on(server.run(stop_signal()))
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

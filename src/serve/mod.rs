@@ -87,10 +87,16 @@ impl Server {
         self.listener.local_addr().map_err(system_error)
     }
 
-    /// Starts the bridge, the scheduler and the event hub, then answers requests until
-    /// `shutdown` resolves. Runs being driven then stop where they are; they read as
-    /// `interrupted` and the next server resumes them (`serve.auto_resume`).
-    pub async fn run(self, shutdown: impl Future<Output = ()>) -> Result<()> {
+    /// Starts the bridge, the scheduler and the event hub, calls `ready` with the address
+    /// once requests will be answered (a bridge that cannot start is an error before
+    /// that), then answers them until `shutdown` resolves. Runs being driven then stop
+    /// where they are; they read as `interrupted` and the next server resumes them
+    /// (`serve.auto_resume`).
+    pub async fn run(
+        self,
+        ready: impl FnOnce(SocketAddr),
+        shutdown: impl Future<Output = ()>,
+    ) -> Result<()> {
         let config = self.config;
         let store_file = store_path(&config.store.url)?;
         let run_store = Arc::new(Store::open(&store_file)?);
@@ -149,6 +155,7 @@ impl Server {
         });
         let listener = tokio::net::TcpListener::from_std(self.listener).map_err(system_error)?;
         let header_timeout = Duration::from_millis(config.serve.header_timeout_ms);
+        ready(addr);
         listen::serve(listener, api::router(state), header_timeout, shutdown).await;
         scheduler.abort();
         let _ = scheduler.await;

@@ -216,3 +216,20 @@ fn a_client_sending_headers_slowly_is_dropped_after_the_header_timeout() {
     let status = runtime.block_on(async { server.get("/api/health").await.status() });
     assert_eq!(status.as_u16(), 200);
 }
+
+#[test]
+fn a_server_whose_bridge_cannot_start_says_why_and_never_listens() {
+    let scratch = Scratch::new();
+    let output = scratch
+        .command(
+            &["serve", "--listen", "127.0.0.1:0", "--json"],
+            &[("CEREBROS_MODULE", "no_such_service_module")],
+        )
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(3), "a missing dependency");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(!stdout.contains("listening"), "{stdout}");
+    let error: Value = serde_json::from_str(stdout.trim()).unwrap();
+    assert_eq!(error["error"]["class"], "dependency");
+}
