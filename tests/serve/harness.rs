@@ -177,8 +177,10 @@ impl Served {
         self.get_json(&format!("/api/runs/{run_id}"), 200).await
     }
 
-    /// Waits until `run_id` is in one of `states`; returns its document.
+    /// Waits until `run_id` is in one of `states`; returns its document. Fails at once,
+    /// with the run's error, when it ends in another state.
     pub async fn wait_for_status(&self, run_id: &str, states: &[&str], limit: Duration) -> Value {
+        const ENDED: [&str; 3] = ["succeeded", "failed", "cancelled"];
         let start = Instant::now();
         loop {
             let doc = self.run(run_id).await;
@@ -186,9 +188,20 @@ impl Served {
             if states.contains(&status.as_str()) {
                 return doc;
             }
+            let ended = ENDED.contains(&status.as_str());
             assert!(
-                start.elapsed() < limit,
-                "run {run_id} is {status}, not {states:?}, after {limit:?}"
+                !ended && start.elapsed() < limit,
+                "run {run_id} is {status}, not {states:?}, after {:?}; error: {}; trial errors: {}",
+                start.elapsed(),
+                doc["run"]["error"],
+                doc["trials"]
+                    .as_array()
+                    .map(|trials| trials
+                        .iter()
+                        .filter_map(|t| t["error"]["message"].as_str())
+                        .collect::<Vec<_>>()
+                        .join(" | "))
+                    .unwrap_or_default()
             );
             tokio::time::sleep(Duration::from_millis(100)).await;
         }

@@ -297,6 +297,33 @@ mod tests {
     }
 
     #[test]
+    fn a_cancel_asked_between_taking_a_run_and_claiming_it_is_kept() {
+        let (_dir, store) = store();
+        let me = Owner::current();
+        let id = store.submit(&spec("x")).unwrap();
+        store.take_queued(&me).unwrap();
+        assert_eq!(
+            store.request_cancel(&id).unwrap(),
+            crate::nas::store::CancelOutcome::Cancelling
+        );
+        store.claim(&id, &me).unwrap();
+        assert!(store.heartbeat(&id).unwrap(), "the driver sees the cancel");
+        // A cancel asked of a dead owner is not the next owner's.
+        let other = store.submit(&spec("y")).unwrap();
+        store.take_queued(&gone_owner()).unwrap();
+        store
+            .write("ask", |tx| {
+                tx.execute(
+                    "UPDATE model_runs SET cancel_requested = 1 WHERE run_id = ?1",
+                    [&other],
+                )
+            })
+            .unwrap();
+        store.claim(&other, &me).unwrap();
+        assert!(!store.heartbeat(&other).unwrap());
+    }
+
+    #[test]
     fn a_taken_run_that_cannot_be_driven_is_failed_only_by_its_taker() {
         let (_dir, store) = store();
         let me = Owner::current();

@@ -107,6 +107,9 @@ impl Store {
                     format!("run {run_id} already ended ({status}); nothing to resume"),
                 )));
             }
+            // A cancel asked of an earlier owner is not this one's to honour; one asked
+            // since this owner took the run (from the queue) is.
+            let keep_cancel = holder.as_ref() == Some(owner) && status == RunState::Running;
             if let Some(holder) = holder {
                 if holder != *owner && status == RunState::Running && holder.is_alive(heartbeat) {
                     return Ok(Err(BridgeError::new(
@@ -120,7 +123,8 @@ impl Store {
             }
             tx.execute(
                 "UPDATE model_runs SET status = ?7, owner_host = ?2, owner_pid = ?3, owner_start = ?4,
-                     heartbeat_ms = ?5, started_at = COALESCE(started_at, ?6), cancel_requested = 0
+                     heartbeat_ms = ?5, started_at = COALESCE(started_at, ?6),
+                     cancel_requested = cancel_requested * ?8
                  WHERE run_id = ?1",
                 params![
                     run_id,
@@ -129,7 +133,8 @@ impl Store {
                     owner.start,
                     now_ms(),
                     now_rfc3339(),
-                    RunState::Running
+                    RunState::Running,
+                    keep_cancel
                 ],
             )?;
             Ok(Ok(()))
