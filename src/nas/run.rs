@@ -310,7 +310,10 @@ impl RunWorker {
                 .metrics
                 .insert("trials_completed".into(), json!(run.trials_completed));
             if let Err(err) = self.client.finalize_run(&finalized).await {
-                end = RunEnd::Failed;
+                // A cancelled run stays cancelled: the failure is recorded beside it.
+                if end != RunEnd::Cancelled {
+                    end = RunEnd::Failed;
+                }
                 error = Some(format!("finalize_run failed: {err}"));
             }
         }
