@@ -31,6 +31,7 @@ fn plain_thread(c: &mut Criterion) {
                     op: "echo".into(),
                     payload: p.clone(),
                     timeout: Duration::from_secs(5),
+                    traceparent: None,
                 };
                 invoker.invoke_blocking(request).unwrap()
             })

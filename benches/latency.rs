@@ -116,6 +116,7 @@ fn main() {
                     op: "echo".into(),
                     payload: shared.clone(),
                     timeout: Duration::from_secs(5),
+                    traceparent: None,
                 };
                 invoker.invoke_blocking(request).unwrap();
             }),

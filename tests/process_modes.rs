@@ -302,6 +302,7 @@ fn request(op: &str, payload: Value, timeout: Duration) -> Request {
         op: op.into(),
         payload: Arc::new(payload),
         timeout,
+        traceparent: None,
     }
 }
 

@@ -13,6 +13,7 @@ not) do not keep it alive, as they would not delay the reply in the other modes.
 (``worker_process`` mode), one JSON document per line each way::
 
     -> {"id": 7, "op": "echo", "payload": {...}}
+    -> {"id": 8, "op": "echo", "payload": {...}, "traceparent": "00-…-…-01"}
     <- {"id": 7, "ok": true, "result": {...}}
     <- {"id": 7, "ok": false, "error": {"class", "message", "details"}}
 
@@ -24,6 +25,9 @@ of class ``dependency``, after which it exits). A line that is not a request get
 the loop goes on. The protocol uses private copies of fds 0 and 1: fd 1 and ``sys.stdout``
 point at stderr and fd 0 at ``/dev/null``, so what ops print, and child processes they start,
 cannot corrupt or steal the stream.
+
+A traced call's W3C trace context arrives as the request's ``traceparent`` (``--serve-stdio``)
+or in the ``TRACEPARENT`` variable (``--bridge-op``); see ``cerebros_service._dispatch``.
 
 ``--module NAME`` (default ``cerebros_service``) picks the service module; the op rules are the
 same for any module (see ``cerebros_service._dispatch``).
@@ -39,7 +43,7 @@ import sys
 from types import ModuleType
 from typing import BinaryIO
 
-from ._dispatch import OpError, call_op, encode_error, encode_result
+from ._dispatch import TRACEPARENT_ENV, OpError, call_op, encode_error, encode_result
 
 PAYLOAD_ENV = "CEREBROS_BRIDGE_PAYLOAD"
 DEFAULT_MODULE = "cerebros_service"
@@ -96,7 +100,7 @@ def run_op(op: str, module_name: str = DEFAULT_MODULE) -> int:
         payload = _read_payload()
         with _stdout_to_stderr():
             module = load_module(module_name)
-            result = call_op(module, op, payload)
+            result = call_op(module, op, payload, traceparent=os.environ.get(TRACEPARENT_ENV))
         line = encode_result(op, result)
     except OpError as err:
         if err.error_class == "contract":
@@ -134,7 +138,9 @@ def _reply(module: ModuleType, line: bytes, resolved: dict | None = None) -> byt
     try:
         if not isinstance(op, str):
             raise OpError("contract", "request has no op name (a string)", {"op": op})
-        result = call_op(module, op, request.get("payload", {}), resolved)  # SystemExit too
+        payload = request.get("payload", {})
+        traceparent = request.get("traceparent")
+        result = call_op(module, op, payload, resolved, traceparent)  # SystemExit too
         text = encode_result(op, result)
     except OpError as err:
         if err.error_class == "contract":

@@ -21,10 +21,16 @@ Rules:
 
 A ``__bridge_ops__`` that is not a list of public names, or that names something the
 module lacks or that is not callable, is a ``contract`` error.
+
+Trace context (DESIGN §14): a call the host traces carries a W3C ``traceparent``; while
+the op runs it is the current OpenTelemetry context (when ``opentelemetry-api`` is
+importable), so a span the op starts joins the host's trace under its
+``cerebros.bridge.invoke`` span.
 """
 
 import inspect
 import json
+import re
 import traceback
 from types import ModuleType
 
@@ -34,7 +40,9 @@ __all__ = [
     "call_op",
     "encode_error",
     "encode_result",
+    "enter_trace",
     "exception_error",
+    "leave_trace",
     "list_ops",
     "resolve_op",
 ]
@@ -194,7 +202,57 @@ async def _await(awaitable):
     return await awaitable
 
 
-def call_op(module: ModuleType, name: str, payload: object, resolved: dict | None = None) -> dict:
+# -- trace context ----------------------------------------------------------------------------
+
+#: The variable a ``subprocess`` call's ``traceparent`` arrives in.
+TRACEPARENT_ENV = "TRACEPARENT"
+_TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
+# (opentelemetry.context, a W3C propagator) once imported; False where it is not installed.
+_otel: tuple | bool | None = None
+
+
+def _otel_parts() -> tuple | None:
+    global _otel
+    if _otel is None:
+        try:  # optional: only traced calls pay for the import
+            from opentelemetry import context
+            from opentelemetry.trace.propagation.tracecontext import (
+                TraceContextTextMapPropagator,
+            )
+
+            _otel = (context, TraceContextTextMapPropagator())
+        except ImportError:
+            _otel = False
+    return _otel or None
+
+
+def enter_trace(traceparent: object) -> object:
+    """Make ``traceparent`` (W3C) the current OpenTelemetry context; returns the token
+    for :func:`leave_trace` (``None``: nothing entered: no or malformed traceparent, or
+    ``opentelemetry-api`` not installed)."""
+    if not isinstance(traceparent, str) or not _TRACEPARENT.match(traceparent):
+        return None
+    parts = _otel_parts()
+    if parts is None:
+        return None
+    context, propagator = parts
+    return context.attach(propagator.extract({"traceparent": traceparent}))
+
+
+def leave_trace(token: object) -> None:
+    """Restore the context :func:`enter_trace` replaced."""
+    parts = _otel_parts() if token is not None else None
+    if parts is not None:
+        parts[0].detach(token)
+
+
+def call_op(
+    module: ModuleType,
+    name: str,
+    payload: object,
+    resolved: dict | None = None,
+    traceparent: str | None = None,
+) -> dict:
     """Resolve and run one op: check the payload, await coroutines, check the result.
 
     Raises ``OpError`` with class ``contract`` for refused ops or a non-dict payload,
@@ -202,6 +260,7 @@ def call_op(module: ModuleType, name: str, payload: object, resolved: dict | Non
     ``OpError`` the op raises itself keeps its class (as in the in-process mode).
     ``resolved`` (op name -> function), when given, keeps the ops already resolved in
     ``module`` for the next calls (a serving child's, like an in-process worker's).
+    ``traceparent`` is the call's trace context (see :func:`enter_trace`).
     """
     func = resolved.get(name) if resolved is not None else None
     if func is None:
@@ -214,6 +273,7 @@ def call_op(module: ModuleType, name: str, payload: object, resolved: dict | Non
             f'op "{name}" takes a dict payload, got {type(payload).__name__}',
             {"op": name},
         )
+    token = enter_trace(traceparent)
     try:
         result = func(payload)
         if inspect.isawaitable(result):
@@ -225,6 +285,8 @@ def call_op(module: ModuleType, name: str, payload: object, resolved: dict | Non
         raise
     except BaseException as exc:  # SystemExit, KeyboardInterrupt too: as in every mode
         raise exception_error(name, exc) from exc
+    finally:
+        leave_trace(token)
     if not isinstance(result, dict):
         raise OpError(
             "parse_error",

@@ -171,6 +171,7 @@ fn watch(read: OwnedFd, state: Arc<State>, report: impl FnOnce()) {
     }
     // Waits for a report the command is writing, if it claimed it first.
     super::output::flush();
+    super::logging::finish();
     // SAFETY: ends the process at once, as a signal would; no destructor, atexit
     // hook or stuck thread can delay it.
     unsafe { libc::_exit(EXIT_INTERRUPTED) }

@@ -13,6 +13,7 @@ mod serve;
 pub mod stdio;
 mod validate;
 
+use cerebros_bridge::core::config::Config;
 use clap::{Parser, Subcommand};
 use std::path::PathBuf;
 
@@ -39,6 +40,11 @@ pub struct Cli {
     /// More log output on stderr: -v info, -vv debug, -vvv trace (RUST_LOG overrides).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     verbose: u8,
+
+    /// How log lines are written on stderr: text, or json (one object per line, with
+    /// the OpenTelemetry trace and span ids).
+    #[arg(long, global = true, value_enum, default_value_t, value_name = "FORMAT")]
+    log_format: logging::LogFormat,
 
     #[command(subcommand)]
     command: Command,
@@ -77,12 +83,18 @@ enum Command {
 pub fn run() -> i32 {
     let cli = Cli::parse();
     let captured = stdio::capture();
-    logging::init(cli.verbose);
+    let config_path = cli.config.as_deref();
+    // A config that does not load is the command's to report; it exports nothing.
+    let telemetry = Config::load(config_path)
+        .map(|config| config.telemetry)
+        .unwrap_or_default();
+    if let Err(err) = logging::init(cli.verbose, cli.log_format, &telemetry) {
+        return output::report_error(&err, false);
+    }
     if let Err(err) = captured {
         tracing::warn!("cannot keep the interpreter's output off stdout: {err}");
     }
-    let config_path = cli.config.as_deref();
-    match &cli.command {
+    let code = match &cli.command {
         Command::Validate(args) => validate::run(config_path, args),
         Command::Call(args) => call::run(config_path, args),
         Command::Run(args) => run::run(config_path, args),
@@ -90,5 +102,7 @@ pub fn run() -> i32 {
         Command::Serve(args) => serve::run(config_path, args),
         Command::Mlflow(args) => mlflow::run(config_path, args),
         Command::Bench(args) => bench::run(config_path, args),
-    }
+    };
+    logging::finish();
+    code
 }

@@ -202,6 +202,9 @@ impl Client {
         let timeout = options.timeout.unwrap_or(self.default_timeout);
         check_timeout(timeout)?;
         let max_retries = options.max_retries.unwrap_or(self.retry.max_retries);
+        // This runs inside the call's invoke span (see `call_counted`).
+        let traceparent = telemetry::traceparent(&tracing::Span::current());
+        let began = Instant::now();
         let mut attempt = 1;
         loop {
             telemetry::start(attempt, &payload);
@@ -210,10 +213,12 @@ impl Client {
                 op: op.to_owned(),
                 payload: payload.clone(),
                 timeout,
+                traceparent: traceparent.clone(),
             };
             match self.invoker.invoke(request).await {
                 Ok(value) => {
                     telemetry::stop(attempt, started.elapsed(), &value);
+                    telemetry::finish(attempt, began.elapsed(), None);
                     return Ok(value);
                 }
                 Err(err) => {
@@ -221,6 +226,7 @@ impl Client {
                     let retrying = attempt <= max_retries && self.retry.retries(err.class);
                     telemetry::exception(attempt, started.elapsed(), &err, retrying);
                     if !retrying {
+                        telemetry::finish(attempt, began.elapsed(), Some(&err));
                         return Err(err);
                     }
                     self.counters.retries.fetch_add(1, Ordering::Relaxed);

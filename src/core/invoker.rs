@@ -24,6 +24,10 @@ pub struct Request {
     pub payload: Arc<Value>,
     /// The attempt's deadline, from now.
     pub timeout: Duration,
+    /// The W3C `traceparent` of the call's `cerebros.bridge.invoke` span when it is
+    /// traced (feature `otel`), so that spans the op starts in Python join the trace;
+    /// `None`: not traced.
+    pub traceparent: Option<String>,
 }
 
 /// Runs requests in one execution mode.

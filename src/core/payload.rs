@@ -64,18 +64,21 @@ pub fn check_value(value: &Value, max_bytes: usize) -> Result<()> {
     check_size(serialized_len(value), max_bytes)
 }
 
-/// The first `max_chars` characters of `text`, with `…` appended when it was cut.
+/// `text` in at most `max_chars` characters: when it is longer, its start and a `…`
+/// that says it was cut.
 ///
 /// ```
 /// use cerebros_bridge::core::payload::excerpt;
-/// assert_eq!(excerpt("héllo", 2), "hé…");
+/// assert_eq!(excerpt("héllo", 3), "hé…");
 /// assert_eq!(excerpt("hi", 2), "hi");
 /// ```
 pub fn excerpt(text: &str, max_chars: usize) -> String {
-    match text.char_indices().nth(max_chars) {
-        Some((cut, _)) => format!("{}…", &text[..cut]),
-        None => text.to_owned(),
+    if text.char_indices().nth(max_chars).is_none() {
+        return text.to_owned();
     }
+    let keep = max_chars.saturating_sub(1);
+    let cut = text.char_indices().nth(keep).map_or(text.len(), |(at, _)| at);
+    format!("{}…", &text[..cut])
 }
 
 /// Reads a payload given on the command line: `@PATH` reads the file at PATH (its

@@ -33,15 +33,23 @@ impl Invoker for InProcessInvoker {
     }
 
     fn invoke(&self, request: Request) -> BoxFuture<'_, Result<Value>> {
-        let pending = self
-            .pool
-            .submit(&request.op, request.payload, request.timeout);
+        let pending = self.pool.submit_traced(
+            &request.op,
+            request.payload,
+            request.timeout,
+            request.traceparent,
+        );
         Box::pin(async move { pending?.wait().await })
     }
 
     fn invoke_blocking(&self, request: Request) -> Result<Value> {
         self.pool
-            .submit(&request.op, request.payload, request.timeout)?
+            .submit_traced(
+                &request.op,
+                request.payload,
+                request.timeout,
+                request.traceparent,
+            )?
             .wait_blocking()
     }
 

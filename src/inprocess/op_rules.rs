@@ -80,6 +80,38 @@ pub fn list(module: &Bound<'_, PyModule>) -> Result<OpListing> {
     })
 }
 
+/// Enters a call's W3C trace context in Python (the rules' `enter_trace`): spans the op
+/// starts with `opentelemetry-api` join the host's trace. Returns the token
+/// [`leave_trace`] takes; a failure is logged and the op runs untraced.
+pub fn enter_trace<'py>(py: Python<'py>, traceparent: &str) -> Option<Bound<'py, PyAny>> {
+    let entered = rules(py).and_then(|rules| {
+        rules
+            .call_method1(pyo3::intern!(py, "enter_trace"), (traceparent,))
+            .map_err(|err| rules_error(py, &err))
+    });
+    match entered {
+        Ok(token) if !token.is_none() => Some(token),
+        Ok(_) => None,
+        Err(err) => {
+            tracing::debug!("cannot enter the trace context in Python: {err}");
+            None
+        }
+    }
+}
+
+/// Restores the context [`enter_trace`] replaced.
+pub fn leave_trace(token: Bound<'_, PyAny>) {
+    let py = token.py();
+    let left = rules(py).and_then(|rules| {
+        rules
+            .call_method1(pyo3::intern!(py, "leave_trace"), (token,))
+            .map_err(|err| rules_error(py, &err))
+    });
+    if let Err(err) = left {
+        tracing::debug!("cannot leave the trace context in Python: {err}");
+    }
+}
+
 /// The [`BridgeError`] of an exception raised by the rules: an `OpError` keeps its class,
 /// message and details (as the process modes report it); anything else is a bug, kept
 /// with its traceback.

@@ -18,6 +18,7 @@
 //! MLflow without ever holding a trial up, and flushes once more when the run has ended.
 
 mod report;
+mod spans;
 
 use crate::client::{CallOptions, Client};
 use crate::core::contracts::{RunFinalizedV1, TrialReportedV1, TrialRequestedV1, TrialStatus};
@@ -38,6 +39,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{broadcast, Notify};
 use tokio::task::JoinSet;
+use tracing::Instrument;
 
 /// An event of a run, as broadcast to subscribers.
 #[derive(Debug, Clone, Serialize)]
@@ -156,6 +158,22 @@ impl RunWorker {
             )
             .with_source(e)
         })?;
+        let span = spans::run_span(run_id, &spec);
+        let outcome = self
+            .drive_spec(run_id, &spec, cancel)
+            .instrument(span.clone())
+            .await;
+        spans::finish_run(&span, &outcome);
+        outcome
+    }
+
+    /// [`RunWorker::drive`] of a run whose spec was read.
+    async fn drive_spec(
+        &self,
+        run_id: &str,
+        spec: &RunSpec,
+        cancel: CancelSignal,
+    ) -> Result<RunRecord> {
         let id = run_id.to_owned();
         self.calls
             .run(move |store| store.claim(&id, &Owner::current()))
@@ -165,14 +183,14 @@ impl RunWorker {
             SyncWorker::spawn(settings, self.store.clone(), self.sync_wake.clone())
         });
         let started = Instant::now();
-        let outcome = self.drive_claimed(run_id, &spec, &cancel).await;
+        let outcome = self.drive_claimed(run_id, spec, &cancel).await;
         heartbeat.abort();
         let (end, error) = match &outcome {
             Ok(end) => (*end, None),
             Err(err) => (RunEnd::Failed, Some(err.to_string())),
         };
         let finished = self
-            .finalize(run_id, &spec, end, error, started.elapsed())
+            .finalize(run_id, spec, end, error, started.elapsed())
             .await;
         if let Err(err) = &finished {
             self.end_as_failed(run_id, err).await;
@@ -362,8 +380,11 @@ async fn run_trials(
         while running.len() < parallelism && !cancel.is_cancelled() {
             let Some(index) = queue.next() else { break };
             in_flight.push(index);
+            let span = spans::trial_span(&context.run_id, &trial_id(&context.run_id, index), index);
             let context = context.clone();
-            running.spawn(async move { (index, run_one_trial(&context, index).await) });
+            running.spawn(
+                async move { (index, run_one_trial(&context, index).await) }.instrument(span),
+            );
         }
         if running.is_empty() {
             return Ok(());
@@ -488,6 +509,7 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
         ),
     };
     let record = record_or_fail(context, record, artifact).await?;
+    spans::finish_trial(&tracing::Span::current(), &record, &context.spec.objective);
     context.worker.sync_wake.notify_one();
     // Announced as soon as it is stored: the acknowledgement below may wait for a
     // worker busy with another trial.

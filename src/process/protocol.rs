@@ -1,7 +1,8 @@
 //! The wire formats of the process modes.
 //!
 //! * `worker_process`: newline-delimited JSON over the child's stdin and stdout.
-//!   Requests are `{"id": 7, "op": "echo", "payload": {...}}`; replies are
+//!   Requests are `{"id": 7, "op": "echo", "payload": {...}}` (plus `"traceparent"`
+//!   when the call is traced, DESIGN §14); replies are
 //!   `{"id": 7, "ok": true, "result": {...}}` or
 //!   `{"id": 7, "ok": false, "error": {"class", "message", "details"}}`. Id 0 is the
 //!   child's start-up report (`{"ready": true, "pid", "module"}` or a `dependency`
@@ -36,12 +37,34 @@ pub const MAX_WIRE_DEPTH: usize = 1100;
 /// assert_eq!(line, "{\"id\":7,\"op\":\"echo\",\"payload\":{\"a\":\"é\"}}\n".as_bytes());
 /// ```
 pub fn encode_request(id: u64, op: &str, payload: &Value) -> Vec<u8> {
+    encode_traced_request(id, op, payload, None)
+}
+
+/// [`encode_request`] of a traced call: the line carries its W3C `traceparent`.
+///
+/// ```
+/// use cerebros_bridge::process::protocol::encode_traced_request;
+/// let tp = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01";
+/// let line = encode_traced_request(7, "echo", &serde_json::json!({}), Some(tp));
+/// let text = String::from_utf8(line).unwrap();
+/// assert!(text.ends_with(&format!(",\"traceparent\":\"{tp}\"}}\n")));
+/// ```
+pub fn encode_traced_request(
+    id: u64,
+    op: &str,
+    payload: &Value,
+    traceparent: Option<&str>,
+) -> Vec<u8> {
     let mut line = Vec::with_capacity(48 + op.len());
     // Writing to a Vec cannot fail, and strings and Values always serialize.
     let _ = write!(line, "{{\"id\":{id},\"op\":");
     let _ = serde_json::to_writer(&mut line, op);
     line.extend_from_slice(b",\"payload\":");
     let _ = serde_json::to_writer(&mut line, payload);
+    if let Some(traceparent) = traceparent {
+        line.extend_from_slice(b",\"traceparent\":");
+        let _ = serde_json::to_writer(&mut line, traceparent);
+    }
     line.extend_from_slice(b"}\n");
     line
 }

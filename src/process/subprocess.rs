@@ -26,6 +26,10 @@ use std::time::{Duration, Instant};
 /// Payloads under this many bytes of JSON also go in `CEREBROS_BRIDGE_PAYLOAD`.
 pub const PAYLOAD_ENV_LIMIT: usize = 64 * 1024;
 
+/// The variable a call's W3C trace context travels in (the name OpenTelemetry's
+/// environment carriers use).
+const TRACEPARENT_ENV: &str = "TRACEPARENT";
+
 /// Environment variables set for the child from the payload's fields.
 const PAYLOAD_FIELD_ENV: [(&str, &str); 4] = [
     ("run_id", "CEREBROS_BRIDGE_RUN_ID"),
@@ -46,6 +50,7 @@ const PAYLOAD_FIELD_ENV: [(&str, &str); 4] = [
 ///     op: "echo".into(),
 ///     payload: serde_json::json!({"n": 1}).into(),
 ///     timeout: Duration::from_secs(10),
+///     traceparent: None,
 /// })?;
 /// assert_eq!(reply["n"], 1);
 /// # Ok::<(), cerebros_bridge::core::error::BridgeError>(())
@@ -130,7 +135,7 @@ impl Inner {
             )
             .with_source(err)
         })?;
-        let command = self.command(&request.op, &request.payload, &body);
+        let command = self.command(request, &body);
         self.calls.fetch_add(1, Ordering::Relaxed);
         let run = child::run_tracked(command, &body, deadline, Some(&self.running), cancel)
             .map_err(|err| self.launch.spawn_error("run", err))?;
@@ -170,7 +175,8 @@ impl Inner {
         interpret(&run)
     }
 
-    fn command(&self, op: &str, payload: &Value, body: &[u8]) -> Command {
+    fn command(&self, request: &Request, body: &[u8]) -> Command {
+        let (op, payload) = (request.op.as_str(), &*request.payload);
         let mut command = self.launch.command();
         match &self.options.script_path {
             Some(script) => {
@@ -190,6 +196,11 @@ impl Inner {
                 command.env_remove("CEREBROS_BRIDGE_PAYLOAD");
             }
         }
+        // The call's trace context (never one the host itself was started with).
+        match &request.traceparent {
+            Some(traceparent) => command.env(TRACEPARENT_ENV, traceparent),
+            None => command.env_remove(TRACEPARENT_ENV),
+        };
         for (field, var) in PAYLOAD_FIELD_ENV {
             match payload.get(field).and_then(env_text) {
                 Some(text) => command.env(var, text),

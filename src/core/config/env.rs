@@ -3,7 +3,7 @@
 
 use super::load::resolve_executable;
 use super::mode::MODE_EXPECTED;
-use super::{value_error, Config, Mode};
+use super::{value_error, Config, Mode, OtlpProtocol};
 use crate::core::error::Result;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +12,8 @@ use std::str::FromStr;
 const BOOL_EXPECTED: &str = "expected true, false, 1, 0, yes or no";
 const MS_EXPECTED: &str = "expected a whole number of milliseconds";
 const COUNT_EXPECTED: &str = "expected a whole number";
+/// What `telemetry.otlp_protocol` accepts.
+pub(super) const PROTOCOL_EXPECTED: &str = "expected http/protobuf or grpc";
 
 impl Config {
     /// Sets the keys whose variables `env` holds; relative paths resolve against `cwd`.
@@ -52,10 +54,33 @@ impl Config {
         if let Some(v) = vars.text("CEREBROS_SERVE_TOKEN", "serve.token") {
             self.serve.token = Some(v);
         }
+        self.apply_env_telemetry(&mut vars)?;
         // Defaults and env values are relative to the working directory; joining an
         // absolute path (a file's resolved value) leaves it unchanged.
         self.repo_path = cwd.join(&self.repo_path);
         self.env_overrides.extend(vars.overrides);
+        Ok(())
+    }
+
+    /// The OpenTelemetry standard variables (DESIGN §14).
+    fn apply_env_telemetry(&mut self, vars: &mut EnvReader<'_>) -> Result<()> {
+        let telemetry = &mut self.telemetry;
+        if let Some(v) = vars.text("OTEL_EXPORTER_OTLP_ENDPOINT", "telemetry.otlp_endpoint") {
+            telemetry.otlp_endpoint = Some(v.trim().to_owned());
+        }
+        if let Some(v) = vars.text("OTEL_EXPORTER_OTLP_PROTOCOL", "telemetry.otlp_protocol") {
+            telemetry.otlp_protocol = OtlpProtocol::from_name(v.trim()).ok_or_else(|| {
+                value_error(
+                    "telemetry.otlp_protocol",
+                    format_args!("{v:?}"),
+                    "OTEL_EXPORTER_OTLP_PROTOCOL",
+                    PROTOCOL_EXPECTED,
+                )
+            })?;
+        }
+        if let Some(v) = vars.text("OTEL_SERVICE_NAME", "telemetry.service_name") {
+            telemetry.service_name = v.trim().to_owned();
+        }
         Ok(())
     }
 

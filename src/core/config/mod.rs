@@ -22,8 +22,9 @@ pub use load::{CONFIG_ENV, DEFAULT_FILE_NAME};
 pub use mode::{Mode, ParseModeError};
 pub use store_url::{check_store_path, store_path};
 pub use types::{
-    CacheConfig, Config, ConfigSource, InvokeConfig, MlflowConfig, ServeConfig, StoreConfig,
-    DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SERVE_LISTEN,
+    CacheConfig, Config, ConfigSource, InvokeConfig, MlflowConfig, OtlpProtocol, ServeConfig,
+    StoreConfig, TelemetryConfig, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SERVE_LISTEN,
+    DEFAULT_SERVICE_NAME,
 };
 pub use validate::MAX_TIMEOUT_MS;
 

@@ -193,6 +193,71 @@ impl fmt::Debug for ServeConfig {
     }
 }
 
+/// The default for `telemetry.service_name`.
+pub const DEFAULT_SERVICE_NAME: &str = "cerebros-bridge";
+
+/// The OTLP transport of the span exporter (`telemetry.otlp_protocol`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub enum OtlpProtocol {
+    /// Protobuf over HTTP (`POST {endpoint}/v1/traces`; collectors listen on port 4318).
+    #[default]
+    #[serde(rename = "http/protobuf")]
+    HttpProtobuf,
+    /// gRPC (collectors listen on port 4317).
+    #[serde(rename = "grpc")]
+    Grpc,
+}
+
+impl OtlpProtocol {
+    /// The name used in the config and in `OTEL_EXPORTER_OTLP_PROTOCOL`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            OtlpProtocol::HttpProtobuf => "http/protobuf",
+            OtlpProtocol::Grpc => "grpc",
+        }
+    }
+
+    /// The protocol named `name`, as written in the config.
+    pub fn from_name(name: &str) -> Option<OtlpProtocol> {
+        [OtlpProtocol::HttpProtobuf, OtlpProtocol::Grpc]
+            .into_iter()
+            .find(|p| p.as_str() == name)
+    }
+}
+
+/// OpenTelemetry export of the bridge's spans (`[telemetry]`, DESIGN §14). Off while
+/// `otlp_endpoint` is unset: no exporter, no cost.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct TelemetryConfig {
+    /// The collector's base URL (`http://HOST:PORT`); `None`: no export. HTTP/protobuf
+    /// posts to `{endpoint}/v1/traces` unless the URL already names that path.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub otlp_endpoint: Option<String>,
+    /// The transport: `http/protobuf` or `grpc`.
+    pub otlp_protocol: OtlpProtocol,
+    /// The `service.name` resource of every span.
+    pub service_name: String,
+    /// The share of traces kept, from 0 to 1 (a trace is kept or dropped whole: a
+    /// child follows its parent).
+    pub sample_ratio: f64,
+    /// The longest the process waits on exit for the remaining spans to be sent, in
+    /// milliseconds (0 to 60 000); an export still in flight then is dropped.
+    pub flush_timeout_ms: u64,
+}
+
+impl Default for TelemetryConfig {
+    fn default() -> Self {
+        TelemetryConfig {
+            otlp_endpoint: None,
+            otlp_protocol: OtlpProtocol::default(),
+            service_name: DEFAULT_SERVICE_NAME.to_owned(),
+            sample_ratio: 1.0,
+            flush_timeout_ms: 2_000,
+        }
+    }
+}
+
 /// The bridge's configuration (DESIGN §6).
 ///
 /// ```
@@ -203,7 +268,7 @@ impl fmt::Debug for ServeConfig {
 /// assert_eq!(config.invoke.pool_size, 2);
 /// config.validate().unwrap();
 /// ```
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default, deny_unknown_fields)]
 pub struct Config {
     /// Whether the bridge may call Python at all.
@@ -232,6 +297,8 @@ pub struct Config {
     pub mlflow: MlflowConfig,
     /// The HTTP front door.
     pub serve: ServeConfig,
+    /// OpenTelemetry export.
+    pub telemetry: TelemetryConfig,
     /// Where the config was read from.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -255,6 +322,7 @@ impl Default for Config {
             store: StoreConfig::default(),
             mlflow: MlflowConfig::default(),
             serve: ServeConfig::default(),
+            telemetry: TelemetryConfig::default(),
             source: ConfigSource::Defaults,
             env_overrides: BTreeMap::new(),
         }

@@ -17,6 +17,7 @@ const MAX_CONCURRENT_RUNS: u64 = 64;
 const MAX_NICE: u64 = crate::inprocess::pool::priority::MAX_NICE as u64;
 const MAX_BODY_BYTES: u64 = 64 * 1024 * 1024;
 const MAX_HEADER_TIMEOUT_MS: u64 = 600_000;
+const MAX_TELEMETRY_FLUSH_MS: u64 = 60_000;
 /// Queues and caches allocate their capacity up front: beyond this is a typo.
 const MAX_CAPACITY: u64 = 1_000_000;
 
@@ -29,6 +30,7 @@ impl Config {
         self.check_module()?;
         self.check_retry_on()?;
         self.check_serve()?;
+        self.check_telemetry()?;
         self.check_store_url()
     }
 
@@ -133,6 +135,12 @@ impl Config {
                 1..=MAX_HEADER_TIMEOUT_MS,
                 MS,
             ),
+            (
+                "telemetry.flush_timeout_ms",
+                self.telemetry.flush_timeout_ms,
+                0..=MAX_TELEMETRY_FLUSH_MS,
+                MS,
+            ),
         ];
         if cache.enabled {
             limits.push((
@@ -212,6 +220,63 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// `telemetry.otlp_endpoint` is a plain `http://` URL with a host (TLS is not built
+    /// in: point it at a local collector or agent), `service_name` is not blank and
+    /// `sample_ratio` lies in [0, 1].
+    fn check_telemetry(&self) -> Result<()> {
+        let telemetry = &self.telemetry;
+        if let Some(endpoint) = &telemetry.otlp_endpoint {
+            if let Err(why) = check_endpoint(endpoint) {
+                let shown = format_args!("{endpoint:?}");
+                return Err(self.invalid("telemetry.otlp_endpoint", shown, why));
+            }
+        }
+        if telemetry.service_name.trim().is_empty() {
+            let shown = format_args!("{:?}", telemetry.service_name);
+            let expected = "expected a non-empty name such as cerebros-bridge";
+            return Err(self.invalid("telemetry.service_name", shown, expected));
+        }
+        let ratio = telemetry.sample_ratio;
+        if !(0.0..=1.0).contains(&ratio) {
+            let expected = "expected a number from 0 (no trace) to 1 (every trace)";
+            return Err(self.invalid("telemetry.sample_ratio", ratio, expected));
+        }
+        Ok(())
+    }
+}
+
+/// Why `endpoint` is not a collector URL this build can send to.
+fn check_endpoint(endpoint: &str) -> std::result::Result<(), &'static str> {
+    if endpoint.starts_with("https://") {
+        return Err("TLS is not built in: expected an http:// URL (a collector or agent \
+                    on this host or network, e.g. http://127.0.0.1:4318)");
+    }
+    let Some(rest) = endpoint.strip_prefix("http://") else {
+        return Err("expected an http:// URL such as http://127.0.0.1:4318");
+    };
+    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
+    let (host, port) = match authority.strip_prefix('[') {
+        // An IPv6 literal: [::1]:4318
+        Some(literal) => match literal.split_once(']') {
+            Some((host, rest)) if rest.is_empty() || rest.starts_with(':') => {
+                (host, rest.strip_prefix(':'))
+            }
+            _ => ("", None),
+        },
+        None => match authority.rsplit_once(':') {
+            Some((host, port)) => (host, Some(port)),
+            None => (authority, None),
+        },
+    };
+    let valid_port = port.is_none_or(|port| port.parse::<u16>().is_ok());
+    if host.is_empty() || !valid_port || authority.contains(char::is_whitespace) {
+        return Err("expected an http:// URL with a host and an optional port, such as \
+                    http://127.0.0.1:4318");
+    }
+    Ok(())
 }
 
 /// A numeric key, its value, the range it accepts and what it is ("an integer").

@@ -83,6 +83,8 @@ struct Job {
     id: u64,
     op: String,
     payload: Arc<Value>,
+    /// The call's W3C trace context, entered in Python while the op runs.
+    traceparent: Option<String>,
     deadline: Instant,
     reply: Arc<ReplySlot<Result<Value>>>,
 }
@@ -174,6 +176,18 @@ impl Pool {
         payload: impl Into<Arc<Value>>,
         timeout: Duration,
     ) -> Result<PendingCall> {
+        self.submit_traced(op, payload, timeout, None)
+    }
+
+    /// [`Pool::submit`] of a traced call: while the op runs, `traceparent` (W3C) is the
+    /// current OpenTelemetry context in Python (DESIGN §14).
+    pub fn submit_traced(
+        &self,
+        op: &str,
+        payload: impl Into<Arc<Value>>,
+        timeout: Duration,
+        traceparent: Option<String>,
+    ) -> Result<PendingCall> {
         if self.shared.shutting_down.load(Ordering::Acquire) {
             return Err(BridgeError::new(
                 ErrorClass::Cancelled,
@@ -187,6 +201,7 @@ impl Pool {
             id,
             op: op.to_owned(),
             payload: payload.into(),
+            traceparent,
             deadline,
             reply: reply.clone(),
         };

@@ -259,6 +259,10 @@ fn call_op<'py>(
 ) -> Result<Value> {
     let func = ops.resolve(&job.op)?;
     let argument = convert::to_python(py, &job.payload)?;
+    let trace = job
+        .traceparent
+        .as_deref()
+        .and_then(|traceparent| op_rules::enter_trace(py, traceparent));
     state.current_job.store(job.id, Ordering::Release);
     let outcome = func
         .call1((argument,))
@@ -271,6 +275,9 @@ fn call_op<'py>(
         unsafe {
             pyo3::ffi::PyThreadState_SetAsyncExc(state.python_ident() as _, std::ptr::null_mut());
         }
+    }
+    if let Some(token) = trace {
+        op_rules::leave_trace(token);
     }
     match outcome {
         Ok(result) => convert::from_python(&result),

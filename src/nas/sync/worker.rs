@@ -9,6 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::{watch, Notify};
 use tokio::time::Instant;
+use tracing::Instrument;
 
 /// First and longest wait between attempts while MLflow is unreachable.
 const BACKOFF_START: Duration = Duration::from_secs(1);
@@ -76,7 +77,8 @@ impl SyncWorker {
     pub fn spawn(settings: SyncSettings, store: Arc<Store>, wake: Arc<Notify>) -> SyncWorker {
         let (stop, stopped) = watch::channel(None);
         let flush_timeout = settings.flush_timeout;
-        let handle = tokio::spawn(run_worker(settings, store, wake, stopped));
+        // Its `sync_mlflow` calls belong to the run that started it.
+        let handle = tokio::spawn(run_worker(settings, store, wake, stopped).in_current_span());
         SyncWorker {
             stop,
             flush_timeout,

@@ -31,6 +31,7 @@ const NO_WORKER_POLL: Duration = Duration::from_millis(2);
 ///     op: "echo".into(),
 ///     payload: serde_json::json!({"n": 1}).into(),
 ///     timeout: Duration::from_secs(5),
+///     traceparent: None,
 /// })?;
 /// assert_eq!(reply["n"], 1);
 /// assert_eq!(pool.stats().workers_alive, pool.stats().workers);
@@ -190,7 +191,12 @@ impl WorkerProcessInvoker {
         let id = self.shared.next_id.fetch_add(1, Ordering::Relaxed);
         (
             id,
-            protocol::encode_request(id, &request.op, &request.payload),
+            protocol::encode_traced_request(
+                id,
+                &request.op,
+                &request.payload,
+                request.traceparent.as_deref(),
+            ),
         )
     }
 
