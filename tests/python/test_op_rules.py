@@ -191,3 +191,46 @@ def test_a_one_shot_process_exits_once_its_reply_is_out(tmp_path):
     assert time.monotonic() - start < 10
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines() == ['{"left": true}', "atexit ran"]
+
+
+TRACEPARENT = "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"
+
+
+def _span_context() -> tuple[str, str] | None:
+    from opentelemetry import trace
+
+    context = trace.get_current_span().get_span_context()
+    if not context.is_valid:
+        return None
+    return f"{context.trace_id:032x}", f"{context.span_id:016x}"
+
+
+def test_an_op_runs_in_the_calls_trace_context_and_leaves_none_behind():
+    seen = []
+
+    def traced(payload):
+        seen.append(_span_context())
+        return {}
+
+    module = type(sys)("traced_service")
+    traced.__module__ = module.__name__
+    module.traced = traced
+    call_op(module, "traced", {}, traceparent=TRACEPARENT)
+    assert seen[-1] == ("0af7651916cd43dd8448eb211c80319c", "b7ad6b7169203331")
+    assert _span_context() is None, "the context is restored after the op"
+    # Untraced, malformed or hostile trace contexts are ignored.
+    for traceparent in (None, "", "00-zz-b7-01", 42, TRACEPARENT + "x"):
+        call_op(module, "traced", {}, traceparent=traceparent)
+        assert seen[-1] is None, traceparent
+
+
+def test_an_op_that_raises_leaves_the_trace_context_too():
+    def broken(payload):
+        raise ValueError("boom")
+
+    module = type(sys)("broken_service")
+    broken.__module__ = module.__name__
+    module.broken = broken
+    with pytest.raises(OpError):
+        call_op(module, "broken", {}, traceparent=TRACEPARENT)
+    assert _span_context() is None

@@ -517,3 +517,79 @@ fn toml_round_trip_keeps_the_values() {
     let back: Config = toml::from_str(&text).unwrap();
     assert_eq!(back, c);
 }
+
+#[test]
+fn telemetry_is_off_by_default_and_read_from_the_otel_variables() {
+    let config = load_env(&[]).unwrap();
+    assert_eq!(config.telemetry, TelemetryConfig::default());
+    assert_eq!(config.telemetry.otlp_endpoint, None);
+    assert_eq!(config.telemetry.service_name, DEFAULT_SERVICE_NAME);
+    let config = load_env(&[
+        ("OTEL_EXPORTER_OTLP_ENDPOINT", " http://127.0.0.1:4317 "),
+        ("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc"),
+        ("OTEL_SERVICE_NAME", "nas"),
+    ])
+    .unwrap();
+    let telemetry = &config.telemetry;
+    assert_eq!(
+        telemetry.otlp_endpoint.as_deref(),
+        Some("http://127.0.0.1:4317")
+    );
+    assert_eq!(telemetry.otlp_protocol, OtlpProtocol::Grpc);
+    assert_eq!(telemetry.service_name, "nas");
+    assert_eq!(
+        config.env_overrides["telemetry.otlp_endpoint"],
+        "OTEL_EXPORTER_OTLP_ENDPOINT"
+    );
+    let err = load_env(&[("OTEL_EXPORTER_OTLP_PROTOCOL", "http/json")]).unwrap_err();
+    assert_eq!(err.class, ErrorClass::Config);
+    assert!(
+        err.message.contains("telemetry.otlp_protocol")
+            && err.message.contains("OTEL_EXPORTER_OTLP_PROTOCOL")
+            && err.message.contains("http/protobuf or grpc"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn telemetry_values_are_checked() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[telemetry]\notlp_endpoint = \"http://[::1]:4318\"\notlp_protocol = \"http/protobuf\"\nsample_ratio = 0.25\nflush_timeout_ms = 0\n",
+    );
+    let config = Config::load_with(Some(&path), &no_env, dir.path()).unwrap();
+    assert_eq!(config.telemetry.sample_ratio, 0.25);
+    assert_eq!(config.telemetry.flush_timeout_ms, 0);
+    let cases: [(&str, fn(&mut Config)); 7] = [
+        ("telemetry.otlp_endpoint", |c| {
+            c.telemetry.otlp_endpoint = Some("https://collector:4318".into())
+        }),
+        ("telemetry.otlp_endpoint", |c| {
+            c.telemetry.otlp_endpoint = Some("collector:4318".into())
+        }),
+        ("telemetry.otlp_endpoint", |c| {
+            c.telemetry.otlp_endpoint = Some("http://host:99999".into())
+        }),
+        ("telemetry.otlp_endpoint", |c| {
+            c.telemetry.otlp_endpoint = Some("http:///v1/traces".into())
+        }),
+        ("telemetry.sample_ratio", |c| c.telemetry.sample_ratio = 1.5),
+        ("telemetry.service_name", |c| {
+            c.telemetry.service_name = " ".into()
+        }),
+        ("telemetry.flush_timeout_ms", |c| {
+            c.telemetry.flush_timeout_ms = 600_000
+        }),
+    ];
+    for (key, edit) in cases {
+        let message = validation_message(edit);
+        assert!(message.starts_with(key), "{key}: {message}");
+    }
+    assert!(validation_message(|c| c.telemetry.sample_ratio = f64::NAN)
+        .starts_with("telemetry.sample_ratio"));
+    let bad = write_config(dir.path(), "[telemetry]\notlp_protocol = \"udp\"\n");
+    let err = Config::load_with(Some(&bad), &no_env, dir.path()).unwrap_err();
+    assert!(err.message.contains("telemetry"), "{}", err.message);
+}
