@@ -43,7 +43,13 @@ pub struct Cli {
 
     /// How log lines are written on stderr: text, or json (one object per line, with
     /// the OpenTelemetry trace and span ids).
-    #[arg(long, global = true, value_enum, default_value_t, value_name = "FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value_t,
+        value_name = "FORMAT"
+    )]
     log_format: logging::LogFormat,
 
     #[command(subcommand)]

@@ -77,7 +77,10 @@ pub fn excerpt(text: &str, max_chars: usize) -> String {
         return text.to_owned();
     }
     let keep = max_chars.saturating_sub(1);
-    let cut = text.char_indices().nth(keep).map_or(text.len(), |(at, _)| at);
+    let cut = text
+        .char_indices()
+        .nth(keep)
+        .map_or(text.len(), |(at, _)| at);
     format!("{}…", &text[..cut])
 }
 

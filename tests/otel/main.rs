@@ -11,7 +11,7 @@ mod receiver;
 
 use common::scratch::{Outcome, Scratch};
 use common::{root, serial};
-use receiver::{black_hole, Receiver, Received};
+use receiver::{black_hole, Received, Receiver};
 use serde_json::Value;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
@@ -80,6 +80,21 @@ fn a_call_is_one_trace_that_the_op_joins_in_every_mode() {
 }
 
 #[test]
+fn spans_go_over_grpc_too() {
+    let _serial = serial();
+    let collector = Receiver::start_grpc();
+    let mut cmd = bridge(&["call", "trace_context"]);
+    cmd.env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url)
+        .env("OTEL_EXPORTER_OTLP_PROTOCOL", "grpc");
+    let out = outcome(cmd);
+    assert_eq!(out.code, 0, "{out:?}");
+    let spans = collector.wait_for(1);
+    assert_eq!(spans.len(), 1, "{spans:#?}");
+    assert_eq!(spans[0].name, "cerebros.bridge.invoke");
+    assert_eq!(out.json["trace_id"], spans[0].trace_id.as_str());
+}
+
+#[test]
 fn a_failed_call_is_an_error_span_with_its_class_and_excerpts() {
     let _serial = serial();
     let collector = Receiver::start();
@@ -91,7 +106,10 @@ fn a_failed_call_is_an_error_span_with_its_class_and_excerpts() {
     assert_eq!(out.code, 1, "{out:?}");
     let spans = collector.wait_for(1);
     let invoke = &named(&spans, "cerebros.bridge.invoke")[0];
-    assert_eq!(invoke.service, "cerebros-bridge", "the default service name");
+    assert_eq!(
+        invoke.service, "cerebros-bridge",
+        "the default service name"
+    );
     assert_eq!(invoke.status, 2, "status ERROR: {invoke:?}");
     assert_eq!(invoke.attr("error_class"), "exception");
     let (_, start) = invoke
@@ -100,7 +118,11 @@ fn a_failed_call_is_an_error_span_with_its_class_and_excerpts() {
         .find(|(name, _)| name == "start")
         .expect("a start event");
     let excerpt = start["payload_excerpt"].as_str().unwrap();
-    assert_eq!(excerpt.chars().count(), 1024, "cut to 1024 chars: {excerpt}");
+    assert_eq!(
+        excerpt.chars().count(),
+        1024,
+        "cut to 1024 chars: {excerpt}"
+    );
     let (_, exception) = invoke
         .events
         .iter()
@@ -124,7 +146,10 @@ fn a_run_is_one_trace_of_trials_and_their_calls() {
         .env("NAS_FIXTURE_SLEEP", "0");
     let out = outcome(cmd);
     assert_eq!(out.code, 0, "{out:?}");
-    let run_id = out.json["run"]["run_id"].as_str().expect("a run id").to_owned();
+    let run_id = out.json["run"]["run_id"]
+        .as_str()
+        .expect("a run id")
+        .to_owned();
     // run + 3 trials + start_run, 3 run_trial, record_trial(s), finalize_run.
     let spans = collector.wait_for(9);
     let runs = named(&spans, "run");
@@ -154,12 +179,18 @@ fn a_run_is_one_trace_of_trials_and_their_calls() {
     for trial in &trials {
         assert_eq!(trial.parent, run.span_id, "a trial's parent is its run");
         assert_eq!(trial.attr("status"), "succeeded");
-        assert!(trial.attr("objective_value").as_f64().is_some(), "{trial:?}");
+        assert!(
+            trial.attr("objective_value").as_f64().is_some(),
+            "{trial:?}"
+        );
         let calls: Vec<&Received> = named(&spans, "cerebros.bridge.invoke")
             .into_iter()
             .filter(|call| call.parent == trial.span_id)
             .collect();
-        let ops: Vec<&str> = calls.iter().map(|c| c.attr("op").as_str().unwrap()).collect();
+        let ops: Vec<&str> = calls
+            .iter()
+            .map(|c| c.attr("op").as_str().unwrap())
+            .collect();
         assert!(ops.contains(&"run_trial"), "{trial:?}: {ops:?}");
     }
     for op in ["start_run", "finalize_run"] {
@@ -232,10 +263,7 @@ fn an_unreachable_collector_delays_the_cli_by_at_most_the_flush_timeout() {
         // The deadline is the feature: the flush timeout plus a generous margin for
         // a loaded machine.
         let limit = baseline + flush + Duration::from_secs(3);
-        assert!(
-            took < limit,
-            "{endpoint}: {took:?}, baseline {baseline:?}"
-        );
+        assert!(took < limit, "{endpoint}: {took:?}, baseline {baseline:?}");
     }
 }
 
@@ -251,7 +279,11 @@ fn nothing_is_exported_without_an_endpoint() {
     );
     let out = outcome(cmd);
     assert_eq!(out.code, 0, "{out:?}");
-    assert_eq!(out.json, serde_json::json!({}), "no trace context in Python");
+    assert_eq!(
+        out.json,
+        serde_json::json!({}),
+        "no trace context in Python"
+    );
     // A sample ratio of 0 exports nothing either, while 1 does.
     for (ratio, expected) in [(0.0, 0), (1.0, 1)] {
         let config = tempfile::NamedTempFile::new().unwrap();
@@ -266,7 +298,11 @@ fn nothing_is_exported_without_an_endpoint() {
         let mut cmd = bridge(&["call", "health"]);
         cmd.arg("--config").arg(config.path());
         assert_eq!(outcome(cmd).code, 0);
-        assert_eq!(collector.wait_for(expected).len(), expected, "ratio {ratio}");
+        assert_eq!(
+            collector.wait_for(expected).len(),
+            expected,
+            "ratio {ratio}"
+        );
     }
 }
 
@@ -290,8 +326,14 @@ fn json_log_lines_carry_the_trace_and_span_ids() {
         .unwrap_or_else(|| panic!("an exception line: {}", out.stderr));
     let spans = collector.wait_for(1);
     let invoke = &named(&spans, "cerebros.bridge.invoke")[0];
-    assert_eq!(exception["openTelemetry"]["traceId"], invoke.trace_id.as_str());
-    assert_eq!(exception["openTelemetry"]["spanId"], invoke.span_id.as_str());
+    assert_eq!(
+        exception["openTelemetry"]["traceId"],
+        invoke.trace_id.as_str()
+    );
+    assert_eq!(
+        exception["openTelemetry"]["spanId"],
+        invoke.span_id.as_str()
+    );
 
     // Without an exporter the lines still carry ids.
     let out = outcome(bridge(&["call", "fail", "--log-format", "json", "-v"]));

@@ -1,12 +1,18 @@
-//! A test OTLP/HTTP collector on a loopback port: decodes each `POST /v1/traces`
-//! (protobuf, with the `opentelemetry-proto` types) into [`Received`] spans. And a black
-//! hole: a port that accepts connections and never answers.
+//! A test OTLP collector on a loopback port, over HTTP/protobuf (`POST /v1/traces`) or
+//! gRPC (tonic, the `TraceService` of `opentelemetry-proto`): decodes each export into
+//! [`Received`] spans. And a black hole: a port that accepts connections and never
+//! answers.
 
 use axum::body::Bytes;
 use axum::extract::State;
 use axum::http::StatusCode;
 use axum::routing::post;
-use opentelemetry_proto::tonic::collector::trace::v1::ExportTraceServiceRequest;
+use opentelemetry_proto::tonic::collector::trace::v1::trace_service_server::{
+    TraceService, TraceServiceServer,
+};
+use opentelemetry_proto::tonic::collector::trace::v1::{
+    ExportTraceServiceRequest, ExportTraceServiceResponse,
+};
 use opentelemetry_proto::tonic::common::v1::{any_value, KeyValue};
 use parking_lot::Mutex;
 use prost::Message;
@@ -47,25 +53,51 @@ pub struct Receiver {
     _runtime: tokio::runtime::Runtime,
 }
 
+type Spans = Arc<Mutex<Vec<Received>>>;
+
 impl Receiver {
-    /// Starts a collector on an ephemeral loopback port.
+    /// Starts an OTLP/HTTP collector on an ephemeral loopback port.
     pub fn start() -> Receiver {
+        Receiver::serve(|listener, spans| async move {
+            let app = axum::Router::new()
+                .route("/v1/traces", post(export))
+                .with_state(spans);
+            axum::serve(listener, app).await.unwrap();
+        })
+    }
+
+    /// Starts an OTLP/gRPC collector on an ephemeral loopback port.
+    pub fn start_grpc() -> Receiver {
+        Receiver::serve(|listener, spans| async move {
+            let incoming = tokio_stream::wrappers::TcpListenerStream::new(listener);
+            tonic::transport::Server::builder()
+                .add_service(TraceServiceServer::new(GrpcCollector(spans)))
+                .serve_with_incoming(incoming)
+                .await
+                .unwrap();
+        })
+    }
+
+    fn serve<F, Fut>(server: F) -> Receiver
+    where
+        F: FnOnce(tokio::net::TcpListener, Spans) -> Fut,
+        Fut: std::future::Future<Output = ()> + Send + 'static,
+    {
         let runtime = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(1)
             .enable_all()
             .build()
             .unwrap();
-        let spans = Arc::new(Mutex::new(Vec::new()));
+        let spans = Spans::default();
         let listener = TcpListener::bind("127.0.0.1:0").unwrap();
         listener.set_nonblocking(true).unwrap();
         let url = format!("http://{}", listener.local_addr().unwrap());
-        let app = axum::Router::new()
-            .route("/v1/traces", post(export))
-            .with_state(spans.clone());
-        runtime.spawn(async move {
+        let served = {
+            let _entered = runtime.enter();
             let listener = tokio::net::TcpListener::from_std(listener).unwrap();
-            axum::serve(listener, app).await.unwrap();
-        });
+            server(listener, spans.clone())
+        };
+        runtime.spawn(served);
         Receiver {
             url,
             spans,
@@ -89,10 +121,28 @@ impl Receiver {
     }
 }
 
-async fn export(State(spans): State<Arc<Mutex<Vec<Received>>>>, body: Bytes) -> StatusCode {
+async fn export(State(spans): State<Spans>, body: Bytes) -> StatusCode {
     let Ok(request) = ExportTraceServiceRequest::decode(body) else {
         return StatusCode::BAD_REQUEST;
     };
+    spans.lock().extend(decode(request));
+    StatusCode::OK
+}
+
+struct GrpcCollector(Spans);
+
+#[tonic::async_trait]
+impl TraceService for GrpcCollector {
+    async fn export(
+        &self,
+        request: tonic::Request<ExportTraceServiceRequest>,
+    ) -> Result<tonic::Response<ExportTraceServiceResponse>, tonic::Status> {
+        self.0.lock().extend(decode(request.into_inner()));
+        Ok(tonic::Response::new(ExportTraceServiceResponse::default()))
+    }
+}
+
+fn decode(request: ExportTraceServiceRequest) -> Vec<Received> {
     let mut received = Vec::new();
     for resource_spans in request.resource_spans {
         let resource = resource_spans
@@ -125,8 +175,7 @@ async fn export(State(spans): State<Arc<Mutex<Vec<Received>>>>, body: Bytes) -> 
             });
         }
     }
-    spans.lock().extend(received);
-    StatusCode::OK
+    received
 }
 
 fn attributes(pairs: &[KeyValue]) -> Map<String, Value> {

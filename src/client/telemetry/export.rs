@@ -18,8 +18,8 @@
 //! assert!(Telemetry::start(&TelemetryConfig::default()).unwrap().is_none());
 //! ```
 
-pub use super::NAS_TARGET;
 use super::INVOKE;
+pub use super::NAS_TARGET;
 use crate::core::config::{OtlpProtocol, TelemetryConfig};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use opentelemetry::trace::TracerProvider as _;
@@ -206,9 +206,6 @@ mod tests {
         );
         assert_eq!(traces_url("http://c:4318/"), "http://c:4318/v1/traces");
         assert_eq!(traces_url("http://c/v1/traces"), "http://c/v1/traces");
-        assert_eq!(
-            traces_url("http://c/prefix"),
-            "http://c/prefix/v1/traces"
-        );
+        assert_eq!(traces_url("http://c/prefix"), "http://c/prefix/v1/traces");
     }
 }

@@ -562,7 +562,8 @@ fn telemetry_values_are_checked() {
     let config = Config::load_with(Some(&path), &no_env, dir.path()).unwrap();
     assert_eq!(config.telemetry.sample_ratio, 0.25);
     assert_eq!(config.telemetry.flush_timeout_ms, 0);
-    let cases: [(&str, fn(&mut Config)); 7] = [
+    type Edit = fn(&mut Config);
+    let cases: [(&str, Edit); 7] = [
         ("telemetry.otlp_endpoint", |c| {
             c.telemetry.otlp_endpoint = Some("https://collector:4318".into())
         }),

@@ -251,8 +251,10 @@ impl Config {
 /// Why `endpoint` is not a collector URL this build can send to.
 fn check_endpoint(endpoint: &str) -> std::result::Result<(), &'static str> {
     if endpoint.starts_with("https://") {
-        return Err("TLS is not built in: expected an http:// URL (a collector or agent \
-                    on this host or network, e.g. http://127.0.0.1:4318)");
+        return Err(
+            "TLS is not built in: expected an http:// URL (a collector or agent \
+                    on this host or network, e.g. http://127.0.0.1:4318)",
+        );
     }
     let Some(rest) = endpoint.strip_prefix("http://") else {
         return Err("expected an http:// URL such as http://127.0.0.1:4318");
@@ -273,8 +275,10 @@ fn check_endpoint(endpoint: &str) -> std::result::Result<(), &'static str> {
     };
     let valid_port = port.is_none_or(|port| port.parse::<u16>().is_ok());
     if host.is_empty() || !valid_port || authority.contains(char::is_whitespace) {
-        return Err("expected an http:// URL with a host and an optional port, such as \
-                    http://127.0.0.1:4318");
+        return Err(
+            "expected an http:// URL with a host and an optional port, such as \
+                    http://127.0.0.1:4318",
+        );
     }
     Ok(())
 }
