@@ -264,6 +264,7 @@ fn validate_passes_in_this_repo() {
         "store",
         "mode",
         "mlflow",
+        "telemetry",
     ];
     assert_eq!(names, expected);
     for check in doc["checks"].as_array().unwrap() {

@@ -38,6 +38,7 @@ pub(super) fn run_all(config_path: Option<&Path>) -> Vec<Check> {
     checks.push(check_store(&config.store.url));
     checks.push(check_mode(&config));
     checks.push(check_mlflow(&config));
+    checks.push(super::telemetry::check_telemetry(&config));
     checks
 }
 

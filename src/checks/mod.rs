@@ -1,6 +1,6 @@
 //! The environment checks of `cerebros-bridge validate`, for any host: the config, the
 //! Python the venv holds against the embedded one, the packages, the service module and
-//! its ops, the store, the mode's needs and MLflow. [`Client::start`](crate::Client::start)
+//! its ops, the store, the mode's needs, MLflow and the telemetry collector. [`Client::start`](crate::Client::start)
 //! refuses a venv of another Python than the embedded one and a service module that does
 //! not import; these checks report everything at once, each with how to fix it.
 //!
@@ -19,6 +19,7 @@
 
 mod bridge;
 mod python;
+mod telemetry;
 
 use serde::Serialize;
 use std::fmt;

@@ -10,6 +10,7 @@
 //! * `env`: the environment's overrides;
 //! * `validate`: the bounds of every key; `store_url`: the check of `store.url`.
 
+mod collector;
 mod env;
 mod load;
 mod mode;
@@ -18,6 +19,7 @@ mod toml_error;
 mod types;
 mod validate;
 
+pub use collector::CollectorAddress;
 pub use load::{CONFIG_ENV, DEFAULT_FILE_NAME};
 pub use mode::{Mode, ParseModeError};
 pub use store_url::{check_store_path, store_path};

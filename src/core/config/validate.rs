@@ -1,7 +1,7 @@
 //! Validation: every value against what its key accepts (the numeric bounds, the
 //! module name, the retried error classes, the store URL).
 
-use super::{value_error, Config};
+use super::{value_error, CollectorAddress, Config};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use std::fmt;
 use std::ops::RangeInclusive;
@@ -229,7 +229,7 @@ impl Config {
     fn check_telemetry(&self) -> Result<()> {
         let telemetry = &self.telemetry;
         if let Some(endpoint) = &telemetry.otlp_endpoint {
-            if let Err(why) = check_endpoint(endpoint) {
+            if let Err(why) = CollectorAddress::parse(endpoint) {
                 let shown = format_args!("{endpoint:?}");
                 return Err(self.invalid("telemetry.otlp_endpoint", shown, why));
             }
@@ -246,41 +246,6 @@ impl Config {
         }
         Ok(())
     }
-}
-
-/// Why `endpoint` is not a collector URL this build can send to.
-fn check_endpoint(endpoint: &str) -> std::result::Result<(), &'static str> {
-    if endpoint.starts_with("https://") {
-        return Err(
-            "TLS is not built in: expected an http:// URL (a collector or agent \
-                    on this host or network, e.g. http://127.0.0.1:4318)",
-        );
-    }
-    let Some(rest) = endpoint.strip_prefix("http://") else {
-        return Err("expected an http:// URL such as http://127.0.0.1:4318");
-    };
-    let authority = rest.split(['/', '?', '#']).next().unwrap_or_default();
-    let (host, port) = match authority.strip_prefix('[') {
-        // An IPv6 literal: [::1]:4318
-        Some(literal) => match literal.split_once(']') {
-            Some((host, rest)) if rest.is_empty() || rest.starts_with(':') => {
-                (host, rest.strip_prefix(':'))
-            }
-            _ => ("", None),
-        },
-        None => match authority.rsplit_once(':') {
-            Some((host, port)) => (host, Some(port)),
-            None => (authority, None),
-        },
-    };
-    let valid_port = port.is_none_or(|port| port.parse::<u16>().is_ok());
-    if host.is_empty() || !valid_port || authority.contains(char::is_whitespace) {
-        return Err(
-            "expected an http:// URL with a host and an optional port, such as \
-                    http://127.0.0.1:4318",
-        );
-    }
-    Ok(())
 }
 
 /// A numeric key, its value, the range it accepts and what it is ("an integer").
