@@ -4,6 +4,7 @@
 //! service ([`rules`](mod@rules)).
 
 pub mod rules;
+mod synthetic;
 
 use crate::core::bounded_read;
 use crate::core::contracts::RunStartedV1;
@@ -98,7 +99,8 @@ impl Default for Budget {
 pub struct RunSpec {
     /// A human name for the run.
     pub name: String,
-    /// `sklearn:NAME`, `csv:PATH` or `npz:PATH` (paths relative to the spec file).
+    /// `sklearn:NAME`, `synthetic:NAME`, `csv:PATH` or `npz:PATH` (paths relative to the
+    /// spec file).
     pub dataset: String,
     /// What to optimise.
     #[serde(default = "default_objective")]
@@ -245,10 +247,12 @@ impl RunSpec {
     }
 
     fn validate_dataset(&self) -> Result<()> {
-        let (kind, rest) = self
-            .dataset
-            .split_once(':')
-            .ok_or_else(|| key_error("dataset", "must be sklearn:NAME, csv:PATH or npz:PATH"))?;
+        let (kind, rest) = self.dataset.split_once(':').ok_or_else(|| {
+            key_error(
+                "dataset",
+                "must be sklearn:NAME, synthetic:NAME, csv:PATH or npz:PATH",
+            )
+        })?;
         let option = |key: &str| self.dataset_options.get(key).and_then(Value::as_str);
         if kind != "csv" && option("target").is_some() {
             return Err(key_error(
@@ -256,7 +260,19 @@ impl RunSpec {
                 "applies to csv datasets only",
             ));
         }
-        match kind {
+        if kind != "synthetic" {
+            if let Some(key) = self
+                .dataset_options
+                .keys()
+                .find(|k| synthetic::is_synthetic_option(k))
+            {
+                return Err(key_error(
+                    &format!("dataset_options.{key}"),
+                    "applies to synthetic datasets only",
+                ));
+            }
+        }
+        let task = match kind {
             "sklearn" => {
                 let tasks = &rules().sklearn_datasets;
                 let Some(task) = tasks.get(rest) else {
@@ -275,33 +291,37 @@ impl RunSpec {
                         &format!("sklearn:{rest} is a {task} dataset, not {asked}"),
                     ));
                 }
-                let needs = rules()
-                    .objectives
-                    .get(&self.objective)
-                    .and_then(|o| o.task.as_deref());
-                match needs {
-                    Some(needs) if needs != task => Err(key_error(
-                        "objective",
-                        &format!(
-                            "{} needs a {needs} dataset, but sklearn:{rest} is a {task} dataset",
-                            self.objective
-                        ),
-                    )),
-                    _ => Ok(()),
-                }
+                task.as_str()
             }
+            "synthetic" => synthetic::check(rest, &self.dataset_options)?,
             "csv" | "npz" => {
                 let path = Path::new(rest);
                 check_regular_file(path)?;
                 if kind == "csv" {
                     self.check_csv_target(path)?;
                 }
-                Ok(())
+                return Ok(());
             }
-            other => Err(key_error(
-                "dataset",
-                &format!("unknown source {other:?}: expected sklearn, csv or npz"),
+            other => {
+                return Err(key_error(
+                    "dataset",
+                    &format!("unknown source {other:?}: expected sklearn, synthetic, csv or npz"),
+                ))
+            }
+        };
+        let needs = rules()
+            .objectives
+            .get(&self.objective)
+            .and_then(|o| o.task.as_deref());
+        match needs {
+            Some(needs) if needs != task => Err(key_error(
+                "objective",
+                &format!(
+                    "{} needs a {needs} dataset, but {} is a {task} dataset",
+                    self.objective, self.dataset
+                ),
             )),
+            _ => Ok(()),
         }
     }
 

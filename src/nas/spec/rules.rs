@@ -2,7 +2,8 @@
 //! `python/cerebros_service/nas/spec_rules.json`, embedded here and loaded there by
 //! `cerebros_service.nas.rules`. It lists, for each section (`search_space`, `budget`,
 //! `dataset_options`), every key's kind, bounds and default, the activations the trainer
-//! implements, the search-space pairs that must be ordered and the scikit-learn datasets.
+//! implements, the search-space pairs that must be ordered, the scikit-learn datasets and
+//! the synthetic generators' options.
 //! `tests/fixtures/spec_cases.json` holds good and bad values both languages are tested
 //! against, so the host never accepts a spec the service refuses.
 
@@ -31,6 +32,11 @@ pub struct Rules {
     pub objectives: BTreeMap<String, Objective>,
     /// The task (`classification` or `regression`) of each `sklearn:` dataset.
     pub sklearn_datasets: BTreeMap<String, String>,
+    /// The options each `synthetic:NAME` generator accepts, with their defaults (NAME is
+    /// the generator's task).
+    pub synthetic_datasets: BTreeMap<String, Map<String, Value>>,
+    /// The most values (`samples * features`) a synthetic dataset may hold.
+    pub synthetic_max_values: u64,
 }
 
 /// An objective a run can optimise.
