@@ -120,6 +120,19 @@ pub struct RunSpec {
     /// The budget.
     #[serde(default)]
     pub budget: Budget,
+    /// Which trainer trains the trials: `numpy` (the default) or `keras`.
+    #[serde(default = "default_trainer")]
+    pub trainer: String,
+}
+
+fn default_trainer() -> String {
+    rules()
+        .trainer
+        .default
+        .as_ref()
+        .and_then(Value::as_str)
+        .expect("spec_rules.json: trainer has a string default")
+        .to_owned()
 }
 
 fn default_objective() -> String {
@@ -423,6 +436,7 @@ impl RunSpec {
         );
         parameters.insert("seed".into(), self.seed.into());
         parameters.insert("run_seed".into(), self.seed.into());
+        parameters.insert("trainer".into(), self.trainer.clone().into());
         parameters.insert(
             "artifact_dir".into(),
             artifact_dir.display().to_string().into(),
@@ -452,7 +466,7 @@ pub fn trial_seed(run_seed: u64, index: u32) -> u64 {
 const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// The top-level keys of a spec.
-const TOP_LEVEL_KEYS: [&str; 8] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "name",
     "dataset",
     "objective",
@@ -461,6 +475,7 @@ const TOP_LEVEL_KEYS: [&str; 8] = [
     "dataset_options",
     "search_space",
     "budget",
+    "trainer",
 ];
 
 /// Checks the keys and value kinds of a parsed spec document, naming the key of the
@@ -511,6 +526,9 @@ fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>
         if let Some(rule) = rules().objectives.get(&objective) {
             document.insert("direction".into(), rule.direction.clone().into());
         }
+    }
+    if let Some(value) = document.get("trainer") {
+        rules::check_value(&rules().trainer, value, "trainer")?;
     }
     if let Some(value) = document.get_mut("seed") {
         let seed = value.as_u64().or_else(|| {

@@ -18,6 +18,8 @@ const TABLE: &str = include_str!("../../../python/cerebros_service/nas/spec_rule
 /// The table (see the module docs).
 #[derive(Debug, Deserialize)]
 pub struct Rules {
+    /// The top-level `trainer` key: which trainer trains the trials.
+    pub trainer: Rule,
     /// Activation names the trainer implements.
     pub activations: Vec<String>,
     /// The search space's keys.
@@ -372,6 +374,7 @@ mod tests {
     #[test]
     fn the_table_loads_and_has_every_default_it_needs() {
         let rules = rules();
+        assert_eq!(rules.trainer.default, Some(Value::from("numpy")));
         assert!(rules.activations.contains(&"relu".to_string()));
         for key in rules.budget.keys() {
             rules.budget_default(key);

@@ -228,3 +228,25 @@ fn a_synthetic_dataset_needs_an_objective_of_its_task() {
         .contains("synthetic:regression is a regression dataset"));
     parse(&format!("{text}objective = \"val_rmse\"\n")).unwrap();
 }
+
+#[test]
+fn the_trainer_defaults_to_numpy_and_travels_with_every_trial() {
+    let spec = parse(BASE).unwrap();
+    assert_eq!(spec.trainer, "numpy");
+    let parameters = spec.trial_parameters(Path::new("artifacts"));
+    assert_eq!(parameters["trainer"], "numpy");
+    let spec = parse(&format!("trainer = \"keras\"\n{BASE}")).unwrap();
+    assert_eq!(spec.trainer, "keras");
+    let started = spec.run_started("r1", "2026-01-01T00:00:00Z", Path::new("artifacts"));
+    assert_eq!(started.parameters["trainer"], "keras");
+}
+
+#[test]
+fn an_unknown_trainer_is_refused_naming_the_key() {
+    for value in ["\"torch\"", "\"\"", "1"] {
+        let err = parse(&format!("trainer = {value}\n{BASE}")).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Contract);
+        assert_eq!(err.details["key"], "trainer", "{value}: {err}");
+        assert!(err.message.contains("numpy, keras"), "{err}");
+    }
+}
