@@ -4,8 +4,8 @@ The model mirrors :mod:`.network`: unit ``j`` of level ``k`` is a ``Dense`` laye
 neuron count over the concatenation (``Concatenate``, as Cerebros does) of its predecessor
 units and its lateral sources; the output ``Dense`` reads the concatenation of the last
 level's units. Initialisation follows the numpy trainer (He normal for relu, elu and gelu,
-Glorot uniform for tanh and sigmoid and the output layer, zero biases), each layer's
-initialiser seeded from the trial seed. One difference: Keras's ``gelu`` is the exact (erf)
+Glorot uniform for tanh and sigmoid and the output layer, zero biases), drawn with numpy from
+the trial seed. One difference: Keras's ``gelu`` is the exact (erf)
 one where the numpy trainer uses the tanh approximation.
 
 Training mirrors :mod:`.trainer`: the same split and standardisation, Adam (the
@@ -108,25 +108,10 @@ def devices() -> list[str] | None:
         return []
 
 
-def _initializers(keras: Any, activation: str) -> tuple[Callable, Callable]:
-    """(hidden initialiser, output initialiser) factories taking a layer's own seed."""
-    if activation in ("relu", "elu", "gelu"):
-        hidden = lambda s: keras.initializers.VarianceScaling(  # noqa: E731
-            scale=2.0, mode="fan_in", distribution="untruncated_normal", seed=s
-        )
-    else:
-        hidden = lambda s: keras.initializers.GlorotUniform(seed=s)  # noqa: E731
-    return hidden, lambda s: keras.initializers.GlorotUniform(seed=s)
-
-
 def build_model(arch: Architecture, n_inputs: int, n_outputs: int, seed: int) -> Any:
     """The functional model of ``arch`` over standardised inputs (raw outputs: logits or
     standardised predictions), its weights initialised from ``seed``."""
     keras = _import_keras()
-    layer_seeds = iter(
-        int(s) for s in seeded_rng(seed, INIT_STREAM).integers(2**31, size=_n_layers(arch))
-    )
-    hidden_init, output_init = _initializers(keras, arch.activation)
     inputs = keras.Input(shape=(n_inputs,), name="features")
     outputs: dict[tuple[int, int], Any] = {(0, 0): inputs}
 
@@ -140,24 +125,36 @@ def build_model(arch: Architecture, n_inputs: int, n_outputs: int, seed: int) ->
             outputs[(k, j)] = keras.layers.Dense(
                 neurons,
                 activation=arch.activation,
-                kernel_initializer=hidden_init(next(layer_seeds)),
-                bias_initializer="zeros",
+                kernel_initializer="zeros",
                 name=f"unit_{k}_{j}",
             )(joined(sources, f"into_{k}_{j}"))
     last = len(arch.levels)
     top = joined([outputs[(last, j)] for j in range(len(arch.levels[-1]))], "into_output")
-    logits = keras.layers.Dense(
-        n_outputs,
-        kernel_initializer=output_init(next(layer_seeds)),
-        bias_initializer="zeros",
-        name="output",
-    )(top)
-    return keras.Model(inputs, logits, name="cerebros_candidate")
+    logits = keras.layers.Dense(n_outputs, kernel_initializer="zeros", name="output")(top)
+    model = keras.Model(inputs, logits, name="cerebros_candidate")
+    model.set_weights(_initial_weights(model, arch.activation, seed))
+    return model
 
 
-def _n_layers(arch: Architecture) -> int:
-    """The Dense layers of ``arch``: its units and the output layer."""
-    return sum(len(level) for level in arch.levels) + 1
+def _initial_weights(model: Any, activation: str, seed: int) -> list[np.ndarray]:
+    """The numpy trainer's initialisation, layer by layer (drawn with numpy: seeded,
+    thread-safe, and without compiling a random kernel per shape): He normal (relu, elu,
+    gelu) or Glorot uniform (tanh, sigmoid) kernels, a Glorot uniform output kernel, zero
+    biases."""
+    rng = seeded_rng(seed, INIT_STREAM)
+    he = activation in ("relu", "elu", "gelu")
+    weights: list[np.ndarray] = []
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        fan_in, fan_out = layer.kernel.shape
+        if he and layer.name != "output":
+            kernel = rng.standard_normal((fan_in, fan_out)) * np.sqrt(2.0 / fan_in)
+        else:
+            limit = np.sqrt(6.0 / (fan_in + fan_out))
+            kernel = rng.uniform(-limit, limit, (fan_in, fan_out))
+        weights += [kernel.astype(np.float32), np.zeros(fan_out, dtype=np.float32)]
+    return weights
 
 
 def n_params(model: Any) -> int:
