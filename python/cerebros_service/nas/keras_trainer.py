@@ -183,6 +183,8 @@ def train(
     keras = _import_keras()
     keras.utils.set_random_seed(seed % 2**32)
     classification = data.task == "classification"
+    n = data.x_train.shape[0]
+    batch_size = max(1, min(int(batch_size), n))
     model.compile(
         optimizer=keras.optimizers.Adam(
             learning_rate=learning_rate, beta_1=BETA1, beta_2=BETA2, epsilon=EPSILON
@@ -192,10 +194,11 @@ def train(
             if classification
             else keras.losses.MeanSquaredError()
         ),
+        # One compiled execution runs the whole epoch's steps: the same updates as step by
+        # step, without Python's overhead per mini-batch (about 7x faster on digits).
+        steps_per_execution=-(-n // batch_size),
     )
     shuffle_rng = seeded_rng(seed, SHUFFLE_STREAM)
-    n = data.x_train.shape[0]
-    batch_size = max(1, min(int(batch_size), n))
     targets = data.y_train if classification else data.y_train.reshape(n, 1)
     metric = "val_accuracy" if classification else "val_rmse"
     best_weights = model.get_weights()
@@ -213,8 +216,7 @@ def train(
             verbose=0,
         )
         train_loss = float(history.history["loss"][-1])
-        out = model.predict(data.x_val, batch_size=_PREDICT_BATCH, verbose=0)
-        val_loss, val_metric = scores(np.asarray(out, dtype=np.float32), data)
+        val_loss, val_metric = scores(_outputs(model, data.x_val), data)
         result.epochs_run = epoch
         result.train_loss.append(train_loss)
         result.val_loss.append(val_loss)
@@ -238,6 +240,15 @@ def train(
             break
     model.set_weights(best_weights)
     return result
+
+
+def _outputs(model: Any, x: np.ndarray) -> np.ndarray:
+    """The model's raw outputs for ``x``, in chunks (one compiled call each)."""
+    chunks = [
+        np.asarray(model.predict_on_batch(x[i : i + _PREDICT_BATCH]), dtype=np.float32)
+        for i in range(0, x.shape[0], _PREDICT_BATCH)
+    ]
+    return np.concatenate(chunks)
 
 
 def save_model(path: Path, model: Any, data: Dataset, meta: dict[str, Any]) -> tuple[str, int]:
