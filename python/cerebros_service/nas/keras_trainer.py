@@ -158,7 +158,9 @@ def _initial_weights(model: Any, activation: str, seed: int) -> list[np.ndarray]
 
 
 def n_params(model: Any) -> int:
-    """The model's trainable parameters (the numpy network's count for the same arch)."""
+    """The model's trainable parameters: the numpy network's count for the same
+    architecture, less the units no later unit reads (a dead end is not in the Keras graph,
+    where the numpy network computes it)."""
     return int(sum(math.prod(w.shape) for w in model.trainable_weights))
 
 
