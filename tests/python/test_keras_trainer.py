@@ -132,6 +132,20 @@ def test_a_keras_trial_reports_like_a_numpy_trial_and_its_artifact_loads(tmp_pat
     )
 
 
+def test_a_keras_regression_artifact_predicts_in_the_targets_units(tmp_path):
+    options = {"samples": 200, "features": 5, "informative": 3, "noise": 5.0}
+    body = payload(tmp_path, "keras", dataset_id="synthetic:regression")
+    body["parameters"].update(objective="val_rmse", dataset_options=options)
+    report = cerebros_service.run_trial(body)
+    assert report["status"] == "succeeded", report
+    model = keras.saving.load_model(report["artifact_uri"].removeprefix("file://"))
+    data = load_dataset("synthetic:regression", options, 1)
+    raw = data.x_val.astype(np.float64) * data.x_std + data.x_mean
+    predicted = model.predict(raw, verbose=0)[:, 0]
+    rmse = float(np.sqrt(np.mean((predicted - data.y_val_raw) ** 2)))
+    assert rmse == pytest.approx(report["metrics"]["val_rmse"], rel=1e-3)
+
+
 def test_keras_missing_is_a_dependency_error_up_front(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "keras", None)  # "import keras" raises ImportError
     run = {
