@@ -26,8 +26,19 @@ const PACKAGES_HINT: &str = ".venv/bin/pip install -r requirements.txt";
 /// Packages the service needs: (import name, distribution name).
 const REQUIRED_PACKAGES: [(&str, &str); 2] = [("numpy", "numpy"), ("sklearn", "scikit-learn")];
 
-/// Packages only MLflow sync needs: missing ones are a warning (runs go on without it).
-const OPTIONAL_PACKAGES: [(&str, &str); 1] = [("mlflow", "mlflow")];
+/// Packages only one feature needs: missing ones are a warning (runs go on without them).
+const OPTIONAL_PACKAGES: [(&str, &str); 2] = [("mlflow", "mlflow"), ("keras", "keras")];
+
+/// How to install an optional package, and what needs it.
+fn optional_hint(name: &str) -> &'static str {
+    match name {
+        "keras" => {
+            ".venv/bin/pip install 'cerebros_service[keras]' (trainer = \"keras\" needs it; \
+             the numpy trainer does not)"
+        }
+        _ => ".venv/bin/pip install mlflow (MLflow sync needs it; runs go on without it)",
+    }
+}
 
 /// `python`: the Python executable exists, runs, and has the embedded interpreter's
 /// major.minor version.
@@ -225,11 +236,15 @@ fn packages_verdict(required: &[Found], optional: &[Found]) -> Check {
         .collect::<Vec<_>>()
         .join(", ");
     let missing = |found: &[Found]| found.iter().any(|(_, v)| v.is_none());
+    let hints: Vec<&str> = optional
+        .iter()
+        .filter(|(_, version)| version.is_none())
+        .map(|(name, _)| optional_hint(name))
+        .collect();
     if missing(required) {
         Check::fail("packages", detail, PACKAGES_HINT)
-    } else if missing(optional) {
-        let hint = ".venv/bin/pip install mlflow (MLflow sync needs it; runs go on without it)";
-        Check::warn("packages", detail, hint)
+    } else if !hints.is_empty() {
+        Check::warn("packages", detail, hints.join("; "))
     } else {
         Check::ok("packages", detail)
     }
@@ -250,6 +265,11 @@ mod tests {
         assert_eq!(check.detail, "numpy 2.0, sklearn missing");
         let check = packages_verdict(std::slice::from_ref(&numpy), &[no_mlflow]);
         assert_eq!(check.status, Status::Warn);
+        let no_keras = ("keras", None);
+        let check = packages_verdict(std::slice::from_ref(&numpy), &[no_keras]);
+        assert_eq!(check.status, Status::Warn);
+        assert_eq!(check.detail, "numpy 2.0, keras missing");
+        assert!(check.hint.unwrap().contains("cerebros_service[keras]"));
         let check = packages_verdict(&[numpy], &[]);
         assert_eq!(check.status, Status::Ok);
     }
