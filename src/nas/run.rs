@@ -17,6 +17,7 @@
 //! trials: woken after every recorded trial, it mirrors the store's MLflow outbox into
 //! MLflow without ever holding a trial up, and flushes once more when the run has ended.
 
+mod history;
 mod report;
 
 use crate::client::{CallOptions, Client};
@@ -462,6 +463,12 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     request.search_space = context.search_space.clone();
     request.budget = budget_map(&context.spec.budget);
     request.parameters = context.parameters.clone();
+    if !context.spec.search.is_default() {
+        let trials = context.worker.read_trials(run_id).await?;
+        if let Some(history) = history::history(&context.spec, &trials, index) {
+            request.parameters.insert("history".into(), history);
+        }
+    }
     let options = CallOptions {
         timeout: Some(Duration::from_millis(context.spec.budget.trial_timeout_ms)),
         ..CallOptions::default()
@@ -557,14 +564,16 @@ async fn acknowledge(context: &TrialContext, record: &TrialRecord) {
 }
 
 /// The record of a checked reply, under the ids the host asked for. A trial the service
-/// reports as not succeeded carries its reason (the reply's warnings) as its error.
+/// reports as failed, skipped or cancelled carries its reason (the reply's warnings) as its
+/// error; a pruned one has none (pruning is not a failure).
 fn trial_from_report(
     request: &TrialRequestedV1,
     checked: CheckedReport,
     started_at: String,
     took: Duration,
 ) -> (TrialRecord, Option<ArtifactRecord>) {
-    let error = (checked.status != TrialStatus::Succeeded).then(|| {
+    let failed = !matches!(checked.status, TrialStatus::Succeeded | TrialStatus::Pruned);
+    let error = failed.then(|| {
         let reason = if checked.warnings.is_empty() {
             "no reason given".to_owned()
         } else {

@@ -80,6 +80,45 @@ impl Default for Budget {
     }
 }
 
+/// How trials are chosen and stopped (`[search]`, DESIGN §13): the strategy (`random`,
+/// `tpe`, `cmaes`) and the pruner (`none`, `median`, `asha`), names checked by the shared
+/// table ([`rules`](mod@rules)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Search {
+    /// Where each trial's architecture comes from.
+    pub strategy: String,
+    /// What stops a hopeless trial early.
+    pub pruner: String,
+}
+
+impl Default for Search {
+    /// The defaults of the shared table: `random`, `none` (today's behaviour).
+    fn default() -> Self {
+        Search {
+            strategy: rules().search_default("strategy"),
+            pruner: rules().search_default("pruner"),
+        }
+    }
+}
+
+impl Search {
+    /// Whether the strategy is `random` and there is no pruner: trials need no history.
+    pub fn is_default(&self) -> bool {
+        *self == Search::default()
+    }
+
+    /// Whether a trial needs the sampled architectures of the run's other trials.
+    pub fn needs_architectures(&self) -> bool {
+        self.strategy != Search::default().strategy
+    }
+
+    /// Whether a trial needs the per-epoch curves of the run's other trials.
+    pub fn needs_curves(&self) -> bool {
+        self.pruner != Search::default().pruner
+    }
+}
+
 /// A validated run spec.
 ///
 /// ```
@@ -118,6 +157,10 @@ pub struct RunSpec {
     /// The budget.
     #[serde(default)]
     pub budget: Budget,
+    /// The search strategy and pruner (absent from a stored spec when both are defaults,
+    /// so a spec written before they existed reads and writes the same).
+    #[serde(default, skip_serializing_if = "Search::is_default")]
+    pub search: Search,
 }
 
 fn default_objective() -> String {
@@ -231,6 +274,9 @@ impl RunSpec {
     pub fn validate(&self) -> Result<()> {
         check_name(&self.name)?;
         check_section(Section::Budget, &budget_map(&self.budget))?;
+        if let Ok(Value::Object(search)) = serde_json::to_value(&self.search) {
+            check_section(Section::Search, &search)?;
+        }
         let objectives = &rules().objectives;
         if !objectives.contains_key(&self.objective) {
             let known: Vec<&str> = objectives.keys().map(String::as_str).collect();
@@ -403,6 +449,12 @@ impl RunSpec {
         );
         parameters.insert("seed".into(), self.seed.into());
         parameters.insert("run_seed".into(), self.seed.into());
+        if !self.search.is_default() {
+            parameters.insert(
+                "search".into(),
+                serde_json::to_value(&self.search).unwrap_or_default(),
+            );
+        }
         parameters.insert(
             "artifact_dir".into(),
             artifact_dir.display().to_string().into(),
@@ -432,7 +484,7 @@ pub fn trial_seed(run_seed: u64, index: u32) -> u64 {
 const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// The top-level keys of a spec.
-const TOP_LEVEL_KEYS: [&str; 8] = [
+const TOP_LEVEL_KEYS: [&str; 9] = [
     "name",
     "dataset",
     "objective",
@@ -441,6 +493,7 @@ const TOP_LEVEL_KEYS: [&str; 8] = [
     "dataset_options",
     "search_space",
     "budget",
+    "search",
 ];
 
 /// Checks the keys and value kinds of a parsed spec document, naming the key of the
@@ -508,6 +561,7 @@ fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>
     for section in [
         Section::SearchSpace,
         Section::Budget,
+        Section::Search,
         Section::DatasetOptions,
     ] {
         let key = section.name();
