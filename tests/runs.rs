@@ -351,8 +351,14 @@ fn a_tpe_run_resumed_midway_ends_with_the_trials_of_an_uninterrupted_one_and_pru
         assert_eq!(architecture(a), architecture(b), "trial {}", a["index"]);
         assert_eq!(a["metrics"], b["metrics"], "trial {}", a["index"]);
     }
-    assert_eq!(resumed["run"]["best_trial_id"].as_str().map(|b| &b[b.len() - 4..]),
-        expected["run"]["best_trial_id"].as_str().map(|b| &b[b.len() - 4..]));
+    assert_eq!(
+        resumed["run"]["best_trial_id"]
+            .as_str()
+            .map(|b| &b[b.len() - 4..]),
+        expected["run"]["best_trial_id"]
+            .as_str()
+            .map(|b| &b[b.len() - 4..])
+    );
 
     // ASHA pruned some trials: recorded with the epochs they ran, no artifact, no error,
     // counted as completed, never the best.
@@ -362,17 +368,26 @@ fn a_tpe_run_resumed_midway_ends_with_the_trials_of_an_uninterrupted_one_and_pru
         let ran = trial["metrics"]["epochs_run"].as_u64().unwrap();
         assert!((1..8).contains(&ran), "{trial}");
         assert_eq!(
-            trial["metrics"]["curve"]["val_accuracy"].as_array().unwrap().len() as u64,
+            trial["metrics"]["curve"]["val_accuracy"]
+                .as_array()
+                .unwrap()
+                .len() as u64,
             ran
         );
-        assert!(trial["artifact_uri"].is_null() && trial["error"].is_null(), "{trial}");
+        assert!(
+            trial["artifact_uri"].is_null() && trial["error"].is_null(),
+            "{trial}"
+        );
         assert_ne!(resumed["run"]["best_trial_id"], trial["trial_id"]);
     }
     assert_eq!(resumed["run"]["trials_completed"], trials);
     let (code, shown, _) = scratch.run(&["runs", "show", &run_id, "--json"], &[]);
     assert_eq!(code, 0);
     assert_eq!(trials_by_index(&shown), after);
-    let output = scratch.command(&["runs", "show", &run_id], &[]).output().unwrap();
+    let output = scratch
+        .command(&["runs", "show", &run_id], &[])
+        .output()
+        .unwrap();
     let text = String::from_utf8_lossy(&output.stdout);
     let id = pruned[0]["trial_id"].as_str().unwrap();
     let line = text.lines().find(|l| l.contains(id)).unwrap();

@@ -131,7 +131,10 @@ fn show(store: &Store, run_id: &str, json: bool) -> Result<i32> {
                 (Some(e), _) => format!("  ({})", printable(e)),
                 (None, TrialState::Pruned) => format!(
                     "  (pruned after {} epochs)",
-                    trial.metrics.get("epochs_run").map_or("?".into(), |n| n.to_string())
+                    trial
+                        .metrics
+                        .get("epochs_run")
+                        .map_or("?".into(), |n| n.to_string())
                 ),
                 (None, _) => String::new(),
             };

@@ -21,8 +21,13 @@ from typing import Any
 
 from .._dispatch import OpError
 from .rules import RULES
-from .search_space import ARCH_STREAM, Architecture, build_architecture, sample_architecture
-from .search_space import seeded_rng
+from .search_space import (
+    ARCH_STREAM,
+    Architecture,
+    build_architecture,
+    sample_architecture,
+    seeded_rng,
+)
 from .study import build_study, import_optuna, params_of
 
 __all__ = ["STRATEGIES", "OptunaChoices", "require", "suggest_architecture"]

@@ -150,8 +150,11 @@ impl TrialState {
     ];
 
     /// The states a run counts in `trials_completed`, and a resume does not run again.
-    pub const COMPLETED: [TrialState; 3] =
-        [TrialState::Succeeded, TrialState::Failed, TrialState::Pruned];
+    pub const COMPLETED: [TrialState; 3] = [
+        TrialState::Succeeded,
+        TrialState::Failed,
+        TrialState::Pruned,
+    ];
 
     /// The name stored and printed.
     pub fn as_str(self) -> &'static str {
@@ -175,10 +178,7 @@ impl TrialState {
     pub fn queues_sync(self) -> bool {
         matches!(
             self,
-            TrialState::Succeeded
-                | TrialState::Failed
-                | TrialState::Cancelled
-                | TrialState::Pruned
+            TrialState::Succeeded | TrialState::Failed | TrialState::Cancelled | TrialState::Pruned
         )
     }
 }
