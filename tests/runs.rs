@@ -409,3 +409,25 @@ fn an_unknown_search_strategy_is_refused_naming_the_key() {
     let message = doc["error"]["message"].as_str().unwrap();
     assert!(message.contains("search.strategy"), "{message}");
 }
+
+#[test]
+fn no_trial_starts_once_the_wall_clock_budget_is_spent() {
+    let scratch = Scratch::new(2);
+    let spec = common::iris_spec("budget", 200, 2)
+        .replace("parallelism = 2", "parallelism = 2\nmax_seconds = 1");
+    std::fs::write(scratch.path("spec.toml"), spec).unwrap();
+    let slow = [("NAS_FIXTURE_SLEEP", "0.3".to_string())];
+    let (code, doc, stderr) = scratch.run(&["run", &scratch.spec(), "--json"], &slow);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(doc["run"]["status"], "succeeded");
+    let completed = doc["run"]["trials_completed"].as_u64().unwrap();
+    // About 1 s / 0.3 s per trial, 2 at a time; never the 200 planned.
+    assert!((2..40).contains(&completed), "{completed} trials");
+    let trials = trials_by_index(&doc);
+    assert_eq!(
+        trials.len() as u64,
+        completed,
+        "only started trials are recorded"
+    );
+    assert!(trials.iter().all(|t| t["status"] == "succeeded"));
+}

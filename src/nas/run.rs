@@ -107,6 +107,8 @@ struct TrialContext {
     spec: RunSpec,
     search_space: Map<String, Value>,
     parameters: Map<String, Value>,
+    /// When the run's wall-clock budget (`budget.max_seconds`) is spent, if it has one.
+    deadline: Option<Instant>,
 }
 
 impl RunWorker {
@@ -249,6 +251,8 @@ impl RunWorker {
             .run(move |store| store.record_start(&id, &stored_info))
             .await?;
         self.emit("ml.run.start", run_id, info.clone());
+        let max_seconds = spec.budget.max_seconds;
+        let deadline = (max_seconds > 0).then(|| Instant::now() + Duration::from_secs(max_seconds));
         let search_space = info
             .get("search_space")
             .and_then(Value::as_object)
@@ -260,6 +264,7 @@ impl RunWorker {
             spec: spec.clone(),
             search_space,
             parameters: spec.trial_parameters(&artifact_dir),
+            deadline,
         });
         let finished: std::collections::HashSet<u32> = self
             .read_trials(run_id)
@@ -347,8 +352,9 @@ impl RunWorker {
     }
 }
 
-/// Runs the pending trials, `parallelism` at a time, until all are done or `cancel` is
-/// raised (then the running ones are dropped, which cancels their Python calls, and
+/// Runs the pending trials, `parallelism` at a time, until all are done, the run's
+/// wall-clock budget is spent (no trial starts after it; running ones finish) or `cancel`
+/// is raised (then the running ones are dropped, which cancels their Python calls, and
 /// recorded as cancelled).
 async fn run_trials(
     context: Arc<TrialContext>,
@@ -361,6 +367,13 @@ async fn run_trials(
     let mut in_flight: Vec<u32> = Vec::new();
     loop {
         while running.len() < parallelism && !cancel.is_cancelled() {
+            if context.deadline.is_some_and(|d| Instant::now() >= d) {
+                if queue.len() > 0 {
+                    tracing::info!(run_id = %context.run_id, "the run's wall-clock budget is spent: {} trial(s) not started", queue.len());
+                    queue = Vec::new().into_iter();
+                }
+                break;
+            }
             let Some(index) = queue.next() else { break };
             in_flight.push(index);
             let context = context.clone();

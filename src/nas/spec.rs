@@ -63,6 +63,10 @@ pub struct Budget {
     pub trial_timeout_ms: u64,
     /// Trials trained at once.
     pub parallelism: u32,
+    /// Wall-clock budget of a run in seconds (0: none): no trial starts once it is spent,
+    /// trials already running finish. Counted from the end of `start_run` (the dataset is
+    /// loaded) in each drive: a resumed run gets it again.
+    pub max_seconds: u64,
 }
 
 impl Default for Budget {
@@ -76,6 +80,7 @@ impl Default for Budget {
             patience: default("patience") as u32,
             trial_timeout_ms: default("trial_timeout_ms"),
             parallelism: default("parallelism") as u32,
+            max_seconds: default("max_seconds"),
         }
     }
 }
