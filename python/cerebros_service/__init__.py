@@ -28,7 +28,13 @@ __version__ = "0.1.0"
 SERVICE_VERSION = __version__
 
 # distribution name on the package index -> key in the ``health`` report
-_REPORTED_PACKAGES = {"numpy": "numpy", "scikit-learn": "sklearn", "mlflow": "mlflow"}
+_REPORTED_PACKAGES = {
+    "numpy": "numpy",
+    "scikit-learn": "sklearn",
+    "mlflow": "mlflow",
+    "keras": "keras",
+    "jax": "jax",
+}
 
 
 def _package_version(distribution: str) -> str | None:
@@ -43,8 +49,13 @@ def _package_version(distribution: str) -> str | None:
 
 
 def health(payload: dict) -> dict:
-    """Report the interpreter and package versions; imports none of the heavy packages."""
-    return {
+    """Report the interpreter and package versions; imports none of the heavy packages.
+
+    ``devices``: what the Keras trainer computes on (``["cpu:0"]``, ``["gpu:0"]``), present
+    once keras is imported in this process (a ``keras`` run started), or when the payload
+    asks with ``{"devices": true}`` and keras is installed (importing it takes seconds).
+    """
+    report = {
         "status": "ok",
         "service": "cerebros_service",
         "service_version": SERVICE_VERSION,
@@ -54,6 +65,24 @@ def health(payload: dict) -> dict:
         "prefix": _sys.prefix,
         "packages": {key: _package_version(dist) for dist, key in _REPORTED_PACKAGES.items()},
     }
+    devices = _keras_devices(payload.get("devices") is True)
+    if devices is not None:
+        report["devices"] = devices
+    return report
+
+
+def _keras_devices(load: bool) -> list[str] | None:
+    """The Keras backend's devices; ``None`` when keras is not imported and either ``load``
+    is false or keras is not installed."""
+    if "keras" not in _sys.modules:
+        from importlib.util import find_spec
+
+        if not load or find_spec("keras") is None:
+            return None
+    from .nas import keras_trainer
+
+    keras_trainer.require_keras()
+    return keras_trainer.devices()
 
 
 def echo(payload: dict) -> dict:

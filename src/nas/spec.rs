@@ -4,6 +4,7 @@
 //! service ([`rules`](mod@rules)).
 
 pub mod rules;
+mod synthetic;
 
 use crate::core::bounded_read;
 use crate::core::contracts::RunStartedV1;
@@ -142,7 +143,8 @@ impl Search {
 pub struct RunSpec {
     /// A human name for the run.
     pub name: String,
-    /// `sklearn:NAME`, `csv:PATH` or `npz:PATH` (paths relative to the spec file).
+    /// `sklearn:NAME`, `synthetic:NAME`, `csv:PATH` or `npz:PATH` (paths relative to the
+    /// spec file).
     pub dataset: String,
     /// What to optimise.
     #[serde(default = "default_objective")]
@@ -166,6 +168,19 @@ pub struct RunSpec {
     /// so a spec written before they existed reads and writes the same).
     #[serde(default, skip_serializing_if = "Search::is_default")]
     pub search: Search,
+    /// Which trainer trains the trials: `numpy` (the default) or `keras`.
+    #[serde(default = "default_trainer")]
+    pub trainer: String,
+}
+
+fn default_trainer() -> String {
+    rules()
+        .trainer
+        .default
+        .as_ref()
+        .and_then(Value::as_str)
+        .expect("spec_rules.json: trainer has a string default")
+        .to_owned()
 }
 
 fn default_objective() -> String {
@@ -296,10 +311,12 @@ impl RunSpec {
     }
 
     fn validate_dataset(&self) -> Result<()> {
-        let (kind, rest) = self
-            .dataset
-            .split_once(':')
-            .ok_or_else(|| key_error("dataset", "must be sklearn:NAME, csv:PATH or npz:PATH"))?;
+        let (kind, rest) = self.dataset.split_once(':').ok_or_else(|| {
+            key_error(
+                "dataset",
+                "must be sklearn:NAME, synthetic:NAME, csv:PATH or npz:PATH",
+            )
+        })?;
         let option = |key: &str| self.dataset_options.get(key).and_then(Value::as_str);
         if kind != "csv" && option("target").is_some() {
             return Err(key_error(
@@ -307,7 +324,19 @@ impl RunSpec {
                 "applies to csv datasets only",
             ));
         }
-        match kind {
+        if kind != "synthetic" {
+            if let Some(key) = self
+                .dataset_options
+                .keys()
+                .find(|k| synthetic::is_synthetic_option(k))
+            {
+                return Err(key_error(
+                    &format!("dataset_options.{key}"),
+                    "applies to synthetic datasets only",
+                ));
+            }
+        }
+        let task = match kind {
             "sklearn" => {
                 let tasks = &rules().sklearn_datasets;
                 let Some(task) = tasks.get(rest) else {
@@ -326,33 +355,37 @@ impl RunSpec {
                         &format!("sklearn:{rest} is a {task} dataset, not {asked}"),
                     ));
                 }
-                let needs = rules()
-                    .objectives
-                    .get(&self.objective)
-                    .and_then(|o| o.task.as_deref());
-                match needs {
-                    Some(needs) if needs != task => Err(key_error(
-                        "objective",
-                        &format!(
-                            "{} needs a {needs} dataset, but sklearn:{rest} is a {task} dataset",
-                            self.objective
-                        ),
-                    )),
-                    _ => Ok(()),
-                }
+                task.as_str()
             }
+            "synthetic" => synthetic::check(rest, &self.dataset_options)?,
             "csv" | "npz" => {
                 let path = Path::new(rest);
                 check_regular_file(path)?;
                 if kind == "csv" {
                     self.check_csv_target(path)?;
                 }
-                Ok(())
+                return Ok(());
             }
-            other => Err(key_error(
-                "dataset",
-                &format!("unknown source {other:?}: expected sklearn, csv or npz"),
+            other => {
+                return Err(key_error(
+                    "dataset",
+                    &format!("unknown source {other:?}: expected sklearn, synthetic, csv or npz"),
+                ))
+            }
+        };
+        let needs = rules()
+            .objectives
+            .get(&self.objective)
+            .and_then(|o| o.task.as_deref());
+        match needs {
+            Some(needs) if needs != task => Err(key_error(
+                "objective",
+                &format!(
+                    "{} needs a {needs} dataset, but {} is a {task} dataset",
+                    self.objective, self.dataset
+                ),
             )),
+            _ => Ok(()),
         }
     }
 
@@ -460,6 +493,7 @@ impl RunSpec {
                 serde_json::to_value(&self.search).unwrap_or_default(),
             );
         }
+        parameters.insert("trainer".into(), self.trainer.clone().into());
         parameters.insert(
             "artifact_dir".into(),
             artifact_dir.display().to_string().into(),
@@ -489,7 +523,7 @@ pub fn trial_seed(run_seed: u64, index: u32) -> u64 {
 const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// The top-level keys of a spec.
-const TOP_LEVEL_KEYS: [&str; 9] = [
+const TOP_LEVEL_KEYS: [&str; 10] = [
     "name",
     "dataset",
     "objective",
@@ -499,6 +533,7 @@ const TOP_LEVEL_KEYS: [&str; 9] = [
     "search_space",
     "budget",
     "search",
+    "trainer",
 ];
 
 /// Checks the keys and value kinds of a parsed spec document, naming the key of the
@@ -549,6 +584,9 @@ fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>
         if let Some(rule) = rules().objectives.get(&objective) {
             document.insert("direction".into(), rule.direction.clone().into());
         }
+    }
+    if let Some(value) = document.get("trainer") {
+        rules::check_value(&rules().trainer, value, "trainer")?;
     }
     if let Some(value) = document.get_mut("seed") {
         let seed = value.as_u64().or_else(|| {

@@ -57,7 +57,7 @@ def test_health_report():
     assert report["implementation"] == platform.python_implementation()
     assert report["executable"] == sys.executable
     assert report["prefix"] == sys.prefix
-    assert set(report["packages"]) == {"numpy", "sklearn", "mlflow"}
+    assert set(report["packages"]) == {"numpy", "sklearn", "mlflow", "keras", "jax"}
     assert report["packages"]["numpy"] == importlib.metadata.version("numpy")
     assert report["packages"]["sklearn"] == importlib.metadata.version("scikit-learn")
     json.loads(encode_result("health", report))
@@ -73,7 +73,7 @@ def test_health_reports_missing_package_as_none(monkeypatch):
 def test_import_and_health_stay_light(python_dir):
     code = (
         "import sys, cerebros_service; cerebros_service.health({}); "
-        "heavy = [m for m in ('numpy', 'sklearn', 'mlflow') if m in sys.modules]; "
+        "heavy = [m for m in ('numpy', 'sklearn', 'mlflow', 'keras', 'jax') if m in sys.modules]; "
         "print(heavy)"
     )
     out = subprocess.run(

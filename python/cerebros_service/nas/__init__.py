@@ -6,6 +6,7 @@ A private-by-convention subpackage: the ops of :mod:`cerebros_service` import it
 * :mod:`.checks` — payload validation helpers raising ``OpError("contract", ...)``;
 * :mod:`.datasets` — ``sklearn:NAME``, ``csv:PATH`` and ``npz:PATH`` loaders, the seeded
   (stratified) validation split, standardisation and a per-process cache;
+* :mod:`.synthetic` — the ``synthetic:classification|regression`` generators and their options;
 * :mod:`.search_space` — the Cerebros-style search space, its normalisation and the seeded
   sampling of one architecture (levels of dense units, predecessor and lateral connections);
 * :mod:`.network` — the architecture compiled to a few masked dense stages over one flat

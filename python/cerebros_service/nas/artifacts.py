@@ -1,6 +1,8 @@
-"""Trial artifacts: ``<artifact_dir>/<run_id>/<trial_id>.npz``, written atomically.
+"""Trial artifacts: ``<artifact_dir>/<run_id>/<trial_id>.npz`` (the numpy trainer's;
+the Keras trainer's ``.keras`` files are described in :mod:`.keras_trainer`), written
+atomically.
 
-An artifact holds the trained weights, one array per stage (``stage{i}_weight``,
+An ``.npz`` artifact holds the trained weights, one array per stage (``stage{i}_weight``,
 ``stage{i}_bias``, ``stage{i}_mask`` when the stage is sparse) and for the output layer
 (``output_weight``, ``output_bias``), the input scaling (``x_mean``, ``x_std``) and a JSON
 string ``meta`` (0-d text array) with the architecture, the compiled layout, the dataset
@@ -31,7 +33,14 @@ from .._dispatch import OpError
 from .network import Network
 from .search_space import Architecture
 
-__all__ = ["artifact_path", "ensure_dir", "load_artifact", "safe_name", "save_artifact"]
+__all__ = [
+    "artifact_path",
+    "ensure_dir",
+    "load_artifact",
+    "safe_name",
+    "save_artifact",
+    "write_atomically",
+]
 
 _SAFE = re.compile(r"[A-Za-z0-9._-]+")
 
@@ -55,9 +64,11 @@ def artifact_root(artifact_dir: str | None) -> Path:
     return Path(os.path.abspath(os.path.expanduser(artifact_dir or "artifacts")))
 
 
-def artifact_path(artifact_dir: str | None, run_id: str, trial_id: str) -> Path:
-    """``<artifact_dir>/<run_id>/<trial_id>.npz`` (ids made safe), absolute."""
-    return artifact_root(artifact_dir) / safe_name(run_id) / f"{safe_name(trial_id)}.npz"
+def artifact_path(
+    artifact_dir: str | None, run_id: str, trial_id: str, suffix: str = ".npz"
+) -> Path:
+    """``<artifact_dir>/<run_id>/<trial_id><suffix>`` (ids made safe), absolute."""
+    return artifact_root(artifact_dir) / safe_name(run_id) / f"{safe_name(trial_id)}{suffix}"
 
 
 def _system_error(action: str, path: Path, exc: OSError) -> OpError:
@@ -95,7 +106,12 @@ def save_artifact(
     content["meta"] = np.array(json.dumps(meta, sort_keys=True))
     memory = io.BytesIO()
     np.savez(memory, **content)
-    blob = memory.getvalue()
+    return write_atomically(path, memory.getvalue())
+
+
+def write_atomically(path: Path, blob: bytes) -> tuple[str, int]:
+    """Write ``blob`` to ``path`` atomically (temporary file, fsync, rename); return
+    (sha256, bytes)."""
     digest = hashlib.sha256(blob).hexdigest()
     ensure_dir(path.parent)
     tmp_name: str | None = None

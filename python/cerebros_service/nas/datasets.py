@@ -4,13 +4,16 @@ Dataset ids:
 
 * ``sklearn:digits|wine|breast_cancer|iris|diabetes`` — the loaders scikit-learn ships (the
   data is in the package, nothing is downloaded);
+* ``synthetic:classification|regression`` — rows drawn by scikit-learn's generators from
+  the run seed (options in :mod:`.synthetic`);
 * ``csv:PATH`` — a header row, numeric feature columns, the target in column ``target`` or
   ``dataset_options.target`` (numbers, or labels of any text for classification);
 * ``npz:PATH`` — arrays ``X`` (2-D, numeric) and ``y`` (1-D), loaded without pickle.
 
 ``dataset_options``: ``validation_split`` (default 0.2, in (0, 1)), ``target`` (csv only),
 ``task`` (``classification``/``regression``; inferred when absent for files: a text target
-or one of at most 100 integral values is classification).
+or one of at most 100 integral values is classification), and the generators' ``samples``,
+``features``, ``informative``, ``classes`` and ``noise`` (synthetic datasets only).
 
 The validation split is seeded by the run seed and stratified for classification; inputs are
 standardised with the training split's mean and standard deviation, and regression targets
@@ -35,6 +38,7 @@ from .._dispatch import OpError
 from .checks import contract_error
 from .rules import SKLEARN_TASKS, check_section
 from .search_space import seeded_rng
+from .synthetic import SYNTHETIC_DEFAULTS, SYNTHETIC_OPTIONS, check_synthetic_options, generate
 
 __all__ = [
     "SKLEARN_DATASETS",
@@ -124,6 +128,14 @@ def load_dataset(dataset_id: Any, options: Mapping[str, Any] | None, seed: int) 
         raise contract_error(
             "dataset_options.target", "applies to csv datasets only", dataset_id=dataset_id
         )
+    if kind == "synthetic":
+        check_synthetic_options(rest, opts)
+    elif stray := sorted(SYNTHETIC_OPTIONS & opts.keys()):
+        raise contract_error(
+            f"dataset_options.{stray[0]}",
+            "applies to synthetic datasets only",
+            dataset_id=dataset_id,
+        )
     file_key: tuple = ()
     if kind in ("csv", "npz"):
         path = _existing_file(rest, dataset_id)
@@ -138,6 +150,9 @@ def load_dataset(dataset_id: Any, options: Mapping[str, Any] | None, seed: int) 
         # Loading under the lock: concurrent trials of one run load the data once.
         if kind == "sklearn":
             x, y, task = _load_sklearn(rest, opts)
+        elif kind == "synthetic":
+            x, y = generate(rest, opts, int(seed))
+            task = rest
         elif kind == "csv":
             x, y, task = _load_csv(path, opts)
         else:
@@ -153,15 +168,21 @@ def _parse_id(dataset_id: Any) -> tuple[str, str]:
     if not isinstance(dataset_id, str) or not dataset_id:
         raise contract_error("dataset_id", f"must be a non-empty string, got {dataset_id!r}")
     kind, sep, rest = dataset_id.partition(":")
-    if not sep or kind not in ("sklearn", "csv", "npz") or not rest:
+    if not sep or kind not in ("sklearn", "synthetic", "csv", "npz") or not rest:
         raise contract_error(
             "dataset_id",
-            f"unknown dataset {dataset_id!r}: expected sklearn:NAME, csv:PATH or npz:PATH",
+            f"unknown dataset {dataset_id!r}: expected sklearn:NAME, synthetic:NAME, csv:PATH "
+            "or npz:PATH",
         )
     if kind == "sklearn" and rest not in SKLEARN_DATASETS:
         raise contract_error(
             "dataset_id",
             f"unknown scikit-learn dataset {rest!r} (known: {', '.join(SKLEARN_DATASETS)})",
+        )
+    if kind == "synthetic" and rest not in SYNTHETIC_DEFAULTS:
+        raise contract_error(
+            "dataset_id",
+            f"unknown synthetic dataset {rest!r} (known: {', '.join(SYNTHETIC_DEFAULTS)})",
         )
     return kind, rest
 

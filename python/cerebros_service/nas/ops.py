@@ -12,10 +12,8 @@ import time
 from collections.abc import Mapping
 from typing import Any
 
-import numpy as np
-
 from ..vocabulary import DIRECTIONS, RUN_STATUSES, TRIAL_STATUSES
-from .artifacts import artifact_path, artifact_root, ensure_dir, safe_name, save_artifact
+from .artifacts import artifact_path, artifact_root, ensure_dir, safe_name
 from .checks import (
     as_int,
     as_seed,
@@ -26,13 +24,12 @@ from .checks import (
     req_str,
 )
 from .datasets import Dataset, load_dataset, normalize_dataset_options
-from .network import Network
 from .pruning import epoch_hook
 from .rules import OBJECTIVES, check_section
 from .search_space import normalize_search_space
 from .strategies import require, suggest_architecture
 from .study import check_history, import_optuna
-from .trainer import blas_threads, train
+from .trainers import ARTIFACT_SUFFIX, check_trainer, fit
 
 __all__ = ["start_run", "run_trial", "record_trial", "finalize_run"]
 
@@ -93,8 +90,9 @@ def start_run(payload: Mapping[str, Any]) -> dict:
     """Check a ``RunStartedV1``: dataset, search space, objective and budget; prepare the run.
 
     Returns ``{"run_id", "status": "running", "task", "dataset", "search_space", "objective",
-    "direction", "budget", "search", "seed", "artifact_dir"}``. A ``tpe``/``cmaes`` strategy or a
-    pruner whose library is missing is refused here (``dependency``, with the install hint).
+    "direction", "budget", "search", "seed", "trainer", "artifact_dir"}``. A ``keras``
+    trainer without keras importable, or a ``tpe``/``cmaes`` strategy or a pruner whose
+    library is missing, is a ``dependency`` error (with the install hint) before any trial.
     """
     check_contract_tag(payload, "run_started")
     run_id = req_str(payload, "run_id")
@@ -102,6 +100,7 @@ def start_run(payload: Mapping[str, Any]) -> dict:
         raise contract_error("timestamp", "is required")
     params = opt_mapping(payload, "parameters")
     seed = as_seed(params.get("seed", 0), "parameters.seed")
+    trainer = check_trainer(params.get("trainer"), "parameters.trainer")
     options = normalize_dataset_options(
         opt_mapping(params, "dataset_options", "parameters.dataset_options")
     )
@@ -128,6 +127,7 @@ def start_run(payload: Mapping[str, Any]) -> dict:
         "budget": budget,
         "search": search,
         "seed": seed,
+        "trainer": trainer,
         "artifact_dir": str(run_dir.parent),
     }
 
@@ -146,6 +146,7 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
     space = normalize_search_space(payload.get("search_space"))
     budget = _budget(opt_mapping(payload, "budget"))
     run_seed = as_seed(params.get("run_seed", 0), "parameters.run_seed")
+    trainer = check_trainer(params.get("trainer"), "parameters.trainer")
     options = opt_mapping(params, "dataset_options", "parameters.dataset_options")
     data = _load(payload.get("dataset_id"), options, run_seed)
     objective = _objective(params.get("objective"), data.task, "parameters.objective")
@@ -153,24 +154,17 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
     search = _search(params)
     history = check_history(params.get("history"))
     path = artifact_path(
-        opt_str(params, "artifact_dir", "parameters.artifact_dir"), run_id, trial_id
+        opt_str(params, "artifact_dir", "parameters.artifact_dir"),
+        run_id,
+        trial_id,
+        ARTIFACT_SUFFIX[trainer],
     )
     ensure_dir(path.parent)  # fail before training, not after
 
     arch = suggest_architecture(space, seed, search["strategy"], history, direction)
     on_epoch = epoch_hook(search["pruner"], history, direction, objective, budget["epochs"])
-    net = Network(arch, data.n_features, data.n_outputs, data.task)
-    with blas_threads(), np.errstate(all="ignore"):
-        result = train(
-            net,
-            data,
-            epochs=budget["epochs"],
-            batch_size=budget["batch_size"],
-            patience=budget["patience"],
-            learning_rate=arch.learning_rate,
-            seed=seed,
-            on_epoch=on_epoch,
-        )
+    fitted = fit(trainer, arch, data, budget=budget, seed=seed, on_epoch=on_epoch)
+    result = fitted.result
     metric = "val_accuracy" if data.task == "classification" else "val_rmse"
     curve = {
         "val_loss": [_finite(v) for v in result.val_loss],
@@ -183,7 +177,7 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
         metrics[metric] = result.best(result.val_metric)
         metrics["val_loss"] = result.best(result.val_loss)
         metrics["train_loss"] = result.best(result.train_loss)
-    metrics["params"] = net.n_params
+    metrics["params"] = fitted.n_params
     metrics["epochs_run"] = result.epochs_run
     metrics["best_epoch"] = result.best_epoch
     metrics["curve"] = curve
@@ -199,6 +193,7 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
         patience=budget["patience"],
         seed=seed,
         index=index,
+        trainer=trainer,
     )
     artifact_uri = None
     if result.ok and not result.pruned:
@@ -212,7 +207,6 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
             "task": data.task,
             "objective": objective,
             "architecture": arch.to_dict(),
-            "layout": net.layout(),
             "dataset": data.summary(),
             "classes": data.classes,
             "y_mean": data.y_mean,
@@ -220,8 +214,7 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
             "metrics": {k: v for k, v in metrics.items() if k != "curve"},
             "budget": budget,
         }
-        arrays = {"x_mean": data.x_mean, "x_std": data.x_std}
-        sha256, size = save_artifact(path, net, meta, arrays)
+        sha256, size = fitted.save(path, meta)
         artifact_uri = path.as_uri()
         summary["artifact"] = {"sha256": sha256, "bytes": size}
     return {

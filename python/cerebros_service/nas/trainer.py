@@ -35,7 +35,15 @@ from .datasets import Dataset
 from .network import DTYPE, Network
 from .search_space import seeded_rng
 
-__all__ = ["TrainResult", "blas_threads", "evaluate", "train", "INIT_STREAM", "SHUFFLE_STREAM"]
+__all__ = [
+    "TrainResult",
+    "blas_threads",
+    "evaluate",
+    "scores",
+    "train",
+    "INIT_STREAM",
+    "SHUFFLE_STREAM",
+]
 
 INIT_STREAM = 2
 SHUFFLE_STREAM = 3
@@ -98,7 +106,7 @@ class TrainResult:
     val_metric: list[float] = field(default_factory=list)  # val_accuracy or val_rmse
     diverged: bool = False
     stopped_early: bool = False
-    pruned: bool = False  # the ``on_epoch`` hook stopped it
+    pruned: bool = False  # the per-epoch hook asked to stop
 
     @property
     def ok(self) -> bool:
@@ -112,7 +120,12 @@ class TrainResult:
 
 def evaluate(net: Network, data: Dataset) -> tuple[float, float]:
     """(validation loss, validation accuracy or RMSE in the target's units)."""
-    out = net.predict(data.x_val)
+    return scores(net.predict(data.x_val), data)
+
+
+def scores(out: np.ndarray, data: Dataset) -> tuple[float, float]:
+    """(validation loss, validation accuracy or RMSE in the target's units) of ``out``, a
+    network's raw output (logits or standardised predictions) for ``data.x_val``."""
     if data.task == "classification":
         shifted = out - out.max(axis=1, keepdims=True)
         log_norm = np.log(np.exp(shifted).sum(axis=1))

@@ -1,8 +1,9 @@
 //! The one table of a run spec's checked values, shared with the Python service:
 //! `python/cerebros_service/nas/spec_rules.json`, embedded here and loaded there by
 //! `cerebros_service.nas.rules`. It lists, for each section (`search_space`, `budget`,
-//! `search`, `dataset_options`), every key's kind, bounds and default, the activations the trainer
-//! implements, the search-space pairs that must be ordered and the scikit-learn datasets.
+//! `search`, `dataset_options`), every key's kind, bounds and default, the activations the
+//! trainer implements, the search-space pairs that must be ordered, the scikit-learn datasets
+//! and the synthetic generators' options.
 //! `tests/fixtures/spec_cases.json` holds good and bad values both languages are tested
 //! against, so the host never accepts a spec the service refuses.
 
@@ -17,6 +18,8 @@ const TABLE: &str = include_str!("../../../python/cerebros_service/nas/spec_rule
 /// The table (see the module docs).
 #[derive(Debug, Deserialize)]
 pub struct Rules {
+    /// The top-level `trainer` key: which trainer trains the trials.
+    pub trainer: Rule,
     /// Activation names the trainer implements.
     pub activations: Vec<String>,
     /// The search space's keys.
@@ -33,6 +36,11 @@ pub struct Rules {
     pub objectives: BTreeMap<String, Objective>,
     /// The task (`classification` or `regression`) of each `sklearn:` dataset.
     pub sklearn_datasets: BTreeMap<String, String>,
+    /// The options each `synthetic:NAME` generator accepts, with their defaults (NAME is
+    /// the generator's task).
+    pub synthetic_datasets: BTreeMap<String, Map<String, Value>>,
+    /// The most values (`samples * features`) a synthetic dataset may hold.
+    pub synthetic_max_values: u64,
 }
 
 /// An objective a run can optimise.
@@ -382,6 +390,7 @@ mod tests {
     #[test]
     fn the_table_loads_and_has_every_default_it_needs() {
         let rules = rules();
+        assert_eq!(rules.trainer.default, Some(Value::from("numpy")));
         assert!(rules.activations.contains(&"relu".to_string()));
         for key in rules.budget.keys() {
             rules.budget_default(key);

@@ -227,3 +227,62 @@ fn a_search_is_stored_and_sent_with_every_trial() {
         assert_eq!(err.details["key"], key, "{text}: {err}");
     }
 }
+
+#[test]
+fn the_shared_dataset_cases_are_decided_as_the_service_decides_them() {
+    let path = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/tests/fixtures/spec_cases.json"
+    );
+    let cases: Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    for case in cases["datasets"].as_array().unwrap() {
+        let document = serde_json::json!({
+            "name": "t",
+            "dataset": case["dataset"],
+            "objective": "val_loss",
+            "dataset_options": case["options"],
+        });
+        let outcome = RunSpec::from_json_str(&document.to_string(), Path::new("."));
+        match (outcome, case["error"].as_str()) {
+            (Ok(_), None) => {}
+            (Err(err), Some(key)) => {
+                assert_eq!(err.details["key"], key, "{case}: {err}");
+                assert!(err.message.starts_with(key), "{case}: {err}");
+            }
+            (outcome, _) => panic!("{case}: {outcome:?}"),
+        }
+    }
+}
+
+#[test]
+fn a_synthetic_dataset_needs_an_objective_of_its_task() {
+    let text = "name = \"t\"\ndataset = \"synthetic:regression\"\n";
+    let err = parse(text).unwrap_err();
+    assert_eq!(err.details["key"], "objective");
+    assert!(err
+        .message
+        .contains("synthetic:regression is a regression dataset"));
+    parse(&format!("{text}objective = \"val_rmse\"\n")).unwrap();
+}
+
+#[test]
+fn the_trainer_defaults_to_numpy_and_travels_with_every_trial() {
+    let spec = parse(BASE).unwrap();
+    assert_eq!(spec.trainer, "numpy");
+    let parameters = spec.trial_parameters(Path::new("artifacts"));
+    assert_eq!(parameters["trainer"], "numpy");
+    let spec = parse(&format!("trainer = \"keras\"\n{BASE}")).unwrap();
+    assert_eq!(spec.trainer, "keras");
+    let started = spec.run_started("r1", "2026-01-01T00:00:00Z", Path::new("artifacts"));
+    assert_eq!(started.parameters["trainer"], "keras");
+}
+
+#[test]
+fn an_unknown_trainer_is_refused_naming_the_key() {
+    for value in ["\"torch\"", "\"\"", "1"] {
+        let err = parse(&format!("trainer = {value}\n{BASE}")).unwrap_err();
+        assert_eq!(err.class, ErrorClass::Contract);
+        assert_eq!(err.details["key"], "trainer", "{value}: {err}");
+        assert!(err.message.contains("numpy, keras"), "{err}");
+    }
+}
