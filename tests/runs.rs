@@ -296,6 +296,11 @@ fn an_invalid_spec_is_refused_naming_the_key() {
         .contains("budget.trials"));
 }
 
+/// No MLflow sync: the runs below test the search, and start faster without it.
+fn no_mlflow() -> [(&'static str, String); 1] {
+    [("MLFLOW_TRACKING_URI", "off".to_string())]
+}
+
 /// A spec of `trials` iris trials, one at a time, searched by TPE and pruned by ASHA.
 fn tpe_asha_spec(trials: u32) -> String {
     common::iris_spec("iris-tpe", trials, 8).replace("parallelism = 2", "parallelism = 1")
@@ -318,12 +323,16 @@ fn a_tpe_run_resumed_midway_ends_with_the_trials_of_an_uninterrupted_one_and_pru
     let trials = 14;
     let reference = Scratch::new(trials);
     std::fs::write(reference.path("spec.toml"), tpe_asha_spec(trials)).unwrap();
-    let (code, expected, stderr) = reference.run(&["run", &reference.spec(), "--json"], &[]);
+    let (code, expected, stderr) =
+        reference.run(&["run", &reference.spec(), "--json"], &no_mlflow());
     assert_eq!(code, 0, "{stderr}");
 
     let scratch = Scratch::new(trials);
     std::fs::write(scratch.path("spec.toml"), tpe_asha_spec(trials)).unwrap();
-    let slow = [("NAS_FIXTURE_SLEEP", "0.3".to_string())];
+    let slow = [
+        ("NAS_FIXTURE_SLEEP", "0.3".to_string()),
+        no_mlflow()[0].clone(),
+    ];
     let mut child = scratch.spawn(&["run", &scratch.spec(), "--json"], &slow);
     wait_for(Duration::from_secs(60), || ended_trials(&scratch) >= 11);
     child.kill().unwrap(); // SIGKILL
@@ -332,9 +341,9 @@ fn a_tpe_run_resumed_midway_ends_with_the_trials_of_an_uninterrupted_one_and_pru
         ended_trials(&scratch) < trials as usize,
         "the run finished before the kill"
     );
-    let (_, listed, _) = scratch.run(&["runs", "list", "--json"], &[]);
+    let (_, listed, _) = scratch.run(&["runs", "list", "--json"], &no_mlflow());
     let run_id = listed["runs"][0]["run_id"].as_str().unwrap().to_owned();
-    let (code, resumed, stderr) = scratch.run(&["runs", "resume", &run_id, "--json"], &[]);
+    let (code, resumed, stderr) = scratch.run(&["runs", "resume", &run_id, "--json"], &no_mlflow());
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(resumed["run"]["status"], "succeeded");
 
@@ -416,7 +425,10 @@ fn no_trial_starts_once_the_wall_clock_budget_is_spent() {
     let spec = common::iris_spec("budget", 200, 2)
         .replace("parallelism = 2", "parallelism = 2\nmax_seconds = 1");
     std::fs::write(scratch.path("spec.toml"), spec).unwrap();
-    let slow = [("NAS_FIXTURE_SLEEP", "0.3".to_string())];
+    let slow = [
+        ("NAS_FIXTURE_SLEEP", "0.3".to_string()),
+        no_mlflow()[0].clone(),
+    ];
     let (code, doc, stderr) = scratch.run(&["run", &scratch.spec(), "--json"], &slow);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(doc["run"]["status"], "succeeded");
