@@ -368,9 +368,9 @@ async fn run_trials(
     loop {
         while running.len() < parallelism && !cancel.is_cancelled() {
             if context.deadline.is_some_and(|d| Instant::now() >= d) {
-                if queue.len() > 0 {
-                    tracing::info!(run_id = %context.run_id, "the run's wall-clock budget is spent: {} trial(s) not started", queue.len());
-                    queue = Vec::new().into_iter();
+                let left = queue.by_ref().count(); // none starts from now on
+                if left > 0 {
+                    tracing::info!(run_id = %context.run_id, left, "the run's wall-clock budget is spent");
                 }
                 break;
             }
