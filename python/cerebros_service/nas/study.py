@@ -124,46 +124,39 @@ def build_study(
     """
     optuna = import_optuna()
     from optuna.pruners._successive_halving import _completed_rung_key
-    from optuna.trial import TrialState, create_trial
+    from optuna.trial import TrialState
 
-    study = optuna.create_study(direction=direction, sampler=sampler, pruner=pruner)
+    # Trials are written through the storage's own API: ``Study.add_trial`` deep-copies
+    # each one, which made rebuilding a study of a few hundred trials cost more than the
+    # sampling itself.
+    storage = optuna.storages.InMemoryStorage()
+    study = optuna.create_study(
+        storage=storage, direction=direction, sampler=sampler, pruner=pruner
+    )
+    study_id = storage.get_study_id_from_name(study.study_name)
     for entry in history:
-        status = entry["status"]
-        if status == "running":
-            study.add_trial(create_trial(state=TrialState.RUNNING))
+        trial_id = storage.create_new_trial(study_id)  # running
+        if entry["status"] == "running":
             continue
-        curve = {
-            step: value for step, value in enumerate(entry["curve"], start=1) if value is not None
-        }
-        params: dict[str, Any] = {}
-        used: dict[str, Any] = {}
         if distributions is not None and entry["architecture"] is not None:
             for name, value in params_of(entry["architecture"]).items():
                 dist = distributions.get(name)
                 if dist is not None and _contains(dist, value):
-                    params[name] = value
-                    used[name] = dist
-        attrs = {
-            _completed_rung_key(rung): curve[step]
-            for rung, step in enumerate(rung_steps or [])
-            if step in curve
+                    storage.set_trial_param(trial_id, name, dist.to_internal_repr(value), dist)
+        curve = {
+            step: value for step, value in enumerate(entry["curve"], start=1) if value is not None
         }
-        if status == "succeeded" and entry["value"] is not None:
-            state, value = TrialState.COMPLETE, entry["value"]
-        elif status == "pruned":
-            state, value = TrialState.PRUNED, None
+        for step, value in curve.items():
+            storage.set_trial_intermediate_value(trial_id, step, value)
+        for rung, step in enumerate(rung_steps or []):
+            if step in curve:
+                storage.set_trial_system_attr(trial_id, _completed_rung_key(rung), curve[step])
+        if entry["status"] == "succeeded" and entry["value"] is not None:
+            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [entry["value"]])
+        elif entry["status"] == "pruned":
+            storage.set_trial_state_values(trial_id, TrialState.PRUNED)
         else:
-            state, value = TrialState.FAIL, None
-        study.add_trial(
-            create_trial(
-                state=state,
-                value=value,
-                params=params,
-                distributions=used,
-                intermediate_values=curve,
-                system_attrs=attrs,
-            )
-        )
+            storage.set_trial_state_values(trial_id, TrialState.FAIL)
     return study
 
 
