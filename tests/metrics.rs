@@ -147,6 +147,7 @@ fn calls_are_recorded_from_install_on_and_everything_renders_as_prometheus_text(
         ("failed", 1.0),
         ("skipped", 0.0),
         ("cancelled", 0.0),
+        ("pruned", 0.0),
     ] {
         assert_eq!(
             value("cerebros_trials", &[("status", status)]),

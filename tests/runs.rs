@@ -295,3 +295,151 @@ fn an_invalid_spec_is_refused_naming_the_key() {
         .unwrap()
         .contains("budget.trials"));
 }
+
+/// No MLflow sync: the runs below test the search, and start faster without it.
+fn no_mlflow() -> [(&'static str, String); 1] {
+    [("MLFLOW_TRACKING_URI", "off".to_string())]
+}
+
+/// A spec of `trials` iris trials, one at a time, searched by TPE and pruned by ASHA.
+fn tpe_asha_spec(trials: u32) -> String {
+    common::iris_spec("iris-tpe", trials, 8).replace("parallelism = 2", "parallelism = 1")
+        + "[search]\nstrategy = \"tpe\"\npruner = \"asha\"\n"
+}
+
+/// The trials that ended (succeeded, failed or pruned) of the only run of `scratch`.
+fn ended_trials(scratch: &Scratch) -> usize {
+    let store = cerebros_bridge::nas::store::Store::open(&scratch.path("store.db")).unwrap();
+    let Some(run) = store.runs().unwrap().into_iter().next() else {
+        return 0;
+    };
+    let trials = store.trials(&run.run_id).unwrap();
+    trials.iter().filter(|t| t.status.is_completed()).count()
+}
+
+#[test]
+fn a_tpe_run_resumed_midway_ends_with_the_trials_of_an_uninterrupted_one_and_prunes() {
+    // TPE models the history after its 10 startup trials: the kill comes after them.
+    let trials = 14;
+    let reference = Scratch::new(trials);
+    std::fs::write(reference.path("spec.toml"), tpe_asha_spec(trials)).unwrap();
+    let (code, expected, stderr) =
+        reference.run(&["run", &reference.spec(), "--json"], &no_mlflow());
+    assert_eq!(code, 0, "{stderr}");
+
+    let scratch = Scratch::new(trials);
+    std::fs::write(scratch.path("spec.toml"), tpe_asha_spec(trials)).unwrap();
+    let slow = [
+        ("NAS_FIXTURE_SLEEP", "0.3".to_string()),
+        no_mlflow()[0].clone(),
+    ];
+    let mut child = scratch.spawn(&["run", &scratch.spec(), "--json"], &slow);
+    wait_for(Duration::from_secs(60), || ended_trials(&scratch) >= 11);
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(
+        ended_trials(&scratch) < trials as usize,
+        "the run finished before the kill"
+    );
+    let (_, listed, _) = scratch.run(&["runs", "list", "--json"], &no_mlflow());
+    let run_id = listed["runs"][0]["run_id"].as_str().unwrap().to_owned();
+    let (code, resumed, stderr) = scratch.run(&["runs", "resume", &run_id, "--json"], &no_mlflow());
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(resumed["run"]["status"], "succeeded");
+
+    let (after, before) = (trials_by_index(&resumed), trials_by_index(&expected));
+    assert_eq!(after.len(), trials as usize);
+    // The same architectures (the artifacts' digests differ: they hold the run id).
+    let architecture = |t: &Value| {
+        let mut parameters = t["parameters"].clone();
+        parameters.as_object_mut().unwrap().remove("artifact");
+        parameters
+    };
+    for (a, b) in after.iter().zip(&before) {
+        assert_eq!(a["status"], b["status"], "trial {}", a["index"]);
+        assert_eq!(architecture(a), architecture(b), "trial {}", a["index"]);
+        assert_eq!(a["metrics"], b["metrics"], "trial {}", a["index"]);
+    }
+    assert_eq!(
+        resumed["run"]["best_trial_id"]
+            .as_str()
+            .map(|b| &b[b.len() - 4..]),
+        expected["run"]["best_trial_id"]
+            .as_str()
+            .map(|b| &b[b.len() - 4..])
+    );
+
+    // ASHA pruned some trials: recorded with the epochs they ran, no artifact, no error,
+    // counted as completed, never the best.
+    let pruned: Vec<&Value> = after.iter().filter(|t| t["status"] == "pruned").collect();
+    assert!(!pruned.is_empty(), "no trial was pruned");
+    for trial in &pruned {
+        let ran = trial["metrics"]["epochs_run"].as_u64().unwrap();
+        assert!((1..8).contains(&ran), "{trial}");
+        assert_eq!(
+            trial["metrics"]["curve"]["val_accuracy"]
+                .as_array()
+                .unwrap()
+                .len() as u64,
+            ran
+        );
+        assert!(
+            trial["artifact_uri"].is_null() && trial["error"].is_null(),
+            "{trial}"
+        );
+        assert_ne!(resumed["run"]["best_trial_id"], trial["trial_id"]);
+    }
+    assert_eq!(resumed["run"]["trials_completed"], trials);
+    let (code, shown, _) = scratch.run(&["runs", "show", &run_id, "--json"], &[]);
+    assert_eq!(code, 0);
+    assert_eq!(trials_by_index(&shown), after);
+    let output = scratch
+        .command(&["runs", "show", &run_id], &[])
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout);
+    let id = pruned[0]["trial_id"].as_str().unwrap();
+    let line = text.lines().find(|l| l.contains(id)).unwrap();
+    assert!(
+        line.contains(" pruned ") && line.contains("(pruned after "),
+        "{text}"
+    );
+    assert!(text.contains("trial(s) pruned early"), "{text}");
+}
+
+#[test]
+fn an_unknown_search_strategy_is_refused_naming_the_key() {
+    let scratch = Scratch::new(2);
+    let spec = common::iris_spec("bad", 2, 2) + "[search]\nstrategy = \"grid\"\n";
+    std::fs::write(scratch.path("spec.toml"), spec).unwrap();
+    let (code, doc, _) = scratch.run(&["run", &scratch.spec(), "--json"], &[]);
+    assert_eq!(code, 2);
+    assert_eq!(doc["error"]["class"], "contract");
+    let message = doc["error"]["message"].as_str().unwrap();
+    assert!(message.contains("search.strategy"), "{message}");
+}
+
+#[test]
+fn no_trial_starts_once_the_wall_clock_budget_is_spent() {
+    let scratch = Scratch::new(2);
+    let spec = common::iris_spec("budget", 200, 2)
+        .replace("parallelism = 2", "parallelism = 2\nmax_seconds = 1");
+    std::fs::write(scratch.path("spec.toml"), spec).unwrap();
+    let slow = [
+        ("NAS_FIXTURE_SLEEP", "0.3".to_string()),
+        no_mlflow()[0].clone(),
+    ];
+    let (code, doc, stderr) = scratch.run(&["run", &scratch.spec(), "--json"], &slow);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(doc["run"]["status"], "succeeded");
+    let completed = doc["run"]["trials_completed"].as_u64().unwrap();
+    // About 1 s / 0.3 s per trial, 2 at a time; never the 200 planned.
+    assert!((2..40).contains(&completed), "{completed} trials");
+    let trials = trials_by_index(&doc);
+    assert_eq!(
+        trials.len() as u64,
+        completed,
+        "only started trials are recorded"
+    );
+    assert!(trials.iter().all(|t| t["status"] == "succeeded"));
+}

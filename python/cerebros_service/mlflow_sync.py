@@ -65,7 +65,13 @@ _HTTP_ENV = {
 }
 _HTTP_DEFAULTS = {"max_retries": 0, "timeout_s": 5, "backoff_factor": 0, "backoff_jitter": 0}
 
-_RUN_STATUS = {"succeeded": "FINISHED", "failed": "FAILED", "cancelled": "KILLED"}
+#: MLflow's end status of each trial or run status (a pruned trial was stopped on purpose).
+_RUN_STATUS = {
+    "succeeded": "FINISHED",
+    "failed": "FAILED",
+    "cancelled": "KILLED",
+    "pruned": "KILLED",
+}
 _MAX_PARAM = 6000  # mlflow.utils.validation.MAX_PARAM_VAL_LENGTH
 _MAX_TAG = 8000  # MAX_TAG_VAL_LENGTH
 _BATCH_METRICS = 1000  # MAX_METRICS_PER_BATCH

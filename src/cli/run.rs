@@ -277,6 +277,13 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
             printable(&run.run_id)
         ));
     }
+    let pruned = trials
+        .iter()
+        .filter(|t| t.status == TrialState::Pruned)
+        .count();
+    if pruned > 0 {
+        out(&format!("\n{pruned} trial(s) pruned early as hopeless"));
+    }
     if let Some(best) = ranked.first() {
         if let Some(uri) = &best.artifact_uri {
             out(&format!(

@@ -6,7 +6,7 @@ use cerebros_bridge::core::config::store_path;
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::Result;
 use cerebros_bridge::nas::spec::RunSpec;
-use cerebros_bridge::nas::store::{run_document, RunRecord, RunState, Store};
+use cerebros_bridge::nas::store::{run_document, RunRecord, RunState, Store, TrialState};
 use clap::{Args, Subcommand};
 use serde_json::json;
 use std::path::{Path, PathBuf};
@@ -127,6 +127,17 @@ fn show(store: &Store, run_id: &str, json: bool) -> Result<i32> {
                 .as_ref()
                 .and_then(|e| e.get("message"))
                 .and_then(|m| m.as_str());
+            let note = match (error, trial.status) {
+                (Some(e), _) => format!("  ({})", printable(e)),
+                (None, TrialState::Pruned) => format!(
+                    "  (pruned after {} epochs)",
+                    trial
+                        .metrics
+                        .get("epochs_run")
+                        .map_or("?".into(), |n| n.to_string())
+                ),
+                (None, _) => String::new(),
+            };
             output::stdout_line(&format!(
                 "{:>4} {:<34} {:<10} {} {}{}",
                 trial.index,
@@ -134,7 +145,7 @@ fn show(store: &Store, run_id: &str, json: bool) -> Result<i32> {
                 trial.status.as_str(),
                 printable(&run.objective),
                 metric,
-                error.map_or(String::new(), |e| format!("  ({})", printable(e)))
+                note
             ));
         }
     }

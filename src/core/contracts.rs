@@ -76,15 +76,19 @@ pub enum TrialStatus {
     Skipped,
     /// The trial was cancelled.
     Cancelled,
+    /// The pruner stopped the trial early as hopeless (DESIGN §13); its metrics are those
+    /// of the epochs it ran. Not a failure, and never a run's best trial.
+    Pruned,
 }
 
 impl TrialStatus {
     /// Every status, in declaration order.
-    pub const ALL: [TrialStatus; 4] = [
+    pub const ALL: [TrialStatus; 5] = [
         TrialStatus::Succeeded,
         TrialStatus::Failed,
         TrialStatus::Skipped,
         TrialStatus::Cancelled,
+        TrialStatus::Pruned,
     ];
 
     /// The snake_case name used on the wire.
@@ -94,6 +98,7 @@ impl TrialStatus {
             TrialStatus::Failed => "failed",
             TrialStatus::Skipped => "skipped",
             TrialStatus::Cancelled => "cancelled",
+            TrialStatus::Pruned => "pruned",
         }
     }
 }

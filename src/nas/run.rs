@@ -17,6 +17,7 @@
 //! trials: woken after every recorded trial, it mirrors the store's MLflow outbox into
 //! MLflow without ever holding a trial up, and flushes once more when the run has ended.
 
+mod history;
 mod report;
 mod spans;
 
@@ -108,6 +109,8 @@ struct TrialContext {
     spec: RunSpec,
     search_space: Map<String, Value>,
     parameters: Map<String, Value>,
+    /// When the run's wall-clock budget (`budget.max_seconds`) is spent, if it has one.
+    deadline: Option<Instant>,
 }
 
 impl RunWorker {
@@ -266,6 +269,8 @@ impl RunWorker {
             .run(move |store| store.record_start(&id, &stored_info))
             .await?;
         self.emit("ml.run.start", run_id, info.clone());
+        let max_seconds = spec.budget.max_seconds;
+        let deadline = (max_seconds > 0).then(|| Instant::now() + Duration::from_secs(max_seconds));
         let search_space = info
             .get("search_space")
             .and_then(Value::as_object)
@@ -277,6 +282,7 @@ impl RunWorker {
             spec: spec.clone(),
             search_space,
             parameters: spec.trial_parameters(&artifact_dir),
+            deadline,
         });
         let finished: std::collections::HashSet<u32> = self
             .read_trials(run_id)
@@ -364,8 +370,9 @@ impl RunWorker {
     }
 }
 
-/// Runs the pending trials, `parallelism` at a time, until all are done or `cancel` is
-/// raised (then the running ones are dropped, which cancels their Python calls, and
+/// Runs the pending trials, `parallelism` at a time, until all are done, the run's
+/// wall-clock budget is spent (no trial starts after it; running ones finish) or `cancel`
+/// is raised (then the running ones are dropped, which cancels their Python calls, and
 /// recorded as cancelled).
 async fn run_trials(
     context: Arc<TrialContext>,
@@ -378,6 +385,13 @@ async fn run_trials(
     let mut in_flight: Vec<u32> = Vec::new();
     loop {
         while running.len() < parallelism && !cancel.is_cancelled() {
+            if context.deadline.is_some_and(|d| Instant::now() >= d) {
+                let left = queue.by_ref().count(); // none starts from now on
+                if left > 0 {
+                    tracing::info!(run_id = %context.run_id, left, "the run's wall-clock budget is spent");
+                }
+                break;
+            }
             let Some(index) = queue.next() else { break };
             in_flight.push(index);
             let span = spans::trial_span(&context.run_id, &trial_id(&context.run_id, index), index);
@@ -483,6 +497,12 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     request.search_space = context.search_space.clone();
     request.budget = budget_map(&context.spec.budget);
     request.parameters = context.parameters.clone();
+    if !context.spec.search.is_default() {
+        let trials = context.worker.read_trials(run_id).await?;
+        if let Some(history) = history::history(&context.spec, &trials, index) {
+            request.parameters.insert("history".into(), history);
+        }
+    }
     let options = CallOptions {
         timeout: Some(Duration::from_millis(context.spec.budget.trial_timeout_ms)),
         ..CallOptions::default()
@@ -579,14 +599,16 @@ async fn acknowledge(context: &TrialContext, record: &TrialRecord) {
 }
 
 /// The record of a checked reply, under the ids the host asked for. A trial the service
-/// reports as not succeeded carries its reason (the reply's warnings) as its error.
+/// reports as failed, skipped or cancelled carries its reason (the reply's warnings) as its
+/// error; a pruned one has none (pruning is not a failure).
 fn trial_from_report(
     request: &TrialRequestedV1,
     checked: CheckedReport,
     started_at: String,
     took: Duration,
 ) -> (TrialRecord, Option<ArtifactRecord>) {
-    let error = (checked.status != TrialStatus::Succeeded).then(|| {
+    let failed = !matches!(checked.status, TrialStatus::Succeeded | TrialStatus::Pruned);
+    let error = failed.then(|| {
         let reason = if checked.warnings.is_empty() {
             "no reason given".to_owned()
         } else {

@@ -64,6 +64,10 @@ pub struct Budget {
     pub trial_timeout_ms: u64,
     /// Trials trained at once.
     pub parallelism: u32,
+    /// Wall-clock budget of a run in seconds (0: none): no trial starts once it is spent,
+    /// trials already running finish. Counted from the end of `start_run` (the dataset is
+    /// loaded) in each drive: a resumed run gets it again.
+    pub max_seconds: u64,
 }
 
 impl Default for Budget {
@@ -77,7 +81,47 @@ impl Default for Budget {
             patience: default("patience") as u32,
             trial_timeout_ms: default("trial_timeout_ms"),
             parallelism: default("parallelism") as u32,
+            max_seconds: default("max_seconds"),
         }
+    }
+}
+
+/// How trials are chosen and stopped (`[search]`, DESIGN §13): the strategy (`random`,
+/// `tpe`, `cmaes`) and the pruner (`none`, `median`, `asha`), names checked by the shared
+/// table ([`rules`](mod@rules)).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Search {
+    /// Where each trial's architecture comes from.
+    pub strategy: String,
+    /// What stops a hopeless trial early.
+    pub pruner: String,
+}
+
+impl Default for Search {
+    /// The defaults of the shared table: `random`, `none` (today's behaviour).
+    fn default() -> Self {
+        Search {
+            strategy: rules().search_default("strategy"),
+            pruner: rules().search_default("pruner"),
+        }
+    }
+}
+
+impl Search {
+    /// Whether the strategy is `random` and there is no pruner: trials need no history.
+    pub fn is_default(&self) -> bool {
+        *self == Search::default()
+    }
+
+    /// Whether a trial needs the sampled architectures of the run's other trials.
+    pub fn needs_architectures(&self) -> bool {
+        self.strategy != Search::default().strategy
+    }
+
+    /// Whether a trial needs the per-epoch curves of the run's other trials.
+    pub fn needs_curves(&self) -> bool {
+        self.pruner != Search::default().pruner
     }
 }
 
@@ -120,6 +164,10 @@ pub struct RunSpec {
     /// The budget.
     #[serde(default)]
     pub budget: Budget,
+    /// The search strategy and pruner (absent from a stored spec when both are defaults,
+    /// so a spec written before they existed reads and writes the same).
+    #[serde(default, skip_serializing_if = "Search::is_default")]
+    pub search: Search,
     /// Which trainer trains the trials: `numpy` (the default) or `keras`.
     #[serde(default = "default_trainer")]
     pub trainer: String,
@@ -246,6 +294,9 @@ impl RunSpec {
     pub fn validate(&self) -> Result<()> {
         check_name(&self.name)?;
         check_section(Section::Budget, &budget_map(&self.budget))?;
+        if let Ok(Value::Object(search)) = serde_json::to_value(&self.search) {
+            check_section(Section::Search, &search)?;
+        }
         let objectives = &rules().objectives;
         if !objectives.contains_key(&self.objective) {
             let known: Vec<&str> = objectives.keys().map(String::as_str).collect();
@@ -436,6 +487,12 @@ impl RunSpec {
         );
         parameters.insert("seed".into(), self.seed.into());
         parameters.insert("run_seed".into(), self.seed.into());
+        if !self.search.is_default() {
+            parameters.insert(
+                "search".into(),
+                serde_json::to_value(&self.search).unwrap_or_default(),
+            );
+        }
         parameters.insert("trainer".into(), self.trainer.clone().into());
         parameters.insert(
             "artifact_dir".into(),
@@ -466,7 +523,7 @@ pub fn trial_seed(run_seed: u64, index: u32) -> u64 {
 const MAX_HEADER_BYTES: u64 = 1 << 20;
 
 /// The top-level keys of a spec.
-const TOP_LEVEL_KEYS: [&str; 9] = [
+const TOP_LEVEL_KEYS: [&str; 10] = [
     "name",
     "dataset",
     "objective",
@@ -475,6 +532,7 @@ const TOP_LEVEL_KEYS: [&str; 9] = [
     "dataset_options",
     "search_space",
     "budget",
+    "search",
     "trainer",
 ];
 
@@ -546,6 +604,7 @@ fn check_document(mut document: Map<String, Value>) -> Result<Map<String, Value>
     for section in [
         Section::SearchSpace,
         Section::Budget,
+        Section::Search,
         Section::DatasetOptions,
     ] {
         let key = section.name();

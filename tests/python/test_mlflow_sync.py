@@ -303,3 +303,19 @@ def test_processes_creating_one_new_database_at_once_all_succeed(tmp_path, pytho
     experiment = client.get_experiment_by_name("race").experiment_id
     assert len(client.search_runs([experiment])) == 3
     sync_mlflow({"tracking_uri": uri, "run": _run("after-the-race")})
+
+
+def test_a_pruned_trial_is_synced_as_killed_with_the_epochs_it_ran(tracking_uri, client):
+    run = _run("pruned-trial")
+    trial = _trial(run, 1, status="pruned")
+    trial["metrics"].update(
+        epochs_run=1, curve={"val_loss": [1.0], "val_accuracy": [0.5]}, val_accuracy=0.5
+    )
+    child = sync_mlflow({"tracking_uri": tracking_uri, "run": run, "trial": trial})["trial"]
+    found = client.get_run(child["mlflow_run_id"])
+    assert found.info.status == "KILLED"
+    assert found.data.tags["status"] == "pruned"
+    assert "error" not in found.data.tags
+    assert found.data.metrics["epochs_run"] == 1
+    history = client.get_metric_history(child["mlflow_run_id"], "curve/val_accuracy")
+    assert [m.value for m in history] == [0.5]

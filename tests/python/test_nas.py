@@ -791,13 +791,13 @@ def test_divergence_gives_a_failed_trial(tmp_path, monkeypatch):
         result = train(net, data, epochs=5, batch_size=8, patience=None, learning_rate=1e20, seed=0)
     assert result.diverged and not result.ok
 
-    real_sample = ops.sample_architecture
+    real_suggest = ops.suggest_architecture
 
-    def reckless(space, seed):
-        arch = real_sample(space, seed)
+    def reckless(space, seed, *search):
+        arch = real_suggest(space, seed, *search)
         return Architecture.from_dict({**arch.to_dict(), "learning_rate": 1e20})
 
-    monkeypatch.setattr(ops, "sample_architecture", reckless)
+    monkeypatch.setattr(ops, "suggest_architecture", reckless)
     payload = trial_payload(tmp_path, dataset_id="sklearn:iris")
     report = call_op(cerebros_service, "run_trial", payload)
     json.loads(encode_result("run_trial", report))  # no NaN leaks into the result

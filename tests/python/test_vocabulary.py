@@ -98,9 +98,10 @@ def test_every_status_a_reported_contract_carries_is_listed() -> None:
     assert checked > 0
 
 
-def test_the_mlflow_run_states_are_run_statuses() -> None:
+def test_the_mlflow_run_states_are_run_or_trial_statuses() -> None:
     mlflow_sync = importlib.import_module("cerebros_service.mlflow_sync")
-    assert set(mlflow_sync._RUN_STATUS) <= set(RUN_STATUSES)
+    assert set(mlflow_sync._RUN_STATUS) <= set(RUN_STATUSES) | set(TRIAL_STATUSES)
+    assert "pruned" in mlflow_sync._RUN_STATUS
 
 
 def test_the_type_stubs_list_the_error_classes() -> None:

@@ -9,6 +9,11 @@ A private-by-convention subpackage: the ops of :mod:`cerebros_service` import it
 * :mod:`.synthetic` — the ``synthetic:classification|regression`` generators and their options;
 * :mod:`.search_space` — the Cerebros-style search space, its normalisation and the seeded
   sampling of one architecture (levels of dense units, predecessor and lateral connections);
+* :mod:`.strategies` — the search strategies ``random``, ``tpe`` and ``cmaes`` (Optuna's
+  samplers choosing an architecture's shape);
+* :mod:`.study` — the run's history sent by the host, rebuilt into an in-memory Optuna study;
+* :mod:`.pruning` — the pruners ``median`` and ``asha`` (Optuna's rules) as the trainer's
+  per-epoch hook;
 * :mod:`.network` — the architecture compiled to a few masked dense stages over one flat
   float32 parameter vector (forward and backward passes);
 * :mod:`.trainer` — mini-batch Adam with early stopping on the validation loss;

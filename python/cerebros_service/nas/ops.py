@@ -24,8 +24,11 @@ from .checks import (
     req_str,
 )
 from .datasets import Dataset, load_dataset, normalize_dataset_options
+from .pruning import epoch_hook
 from .rules import OBJECTIVES, check_section
-from .search_space import normalize_search_space, sample_architecture
+from .search_space import normalize_search_space
+from .strategies import require, suggest_architecture
+from .study import check_history, import_optuna
 from .trainers import ARTIFACT_SUFFIX, check_trainer, fit
 
 __all__ = ["start_run", "run_trial", "record_trial", "finalize_run"]
@@ -65,6 +68,11 @@ def _budget(raw: Mapping[str, Any]) -> dict[str, int]:
     return check_section("budget", raw, "budget")
 
 
+def _search(params: Mapping[str, Any]) -> dict[str, str]:
+    """``parameters.search`` (strategy and pruner) checked, defaults filled."""
+    return check_section("search", opt_mapping(params, "search", "parameters.search"), "search")
+
+
 def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
@@ -82,8 +90,9 @@ def start_run(payload: Mapping[str, Any]) -> dict:
     """Check a ``RunStartedV1``: dataset, search space, objective and budget; prepare the run.
 
     Returns ``{"run_id", "status": "running", "task", "dataset", "search_space", "objective",
-    "direction", "budget", "seed", "trainer", "artifact_dir"}``. A ``keras`` trainer without
-    keras importable is a ``dependency`` error, before any trial.
+    "direction", "budget", "search", "seed", "trainer", "artifact_dir"}``. A ``keras``
+    trainer without keras importable, or a ``tpe``/``cmaes`` strategy or a pruner whose
+    library is missing, is a ``dependency`` error (with the install hint) before any trial.
     """
     check_contract_tag(payload, "run_started")
     run_id = req_str(payload, "run_id")
@@ -97,6 +106,10 @@ def start_run(payload: Mapping[str, Any]) -> dict:
     )
     space = normalize_search_space(payload.get("search_space"))
     budget = _budget(opt_mapping(payload, "budget"))
+    search = _search(params)
+    require(search["strategy"])
+    if search["pruner"] != "none":
+        import_optuna()
     data = _load(payload.get("dataset_id"), options, seed)
     objective = _objective(payload.get("objective"), data.task, "objective")
     direction = _direction(params.get("direction"), objective, "parameters.direction")
@@ -112,6 +125,7 @@ def start_run(payload: Mapping[str, Any]) -> dict:
         "objective": objective,
         "direction": direction,
         "budget": budget,
+        "search": search,
         "seed": seed,
         "trainer": trainer,
         "artifact_dir": str(run_dir.parent),
@@ -136,7 +150,9 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
     options = opt_mapping(params, "dataset_options", "parameters.dataset_options")
     data = _load(payload.get("dataset_id"), options, run_seed)
     objective = _objective(params.get("objective"), data.task, "parameters.objective")
-    _direction(params.get("direction"), objective, "parameters.direction")
+    direction = _direction(params.get("direction"), objective, "parameters.direction")
+    search = _search(params)
+    history = check_history(params.get("history"))
     path = artifact_path(
         opt_str(params, "artifact_dir", "parameters.artifact_dir"),
         run_id,
@@ -145,8 +161,9 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
     )
     ensure_dir(path.parent)  # fail before training, not after
 
-    arch = sample_architecture(space, seed)
-    fitted = fit(trainer, arch, data, budget=budget, seed=seed)
+    arch = suggest_architecture(space, seed, search["strategy"], history, direction)
+    on_epoch = epoch_hook(search["pruner"], history, direction, objective, budget["epochs"])
+    fitted = fit(trainer, arch, data, budget=budget, seed=seed, on_epoch=on_epoch)
     result = fitted.result
     metric = "val_accuracy" if data.task == "classification" else "val_rmse"
     curve = {
@@ -179,7 +196,7 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
         trainer=trainer,
     )
     artifact_uri = None
-    if result.ok:
+    if result.ok and not result.pruned:
         meta = {
             "format": "cerebros-nas-artifact",
             "format_version": 1,
@@ -205,7 +222,7 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
         "version": 1,
         "run_id": run_id,
         "trial_id": trial_id,
-        "status": "succeeded" if result.ok else "failed",
+        "status": _status(result.ok, result.pruned),
         "metrics": metrics,
         "parameters": summary,
         "artifact_uri": artifact_uri,
@@ -213,6 +230,13 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
         "candidate_id": arch.candidate_id,
         "warnings": warnings,
     }
+
+
+def _status(ok: bool, pruned: bool) -> str:
+    """A trial's status: a pruned trial has no artifact and never counts as the best."""
+    if not ok:
+        return "failed"
+    return "pruned" if pruned else "succeeded"
 
 
 def _check_optional(payload: Mapping[str, Any], key: str, kind: type | tuple, what: str) -> None:

@@ -21,7 +21,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 import numpy as np
 
@@ -31,6 +31,9 @@ __all__ = [
     "ACTIVATIONS",
     "DEFAULT_SEARCH_SPACE",
     "Architecture",
+    "Choices",
+    "RandomChoices",
+    "build_architecture",
     "normalize_search_space",
     "sample_architecture",
 ]
@@ -146,24 +149,83 @@ class Architecture:
         }
 
 
+class Choices(Protocol):
+    """Where the *shape* of an architecture comes from: the count of levels, of units per
+    level and of neurons per unit, the activation and the learning rate. The connections
+    are always drawn from the trial's seeded generator (see :func:`build_architecture`).
+    """
+
+    def levels(self, low: int, high: int) -> int:
+        """The number of levels, in ``[low, high]``."""
+        ...
+
+    def units(self, level: int, low: int, high: int) -> int:
+        """The number of units of ``level`` (1-based), in ``[low, high]``."""
+        ...
+
+    def neurons(self, level: int, units: int, low: int, high: int) -> list[int]:
+        """The neuron count of each of the ``units`` units of ``level``, in ``[low, high]``."""
+        ...
+
+    def activation(self, names: list[str]) -> str:
+        """One of ``names``."""
+        ...
+
+    def learning_rate(self, low: float, high: float) -> float:
+        """A learning rate in ``[low, high]`` (log-uniform prior)."""
+        ...
+
+
+class RandomChoices:
+    """Every choice drawn from ``rng`` (the ``random`` strategy), in the order
+    :func:`build_architecture` asks, interleaved with its connection draws."""
+
+    def __init__(self, rng: np.random.Generator) -> None:
+        self._rng = rng
+
+    def levels(self, low: int, high: int) -> int:
+        return int(self._rng.integers(low, high + 1))
+
+    def units(self, level: int, low: int, high: int) -> int:
+        return int(self._rng.integers(low, high + 1))
+
+    def neurons(self, level: int, units: int, low: int, high: int) -> list[int]:
+        return [int(n) for n in self._rng.integers(low, high + 1, units)]
+
+    def activation(self, names: list[str]) -> str:
+        return str(names[int(self._rng.integers(len(names)))])
+
+    def learning_rate(self, low: float, high: float) -> float:
+        return float(math.exp(self._rng.uniform(math.log(low), math.log(high))))
+
+
 def seeded_rng(seed: int, stream: int) -> np.random.Generator:
     """An independent PCG64 generator for one purpose (``stream``) of one seed."""
     return np.random.Generator(np.random.PCG64(np.random.SeedSequence([seed, stream])))
 
 
 def sample_architecture(space: Mapping[str, Any], seed: int) -> Architecture:
-    """Sample one architecture from a *normalised* space, deterministically from ``seed``."""
+    """Sample one architecture from a *normalised* space, deterministically from ``seed``
+    (the ``random`` strategy)."""
     rng = seeded_rng(seed, ARCH_STREAM)
-    n_levels = int(rng.integers(space["minimum_levels"], space["maximum_levels"] + 1))
+    return build_architecture(space, RandomChoices(rng), rng)
+
+
+def build_architecture(
+    space: Mapping[str, Any], choices: Choices, rng: np.random.Generator
+) -> Architecture:
+    """An architecture of a *normalised* space: its shape from ``choices``, its connections
+    drawn from ``rng``."""
+    n_levels = choices.levels(space["minimum_levels"], space["maximum_levels"])
     levels: list[tuple[int, ...]] = []
-    for _ in range(n_levels):
-        n_units = int(
-            rng.integers(space["minimum_units_per_level"], space["maximum_units_per_level"] + 1)
+    for k in range(1, n_levels + 1):
+        n_units = choices.units(
+            k, space["minimum_units_per_level"], space["maximum_units_per_level"]
         )
-        neurons = rng.integers(
-            space["minimum_neurons_per_unit"], space["maximum_neurons_per_unit"] + 1, n_units
+        neurons = choices.neurons(
+            k, n_units, space["minimum_neurons_per_unit"], space["maximum_neurons_per_unit"]
         )
-        levels.append(tuple(int(n) for n in neurons))
+        levels.append(tuple(neurons))
     p_pred = space["p_predecessor_connection"]
     p_lat = space["p_lateral_connection"]
     inputs: list[tuple[tuple[Unit, ...], ...]] = []
@@ -186,9 +248,9 @@ def sample_architecture(space: Mapping[str, Any], seed: int) -> Architecture:
             level_laterals.append(tuple(i for i in range(j) if lateral_draws[i] < p_lat))
         inputs.append(tuple(level_inputs))
         laterals.append(tuple(level_laterals))
-    activation = str(space["activation"][int(rng.integers(len(space["activation"])))])
+    activation = choices.activation(list(space["activation"]))
     low, high = space["learning_rate"]
-    learning_rate = float(math.exp(rng.uniform(math.log(low), math.log(high))))
+    learning_rate = choices.learning_rate(low, high)
     if learning_rate > high:  # guard the float round trip of exp(log(x))
         learning_rate = float(high)
     learning_rate = max(learning_rate, float(low))

@@ -25,7 +25,7 @@ import contextlib
 import math
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -150,8 +150,14 @@ def train(
     patience: int | None,
     learning_rate: float,
     seed: int,
+    on_epoch: Callable[[int, dict[str, float]], bool] | None = None,
 ) -> TrainResult:
-    """Initialise ``net`` from ``seed`` and train it; leave the best epoch's weights in it."""
+    """Initialise ``net`` from ``seed`` and train it; leave the best epoch's weights in it.
+
+    ``on_epoch``, when given, is called after each epoch with finite values (the 1-based
+    epoch and ``{"val_loss", "val_accuracy" or "val_rmse", "train_loss"}``); when it
+    returns True training stops there and the result is marked ``pruned``.
+    """
     net.initialize(seeded_rng(seed, INIT_STREAM))
     shuffle_rng = seeded_rng(seed, SHUFFLE_STREAM)
     classification = data.task == "classification"
@@ -224,15 +230,22 @@ def train(
         if not finite:
             result.diverged = True
             break
-        if val_loss < best_loss:
+        improved = val_loss < best_loss
+        if improved:
             best_loss = val_loss
             result.best_epoch = epoch
             np.copyto(best_params, params)
             wait = 0
         else:
             wait += 1
-            if patience is not None and wait >= patience:
-                result.stopped_early = epoch < epochs
+        if on_epoch is not None:
+            metric = "val_accuracy" if classification else "val_rmse"
+            values = {"val_loss": val_loss, metric: val_metric, "train_loss": train_loss}
+            if on_epoch(epoch, values):
+                result.pruned = True
                 break
+        if not improved and patience is not None and wait >= patience:
+            result.stopped_early = epoch < epochs
+            break
     np.copyto(params, best_params)
     return result

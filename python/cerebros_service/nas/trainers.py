@@ -78,7 +78,7 @@ def fit(
         )
     net = Network(arch, data.n_features, data.n_outputs, data.task)
     with blas_threads(), np.errstate(all="ignore"):
-        result = train(net, data, **settings)
+        result = train(net, data, **settings, on_epoch=on_epoch)
     arrays = {"x_mean": data.x_mean, "x_std": data.x_std}
     return Fitted(
         result,

@@ -95,12 +95,7 @@ fn defaults_fill_optional_fields() {
 
 #[test]
 fn statuses_use_snake_case() {
-    for s in [
-        TrialStatus::Succeeded,
-        TrialStatus::Failed,
-        TrialStatus::Skipped,
-        TrialStatus::Cancelled,
-    ] {
+    for s in TrialStatus::ALL {
         assert_eq!(serde_json::to_value(s).unwrap(), json!(s.as_str()));
     }
     for s in [

@@ -1,9 +1,9 @@
 //! The one table of a run spec's checked values, shared with the Python service:
 //! `python/cerebros_service/nas/spec_rules.json`, embedded here and loaded there by
 //! `cerebros_service.nas.rules`. It lists, for each section (`search_space`, `budget`,
-//! `dataset_options`), every key's kind, bounds and default, the activations the trainer
-//! implements, the search-space pairs that must be ordered, the scikit-learn datasets and
-//! the synthetic generators' options.
+//! `search`, `dataset_options`), every key's kind, bounds and default, the activations the
+//! trainer implements, the search-space pairs that must be ordered, the scikit-learn datasets
+//! and the synthetic generators' options.
 //! `tests/fixtures/spec_cases.json` holds good and bad values both languages are tested
 //! against, so the host never accepts a spec the service refuses.
 
@@ -28,6 +28,8 @@ pub struct Rules {
     pub ordered: Vec<(String, String)>,
     /// The budget's keys.
     pub budget: BTreeMap<String, Rule>,
+    /// The search's keys (strategy and pruner, DESIGN §13).
+    pub search: BTreeMap<String, Rule>,
     /// The dataset options' keys.
     pub dataset_options: BTreeMap<String, Rule>,
     /// What each objective needs and its natural direction.
@@ -100,6 +102,7 @@ impl Rules {
         match section {
             Section::SearchSpace => &self.search_space,
             Section::Budget => &self.budget,
+            Section::Search => &self.search,
             Section::DatasetOptions => &self.dataset_options,
         }
     }
@@ -112,6 +115,16 @@ impl Rules {
             .and_then(Value::as_u64)
             .unwrap_or_else(|| panic!("spec_rules.json: budget.{key} has no integer default"))
     }
+
+    /// The default of a string key of the search.
+    pub fn search_default(&self, key: &str) -> String {
+        self.search
+            .get(key)
+            .and_then(|r| r.default.as_ref())
+            .and_then(Value::as_str)
+            .unwrap_or_else(|| panic!("spec_rules.json: search.{key} has no string default"))
+            .to_owned()
+    }
 }
 
 /// A section of a spec checked by the table.
@@ -121,6 +134,8 @@ pub enum Section {
     SearchSpace,
     /// `[budget]`.
     Budget,
+    /// `[search]`.
+    Search,
     /// `[dataset_options]`.
     DatasetOptions,
 }
@@ -131,6 +146,7 @@ impl Section {
         match self {
             Section::SearchSpace => "search_space",
             Section::Budget => "budget",
+            Section::Search => "search",
             Section::DatasetOptions => "dataset_options",
         }
     }
@@ -379,6 +395,9 @@ mod tests {
         for key in rules.budget.keys() {
             rules.budget_default(key);
         }
+        for key in rules.search.keys() {
+            rules.search_default(key);
+        }
         for (low, high) in &rules.ordered {
             assert!(rules.search_space[low].default.is_some());
             assert!(rules.search_space[high].default.is_some());
@@ -396,6 +415,7 @@ mod tests {
             let section = match case["section"].as_str().unwrap() {
                 "search_space" => Section::SearchSpace,
                 "budget" => Section::Budget,
+                "search" => Section::Search,
                 "dataset_options" => Section::DatasetOptions,
                 other => panic!("unknown section {other}"),
             };

@@ -193,6 +193,42 @@ fn trial_seeds_are_distinct_and_stable() {
 }
 
 #[test]
+fn the_search_holds_exactly_the_tables_search_keys_and_defaults_to_random_without_pruner() {
+    let fields = serde_json::to_value(Search::default()).unwrap();
+    let keys: Vec<&String> = fields.as_object().unwrap().keys().collect();
+    assert_eq!(keys, rules().search.keys().collect::<Vec<_>>());
+    let spec = parse(BASE).unwrap();
+    assert_eq!(spec.search.strategy, "random");
+    assert_eq!(spec.search.pruner, "none");
+    // A default search is neither stored nor sent: such runs read and run as before.
+    assert!(serde_json::to_value(&spec).unwrap().get("search").is_none());
+    assert!(!spec.trial_parameters(Path::new("a")).contains_key("search"));
+}
+
+#[test]
+fn a_search_is_stored_and_sent_with_every_trial() {
+    let spec = parse(&format!(
+        "{BASE}[search]\nstrategy = \"tpe\"\npruner = \"asha\"\n"
+    ))
+    .unwrap();
+    let stored: RunSpec = serde_json::from_value(serde_json::to_value(&spec).unwrap()).unwrap();
+    assert_eq!(stored, spec);
+    assert_eq!(
+        spec.trial_parameters(Path::new("a"))["search"],
+        serde_json::json!({"strategy": "tpe", "pruner": "asha"})
+    );
+    for (text, key) in [
+        ("[search]\nstrategy = \"grid\"\n", "search.strategy"),
+        ("[search]\npruner = \"hyperband\"\n", "search.pruner"),
+        ("[search]\nsampler = \"tpe\"\n", "search.sampler"),
+        ("search = \"tpe\"\n", "search"),
+    ] {
+        let err = parse(&format!("{BASE}{text}")).unwrap_err();
+        assert_eq!(err.details["key"], key, "{text}: {err}");
+    }
+}
+
+#[test]
 fn the_shared_dataset_cases_are_decided_as_the_service_decides_them() {
     let path = concat!(
         env!("CARGO_MANIFEST_DIR"),

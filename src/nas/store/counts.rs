@@ -92,6 +92,9 @@ mod tests {
         store
             .record_trial(&trial("done", 2, TrialState::Skipped), None)
             .unwrap();
+        store
+            .record_trial(&trial("done", 3, TrialState::Pruned), None)
+            .unwrap();
         store.finish_run("done", RunEnd::Succeeded, None).unwrap();
 
         let counts = store.counts().unwrap();
@@ -125,7 +128,8 @@ mod tests {
                 ("succeeded", 2),
                 ("failed", 1),
                 ("skipped", 1),
-                ("cancelled", 0)
+                ("cancelled", 0),
+                ("pruned", 1)
             ]
         );
     }

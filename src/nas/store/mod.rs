@@ -20,7 +20,7 @@ mod runs;
 mod schema;
 mod state;
 #[cfg(test)]
-mod test_support;
+pub(crate) mod test_support;
 mod trials;
 
 pub use calls::StoreCalls;

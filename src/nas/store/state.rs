@@ -134,20 +134,27 @@ pub enum TrialState {
     Skipped,
     /// Stopped because its run was cancelled or failed.
     Cancelled,
+    /// Stopped early by the run's pruner (DESIGN §13).
+    Pruned,
 }
 
 impl TrialState {
     /// Every trial state.
-    pub const ALL: [TrialState; 5] = [
+    pub const ALL: [TrialState; 6] = [
         TrialState::Running,
         TrialState::Succeeded,
         TrialState::Failed,
         TrialState::Skipped,
         TrialState::Cancelled,
+        TrialState::Pruned,
     ];
 
     /// The states a run counts in `trials_completed`, and a resume does not run again.
-    pub const COMPLETED: [TrialState; 2] = [TrialState::Succeeded, TrialState::Failed];
+    pub const COMPLETED: [TrialState; 3] = [
+        TrialState::Succeeded,
+        TrialState::Failed,
+        TrialState::Pruned,
+    ];
 
     /// The name stored and printed.
     pub fn as_str(self) -> &'static str {
@@ -157,6 +164,7 @@ impl TrialState {
             TrialState::Failed => "failed",
             TrialState::Skipped => "skipped",
             TrialState::Cancelled => "cancelled",
+            TrialState::Pruned => "pruned",
         }
     }
 
@@ -166,11 +174,11 @@ impl TrialState {
     }
 
     /// Whether recording the trial in this state queues its MLflow sync: succeeded,
-    /// failed or cancelled (a skipped trial is not mirrored).
+    /// failed, cancelled or pruned (a skipped trial is not mirrored).
     pub fn queues_sync(self) -> bool {
         matches!(
             self,
-            TrialState::Succeeded | TrialState::Failed | TrialState::Cancelled
+            TrialState::Succeeded | TrialState::Failed | TrialState::Cancelled | TrialState::Pruned
         )
     }
 }
@@ -182,6 +190,7 @@ impl From<TrialStatus> for TrialState {
             TrialStatus::Failed => TrialState::Failed,
             TrialStatus::Skipped => TrialState::Skipped,
             TrialStatus::Cancelled => TrialState::Cancelled,
+            TrialStatus::Pruned => TrialState::Pruned,
         }
     }
 }
@@ -324,6 +333,7 @@ mod tests {
             TrialStatus::Failed,
             TrialStatus::Skipped,
             TrialStatus::Cancelled,
+            TrialStatus::Pruned,
         ] {
             assert_eq!(TrialState::from(status).as_str(), status.as_str());
         }

@@ -12,8 +12,8 @@ export const CANCELLABLE = new Set(["queued", "running", "interrupted"]);
  */
 export const SELF_CONTAINED = new Set(["ml.run.trial", "ml.run.best"]);
 
-/** Trial statuses a run counts in `trials_completed`. */
-export const COMPLETED = new Set(["succeeded", "failed"]);
+/** Trial statuses a run counts in `trials_completed` (Rust `TrialState::COMPLETED`). */
+export const COMPLETED = new Set(["succeeded", "failed", "pruned"]);
 
 /** Patches a Run object from one event (`{kind, data}`) of that run; returns the run. */
 export function applyRunEvent(run, { kind, data = {} }) {

@@ -110,7 +110,7 @@ export class TrialsTable {
     const [index, status, objective, params, duration, levels, note] = row.cells;
     index.textContent = trial.index ?? "";
     index.className = "num";
-    status.textContent = trial.status ?? "";
+    status.textContent = statusText(trial);
     status.className = statusClass(trial.status);
     objective.textContent = formatNumber(metricValue(trial.metrics, this.objective));
     objective.className = "num";
@@ -155,4 +155,11 @@ export class TrialsTable {
 function shortTrialId(trial) {
   const prefix = `${trial.run_id}-`;
   return trial.trial_id.startsWith(prefix) ? trial.trial_id.slice(prefix.length) : trial.trial_id;
+}
+
+/** A trial's status; a pruned trial's with the epochs it ran (`pruned (epoch 2)`). */
+function statusText(trial) {
+  const epochs = metricValue(trial.metrics, "epochs_run");
+  if (trial.status === "pruned" && typeof epochs === "number") return `pruned (epoch ${epochs})`;
+  return trial.status ?? "";
 }

@@ -1,0 +1,306 @@
+"""Search strategies and pruners (DESIGN §13): ``random`` unchanged, Optuna's samplers rebuilt
+from the run's history deterministically, Optuna's pruning rules fed from the curves of the
+run's finished trials, and the ``pruned`` status of a trial."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import optuna
+import pytest
+
+from cerebros_service._dispatch import OpError
+from cerebros_service.nas import ops
+from cerebros_service.nas.datasets import load_dataset
+from cerebros_service.nas.network import Network
+from cerebros_service.nas.pruning import epoch_hook
+from cerebros_service.nas.search_space import normalize_search_space, sample_architecture
+from cerebros_service.nas.strategies import suggest_architecture
+from cerebros_service.nas.study import check_history
+from cerebros_service.nas.trainer import train
+
+SPACES = [
+    {},
+    {
+        "maximum_levels": 6,
+        "maximum_units_per_level": 5,
+        "activation": ["relu", "elu", "tanh"],
+        "learning_rate": [1e-4, 0.1],
+    },
+    {"learning_rate": [0.01, 0.01]},
+]
+
+#: The digest of 900 architectures sampled by the ``random`` strategy before strategies
+#: existed (commit bf0ae07): any change to its draws changes it.
+RANDOM_DIGEST = "4eb66506505e1ad97cca231bfeb3a5905803f8e285b18df9932875fc46b2bfc9"
+
+
+def test_random_sampling_is_unchanged_bit_for_bit():
+    lines = []
+    for raw in SPACES:
+        space = normalize_search_space(raw)
+        for seed in range(300):
+            arch = sample_architecture(space, seed * 7919 + seed**3)
+            lines.append(json.dumps(arch.to_dict()) + "\n")
+    assert hashlib.sha256("".join(lines).encode()).hexdigest() == RANDOM_DIGEST
+    space = normalize_search_space(SPACES[1])
+    # The random strategy ignores the history.
+    assert suggest_architecture(space, 11, "random", HISTORY, "maximize") == sample_architecture(
+        space, 11
+    )
+
+
+def finished(index: int, seed: int, value: float, status: str = "succeeded") -> dict:
+    """A history entry of a trial whose architecture is that ``random`` samples from ``seed``."""
+    arch = sample_architecture(normalize_search_space(SPACES[1]), seed).to_dict()
+    curve = [value - 0.1, value - 0.05, value]
+    return {
+        "index": index,
+        "status": status,
+        "architecture": {k: arch[k] for k in ("levels", "activation", "learning_rate")},
+        "value": value if status == "succeeded" else None,
+        "curve": curve,
+    }
+
+
+HISTORY_SENT = (
+    [finished(i, 100 + i, 0.5 + 0.03 * i) for i in range(12)]
+    + [finished(12, 200, 0.2, "pruned"), finished(13, 201, 0.1, "failed")]
+    + [{"index": 14, "status": "running"}]
+)
+HISTORY = check_history(HISTORY_SENT)
+
+
+@pytest.mark.parametrize("strategy", ["tpe", "cmaes"])
+def test_a_suggestion_depends_only_on_the_seed_and_the_history(strategy):
+    space = normalize_search_space(SPACES[1])
+    first = suggest_architecture(space, 99, strategy, HISTORY, "maximize")
+    again = suggest_architecture(space, 99, strategy, check_history(HISTORY_SENT[::-1]), "maximize")
+    assert first == again
+    other_seed = suggest_architecture(space, 98, strategy, HISTORY, "maximize")
+    assert other_seed != first
+    shorter = suggest_architecture(space, 99, strategy, HISTORY[:11], "maximize")
+    assert shorter != first
+    assert space["minimum_levels"] <= len(first.levels) <= space["maximum_levels"]
+    assert 1e-4 <= first.learning_rate <= 0.1
+
+
+def test_tpe_learns_from_the_history():
+    """After its startup trials TPE proposes near the best trials, not uniformly: with the
+    history favouring one activation, most suggestions use it."""
+    space = normalize_search_space({"activation": ["relu", "elu", "tanh", "sigmoid", "gelu"]})
+    history = []
+    for i in range(30):
+        arch = sample_architecture(space, 500 + i).to_dict()
+        good = arch["activation"] == "tanh"
+        history.append(
+            {
+                "index": i,
+                "status": "succeeded",
+                "architecture": arch,
+                "value": 0.9 if good else 0.1,
+                "curve": [],
+            }
+        )
+    history = check_history(history)
+    picks = [
+        suggest_architecture(space, seed, "tpe", history, "maximize").activation
+        for seed in range(20)
+    ]
+    assert picks.count("tanh") >= 12, picks
+
+
+def test_bad_history_is_refused_naming_the_key():
+    with pytest.raises(OpError) as info:
+        check_history([{"index": 0, "status": "done"}])
+    assert info.value.error_class == "contract"
+    assert info.value.details["key"] == "parameters.history[0].status"
+
+
+def test_the_median_pruner_rule():
+    """Optuna's MedianPruner: no decision before 5 completed trials, then a trial worse than
+    the median of the completed trials at the same epoch is pruned."""
+    history = check_history(
+        [
+            {"index": i, "status": "succeeded", "value": 0.9, "curve": [0.5, 0.7, 0.9]}
+            for i in range(5)
+        ]
+    )
+    hook = epoch_hook("median", history[:4], "maximize", "val_accuracy", epochs=3)
+    assert hook is not None and not hook(1, {"val_accuracy": 0.1})
+    hook = epoch_hook("median", history, "maximize", "val_accuracy", epochs=3)
+    assert not hook(1, {"val_accuracy": 0.6})
+    assert hook(2, {"val_accuracy": 0.6})
+    # Never at the last epoch.
+    hook = epoch_hook("median", history, "maximize", "val_accuracy", epochs=3)
+    assert not hook(3, {"val_accuracy": 0.0})
+    # Minimising: a larger loss is worse.
+    losses = check_history(
+        [{"index": i, "status": "succeeded", "value": 0.2, "curve": [0.5, 0.2]} for i in range(5)]
+    )
+    hook = epoch_hook("median", losses, "minimize", "val_loss", epochs=3)
+    assert hook(1, {"val_loss": 0.6})
+    assert epoch_hook("none", history, "maximize", "val_accuracy", epochs=3) is None
+
+
+def test_asha_rebuilt_from_the_history_decides_as_a_live_optuna_study():
+    """The rung values recorded for the history's trials are those Optuna's
+    SuccessiveHalvingPruner records while the trials run: replaying the same curves through
+    a live study gives the same decisions as hooks built from the history."""
+    curves = [
+        [0.5, 0.6, 0.7, 0.8, 0.85],
+        [0.4, 0.5, 0.6, 0.7, 0.8],
+        [0.6, 0.65, 0.7, 0.75, 0.9],
+        [0.3, 0.5, 0.55, 0.6, 0.65],
+        [0.55, 0.6, 0.62, 0.64, 0.66],
+        [0.58, 0.7, 0.72, 0.74, 0.76],
+        [0.62, 0.66, 0.69, 0.7, 0.71],
+        [0.2, 0.9, 0.95, 0.97, 0.98],
+        [0.7, 0.8, 0.9, 0.95, 0.99],
+    ]
+    live = optuna.create_study(
+        direction="maximize",
+        pruner=optuna.pruners.SuccessiveHalvingPruner(min_resource=1, reduction_factor=4),
+    )
+    history: list[dict] = []
+    for index, curve in enumerate(curves):
+        trial = live.ask()
+        hook = epoch_hook("asha", check_history(history), "maximize", "val_accuracy", epochs=5)
+        ran = []
+        pruned = False
+        for epoch, value in enumerate(curve, start=1):
+            ran.append(value)
+            trial.report(value, epoch)
+            expected = trial.should_prune() if epoch < 5 else False
+            assert hook(epoch, {"val_accuracy": value}) == expected, (index, epoch)
+            if expected:
+                pruned = True
+                break
+        if pruned:
+            live.tell(trial, state=optuna.trial.TrialState.PRUNED)
+        else:
+            live.tell(trial, max(ran))
+        history.append(
+            {
+                "index": index,
+                "status": "pruned" if pruned else "succeeded",
+                "value": None if pruned else max(ran),
+                "curve": ran,
+            }
+        )
+    assert any(entry["status"] == "pruned" for entry in history)
+    assert any(entry["status"] == "succeeded" for entry in history[1:])
+
+
+def test_the_trainer_stops_when_the_hook_says_so():
+    data = load_dataset("sklearn:iris", {"validation_split": 0.2}, 3)
+    arch = sample_architecture(normalize_search_space({}), 5)
+    seen = []
+
+    def on_epoch(epoch: int, values: dict[str, float]) -> bool:
+        seen.append((epoch, sorted(values)))
+        return epoch == 2
+
+    net = Network(arch, data.n_features, data.n_outputs, data.task)
+    result = train(
+        net,
+        data,
+        epochs=6,
+        batch_size=16,
+        patience=None,
+        learning_rate=0.01,
+        seed=1,
+        on_epoch=on_epoch,
+    )
+    assert result.pruned and result.epochs_run == 2 and result.ok
+    assert seen == [(1, ["train_loss", "val_accuracy", "val_loss"])] * 1 + [
+        (2, ["train_loss", "val_accuracy", "val_loss"])
+    ]
+    net = Network(arch, data.n_features, data.n_outputs, data.task)
+    plain = train(net, data, epochs=6, batch_size=16, patience=None, learning_rate=0.01, seed=1)
+    assert not plain.pruned and plain.epochs_run == 6
+    assert plain.val_loss[:2] == result.val_loss
+
+
+def trial_payload(tmp_path: Path, search: dict, history: list) -> dict:
+    return {
+        "run_id": "run-1",
+        "trial_id": "run-1-t005",
+        "index": 5,
+        "seed": 7,
+        "dataset_id": "sklearn:iris",
+        "search_space": {},
+        "budget": {"epochs": 6, "batch_size": 16, "patience": 6},
+        "parameters": {
+            "objective": "val_accuracy",
+            "direction": "maximize",
+            "run_seed": 42,
+            "artifact_dir": str(tmp_path),
+            "search": search,
+            "history": history,
+        },
+    }
+
+
+def test_a_hopeless_trial_is_reported_pruned_without_an_artifact(tmp_path):
+    history = [
+        {"index": i, "status": "succeeded", "value": 1.0, "curve": [1.0] * 6} for i in range(5)
+    ]
+    report = ops.run_trial(trial_payload(tmp_path, {"pruner": "median"}, history))
+    assert report["status"] == "pruned"
+    assert report["metrics"]["epochs_run"] == 1
+    assert len(report["metrics"]["curve"]["val_accuracy"]) == 1
+    assert math.isfinite(report["metrics"]["val_accuracy"])
+    assert report["artifact_uri"] is None
+    assert ops.record_trial({**report, "contract": "trial_reported"})["status"] == "pruned"
+    # The same trial without a pruner trains to its end.
+    report = ops.run_trial(trial_payload(tmp_path, {}, history))
+    assert report["status"] == "succeeded" and report["metrics"]["epochs_run"] == 6
+
+
+def test_a_tpe_trial_end_to_end_is_deterministic(tmp_path):
+    history = [finished(i, 100 + i, 0.5 + 0.03 * i) for i in range(12)]
+    payload = trial_payload(tmp_path, {"strategy": "tpe", "pruner": "asha"}, history)
+    first = ops.run_trial(payload)
+    again = ops.run_trial(payload)
+    assert first["candidate_id"] == again["candidate_id"]
+    assert first["metrics"] == again["metrics"]
+
+
+def test_cmaes_without_its_package_is_refused_up_front_with_the_install_hint(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "cmaes", None)
+    payload = {
+        "run_id": "run-1",
+        "timestamp": "2024-01-01T00:00:00Z",
+        "dataset_id": "sklearn:iris",
+        "parameters": {"seed": 3, "artifact_dir": str(tmp_path), "search": {"strategy": "cmaes"}},
+    }
+    with pytest.raises(OpError) as info:
+        ops.start_run(payload)
+    assert info.value.error_class == "dependency"
+    assert "cerebros_service[search]" in info.value.message
+
+
+@pytest.mark.parametrize(
+    ("search", "key"),
+    [
+        ({"strategy": "grid"}, "search.strategy"),
+        ({"pruner": "hyperband"}, "search.pruner"),
+        ({"sampler": "tpe"}, "search.sampler"),
+    ],
+)
+def test_unknown_strategies_and_pruners_are_refused_naming_the_key(tmp_path, search, key):
+    payload = {
+        "run_id": "run-1",
+        "timestamp": "2024-01-01T00:00:00Z",
+        "dataset_id": "sklearn:iris",
+        "parameters": {"seed": 3, "artifact_dir": str(tmp_path), "search": search},
+    }
+    with pytest.raises(OpError) as info:
+        ops.start_run(payload)
+    assert info.value.error_class == "contract"
+    assert info.value.details["key"] == key
