@@ -34,6 +34,15 @@ impl Scratch {
         for (key, value) in envs {
             command.env(key, value);
         }
+        Scratch::outcome(command)
+    }
+
+    /// Runs the CLI with `args` on this scratch's store.
+    fn cli(&self, args: &[&str]) -> (i32, Value, String) {
+        Scratch::outcome(common::nas_cli(&self.path("store.db"), args))
+    }
+
+    fn outcome(mut command: std::process::Command) -> (i32, Value, String) {
         let output = command.output().unwrap();
         let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
         (
@@ -173,16 +182,23 @@ fn keras_requested_but_not_importable_is_refused_before_any_trial() {
             ("NO_KERAS_FIXTURES", fixtures.to_str().unwrap()),
         ],
     );
-    // start_run refuses it: the run fails with the service's error, and no trial starts.
-    assert_eq!(code, 1, "{doc} {stderr}");
-    assert_eq!(doc["run"]["status"], "failed", "{doc}");
-    assert_eq!(doc["trials"], serde_json::json!([]), "{doc}");
-    let error = doc["run"]["error"].as_str().unwrap();
-    assert!(error.starts_with("dependency: trainer: "), "{error}");
+    // start_run refuses it: the CLI exits 3 (dependency) with the service's error, and
+    // the run is stored as failed without a trial.
+    assert_eq!(code, 3, "{doc} {stderr}");
+    assert_eq!(doc["error"]["class"], "dependency", "{doc}");
+    assert_eq!(doc["error"]["details"]["key"], "trainer", "{doc}");
+    let message = doc["error"]["message"].as_str().unwrap();
     assert!(
-        error.contains("pip install cerebros_service[keras]") && error.contains("op start_run"),
-        "{error}"
+        message.contains("pip install cerebros_service[keras]"),
+        "{message}"
     );
+    let run_id = doc["error"]["run_id"].as_str().expect("the run's id");
+    let (code, shown, _) = scratch.cli(&["runs", "show", run_id, "--json"]);
+    assert_eq!(code, 0);
+    assert_eq!(shown["run"]["status"], "failed", "{shown}");
+    assert_eq!(shown["trials"], serde_json::json!([]), "{shown}");
+    let error = shown["run"]["error"].as_str().unwrap();
+    assert!(error.starts_with("dependency: trainer: "), "{error}");
 }
 
 /// The fixture's ops, served from a folder whose `keras` cannot be imported.

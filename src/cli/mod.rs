@@ -69,7 +69,7 @@ enum Command {
     Call(call::CallArgs),
     /// Run a whole NAS run from a spec, with a progress display (Ctrl-C cancels).
     #[command(
-        after_help = "Exit codes:\n  0  the run succeeded\n  1  it failed\n  2  invalid spec or config\n  130  it was cancelled"
+        after_help = "Exit codes:\n  0  the run succeeded\n  1  it failed\n  2  invalid spec or config (or the service refused the run's values)\n  3  a package the run needs is missing (e.g. keras for trainer = \"keras\")\n  130  it was cancelled"
     )]
     Run(run::RunArgs),
     /// The runs in the store: list, show, resume, cancel, submit.

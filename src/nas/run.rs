@@ -151,7 +151,9 @@ impl RunWorker {
     }
 
     /// Drives run `run_id` to its end (or until `cancel` is raised) and returns it as
-    /// stored. Works the same for a new run and for one being resumed.
+    /// stored. Works the same for a new run and for one being resumed. A run the service
+    /// refuses (`contract`, `config` or `dependency`, e.g. a trainer whose package is
+    /// missing) is stored as failed and returned as that error, with its run id.
     pub async fn drive(&self, run_id: &str, cancel: CancelSignal) -> Result<RunRecord> {
         let run = self.read_run(run_id).await?;
         let spec: RunSpec = serde_json::from_value(run.spec.clone()).map_err(|e| {
@@ -192,13 +194,22 @@ impl RunWorker {
             Ok(end) => (*end, None),
             Err(err) => (RunEnd::Failed, Some(err.to_string())),
         };
+        // A run the service refused as specified is recorded as failed, and the refusal
+        // is the caller's error: the CLI exits with its class (2 or 3), not as a run that
+        // merely had no successful trial.
+        let refused = outcome.err().filter(|err| {
+            matches!(
+                err.class,
+                ErrorClass::Contract | ErrorClass::Config | ErrorClass::Dependency
+            )
+        });
         let finished = self
             .finalize(run_id, spec, end, error, started.elapsed())
             .await;
         if let Err(err) = &finished {
             self.end_as_failed(run_id, err).await;
         }
-        match sync {
+        let finished = match sync {
             Some(sync) => {
                 sync.finish().await;
                 // Read again: the final flush wrote the MLflow ids back.
@@ -207,6 +218,10 @@ impl RunWorker {
                     Err(err) => Err(err),
                 }
             }
+            None => finished,
+        };
+        match refused {
+            Some(err) => Err(err.with_run_id(Some(run_id.to_owned()))),
             None => finished,
         }
     }
