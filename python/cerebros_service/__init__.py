@@ -167,6 +167,13 @@ def ray_end_run(payload: dict) -> dict:
     return ray_executor.end_run(payload)
 
 
+def ray_disconnect(payload: dict) -> dict:
+    """``ray.shutdown()`` of this process's Ray driver, before the host exits."""
+    from .nas import ray_executor
+
+    return ray_executor.disconnect(payload)
+
+
 def sync_mlflow(payload: dict) -> dict:
     """Mirror a stored run (parent MLflow run) and optionally one trial (nested child run)
     into MLflow at ``tracking_uri``; idempotent. Returns the MLflow run ids."""

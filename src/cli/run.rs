@@ -77,18 +77,22 @@ pub fn with_worker<T>(
     let artifact_dir = artifacts::artifact_dir(&store_file);
     let client = Arc::new(Client::start(config)?);
     let executor = ExecutorSettings::from_config(config);
-    if executor.is_ray() {
-        // An unreachable cluster is the config error of the command, not a failed run.
-        if let Err(err) = runtime.block_on(executor.connect(&client)) {
-            client.shutdown(Duration::from_millis(500));
-            return Err(err);
+    // An unreachable cluster is the config error of the command, not a failed run.
+    let connected = match executor.is_ray() {
+        true => runtime.block_on(executor.connect(&client)).map(drop),
+        false => Ok(()),
+    };
+    let outcome = connected.and_then(|()| {
+        let mut worker =
+            RunWorker::new(client.clone(), store, artifact_dir).with_executor(executor.clone());
+        if sync::enabled(config) {
+            worker = worker.with_mlflow(sync::SyncSettings::from_config(config, &store_file));
         }
+        body(&runtime, &worker)
+    });
+    if executor.is_ray() {
+        runtime.block_on(executor.disconnect(&client));
     }
-    let mut worker = RunWorker::new(client.clone(), store, artifact_dir).with_executor(executor);
-    if sync::enabled(config) {
-        worker = worker.with_mlflow(sync::SyncSettings::from_config(config, &store_file));
-    }
-    let outcome = body(&runtime, &worker);
     client.shutdown(Duration::from_millis(500));
     outcome
 }

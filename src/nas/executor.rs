@@ -69,4 +69,17 @@ impl ExecutorSettings {
             .call_with("ray_connect", self.connection(), options)
             .await
     }
+
+    /// `ray.shutdown()` of the client's interpreter, before the host exits (a no-op when
+    /// it never connected): Ray's threads must not be torn down by the exit itself.
+    pub async fn disconnect(&self, client: &Client) {
+        let options = CallOptions {
+            timeout: Some(Duration::from_secs(30)),
+            max_retries: Some(0),
+            ..CallOptions::default()
+        };
+        if let Err(err) = client.call_with("ray_disconnect", json!({}), options).await {
+            tracing::warn!("cannot disconnect from Ray: {err}");
+        }
+    }
 }

@@ -32,7 +32,7 @@ use crate::nas::artifacts::run_folder;
 use crate::nas::executor::ExecutorSettings;
 use crate::nas::spec::{budget_map, trial_seed, RunSpec};
 use crate::nas::store::{
-    now_rfc3339, ArtifactRecord, Owner, Placement, RunEnd, RunRecord, Store, StoreCalls,
+    now_rfc3339, ArtifactRecord, Owner, RunEnd, RunRecord, Store, StoreCalls,
     TrialRecord, TrialState, HEARTBEAT_EVERY,
 };
 use crate::nas::sync::{SyncSettings, SyncWorker};
@@ -545,14 +545,14 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     let timeout = Duration::from_millis(context.spec.budget.trial_timeout_ms);
     let started_at = now_rfc3339();
     let clock = Instant::now();
-    let mut placement = None;
+    let (mut placement, mut attempts) = (None, 1);
     let outcome = match &context.ray {
         Some(ray) => ray
             .run_trial(&request, &context.spec.budget, timeout)
             .await
-            .map(|(report, ran_on)| {
-                placement = Some(ran_on);
-                report
+            .map(|ran| {
+                (placement, attempts) = (Some(ran.placement), ran.attempts);
+                ran.report
             }),
         None => {
             let options = CallOptions {
@@ -571,7 +571,12 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
         run_folder: &folder,
     };
     let (record, artifact) = match outcome.and_then(|reply| check_report(&reply, &expected)) {
-        Ok(checked) => trial_from_report(&request, checked, placement, started_at, clock.elapsed()),
+        Ok(checked) => {
+            let (mut record, artifact) =
+                trial_from_report(&request, checked, started_at, clock.elapsed());
+            (record.placement, record.attempts) = (placement, attempts);
+            (record, artifact)
+        }
         Err(err) => (
             failed_trial(&request, &err, started_at, clock.elapsed()),
             None,
@@ -653,7 +658,6 @@ async fn acknowledge(context: &TrialContext, record: &TrialRecord) {
 fn trial_from_report(
     request: &TrialRequestedV1,
     checked: CheckedReport,
-    placement: Option<Placement>,
     started_at: String,
     took: Duration,
 ) -> (TrialRecord, Option<ArtifactRecord>) {
@@ -689,7 +693,7 @@ fn trial_from_report(
         started_at: Some(started_at),
         finished_at: Some(now_rfc3339()),
         mlflow_run_id: None,
-        placement,
+        placement: None,
     };
     (record, checked.artifact)
 }

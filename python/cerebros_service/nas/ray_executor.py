@@ -12,7 +12,9 @@ bridge it calls the ops of :mod:`cerebros_service` that land here:
 * ``ray_poll``: never blocks: ``running``, or the task's report and where it ran (node id,
   host name, worker pid); a task whose worker died is a ``subprocess_exit`` error;
 * ``ray_cancel``: ``ray.cancel(ref, force=True)``, which kills the worker running it;
-* ``ray_end_run``: forgets the run's dataset.
+* ``ray_end_run``: forgets the run's dataset;
+* ``ray_disconnect``: ``ray.shutdown()`` before the host exits (Ray's threads must not be
+  torn down by the exit itself).
 
 The remote task imports the configured service module on its node and calls its
 ``run_trial`` with the very payload the ``local`` executor sends, so a trial's result does
@@ -33,7 +35,7 @@ from typing import Any
 from .._dispatch import OpError, exception_error
 from .checks import opt_mapping, req_str
 
-__all__ = ["cancel", "connect", "end_run", "poll", "start_run", "submit"]
+__all__ = ["cancel", "connect", "disconnect", "end_run", "poll", "start_run", "submit"]
 
 #: The oldest Ray this executor is tested with (``pip install cerebros_service[ray]``).
 MIN_RAY_VERSION = (2, 60)
@@ -112,7 +114,7 @@ def connect(payload: Mapping[str, Any]) -> dict:
             except OpError:
                 raise
             except Exception as exc:  # ConnectionError, RuntimeError, OSError, ...
-                raise _unreachable(address, exc) from exc
+                raise _unreachable(address, exc) from None
             _connected.update(address=address, namespace=namespace)
         nodes = [n for n in ray.nodes() if n.get("Alive")]
     return {
@@ -122,6 +124,20 @@ def connect(payload: Mapping[str, Any]) -> dict:
         "nodes": len(nodes),
         "resources": {k: v for k, v in ray.cluster_resources().items() if "node:" not in k},
     }
+
+
+def disconnect(payload: Mapping[str, Any]) -> dict:
+    """``ray.shutdown()``: cancels nothing on its own (the host cancels its trials first)."""
+    import ray
+
+    with _lock:
+        was = ray.is_initialized()
+        _refs.clear()
+        _runs.clear()
+        _connected.clear()
+        if was:
+            ray.shutdown()
+    return {"disconnected": was}
 
 
 def start_run(payload: Mapping[str, Any]) -> dict:

@@ -26,6 +26,16 @@ const MAX_POLL_PAUSE: Duration = Duration::from_millis(25);
 /// Deadline of the short calls (submit, poll, cancel) through the bridge.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// A trial that ran to its end on Ray (succeeded or not, as its report says).
+pub(super) struct RayOutcome {
+    /// The service's report.
+    pub(super) report: TrialReportedV1,
+    /// Where the last attempt ran.
+    pub(super) placement: Placement,
+    /// Attempts made (1 when the first one ended).
+    pub(super) attempts: u32,
+}
+
 /// The Ray side of one drive: the settings, the client and the trials in flight.
 pub(super) struct RayTrials {
     client: Arc<Client>,
@@ -65,18 +75,24 @@ impl RayTrials {
     }
 
     /// Runs `request` on the cluster, each attempt at most `timeout`, retried by the
-    /// client's policy; its report and where the last attempt ran.
+    /// client's policy: its report, where the last attempt ran and the attempts made.
     pub(super) async fn run_trial(
         &self,
         request: &TrialRequestedV1,
         budget: &Budget,
         timeout: Duration,
-    ) -> Result<(TrialReportedV1, Placement)> {
+    ) -> Result<RayOutcome> {
         let policy = self.client.retry_policy().clone();
         let mut attempt = 1;
         loop {
             match self.attempt(request, budget, timeout).await {
-                Ok(done) => return Ok(done),
+                Ok((report, placement)) => {
+                    return Ok(RayOutcome {
+                        report,
+                        placement,
+                        attempts: attempt,
+                    })
+                }
                 Err(err) => {
                     let err = err
                         .with_op("run_trial")
