@@ -32,8 +32,8 @@ use crate::nas::artifacts::run_folder;
 use crate::nas::executor::ExecutorSettings;
 use crate::nas::spec::{budget_map, trial_seed, RunSpec};
 use crate::nas::store::{
-    now_rfc3339, ArtifactRecord, Owner, RunEnd, RunRecord, Store, StoreCalls,
-    TrialRecord, TrialState, HEARTBEAT_EVERY,
+    now_rfc3339, ArtifactRecord, Owner, RunEnd, RunRecord, Store, StoreCalls, TrialRecord,
+    TrialState, HEARTBEAT_EVERY,
 };
 use crate::nas::sync::{SyncSettings, SyncWorker};
 use ray::RayTrials;

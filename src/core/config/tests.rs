@@ -631,7 +631,12 @@ fn executor_is_local_by_default_and_read_from_the_file_and_the_environment() {
 
 #[test]
 fn executor_values_are_checked() {
-    for good in ["auto", "ray://head:10001", "127.0.0.1:6379", "node-1.lan:6380"] {
+    for good in [
+        "auto",
+        "ray://head:10001",
+        "127.0.0.1:6379",
+        "node-1.lan:6380",
+    ] {
         let mut config = Config::default();
         config.executor.address = Some(good.into());
         config.validate().unwrap();
