@@ -238,8 +238,9 @@ def poll(payload: Mapping[str, Any]) -> dict:
             "system_error", f"Ray failed the trial: {type(exc).__name__}: {exc}"
         ) from None
     if "error" in outcome:
-        error = outcome["error"]
-        raise OpError(error["class"], error["message"], error.get("details"))
+        error = outcome["error"]  # an OpError's to_dict(), from the task
+        error_class = error["class"]
+        raise OpError(error_class, error["message"], error.get("details"))
     return {"state": "done", "report": outcome["report"], "placement": outcome["placement"]}
 
 
