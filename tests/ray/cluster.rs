@@ -20,8 +20,9 @@ pub struct Cluster {
     _scratch: tempfile::TempDir,
 }
 
-/// The process groups of the nodes, for the exit hook.
-static GROUPS: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+/// The `ray start --block` children (each the leader of its process group), for the
+/// exit hook.
+static NODES: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 static CLUSTER: OnceLock<Mutex<Cluster>> = OnceLock::new();
 
 /// The shared cluster, locked: the tests use it one at a time (they kill its workers).
@@ -94,7 +95,7 @@ impl Cluster {
     }
 }
 
-fn spawn_node(args: &[&str], knobs: &Path, log: &Path) -> Child {
+fn spawn_node(args: &[&str], knobs: &Path, log: &Path) {
     use std::os::unix::process::CommandExt;
     let out = std::fs::File::create(log).unwrap();
     let child = Command::new(ray_command())
@@ -113,8 +114,7 @@ fn spawn_node(args: &[&str], knobs: &Path, log: &Path) -> Child {
         .process_group(0)
         .spawn()
         .unwrap();
-    GROUPS.lock().unwrap().push(child.id() as i32);
-    child
+    NODES.lock().unwrap().push(child);
 }
 
 fn wait_for_address(log: &Path) -> String {
@@ -173,18 +173,19 @@ pub fn is_gone(pid: i32) -> bool {
 /// Stops the nodes: SIGTERM to each `ray start --block` group (which stops its Ray
 /// processes), then SIGKILL to what is left of the groups.
 extern "C" fn stop_nodes() {
-    let groups = std::mem::take(&mut *GROUPS.lock().unwrap_or_else(|p| p.into_inner()));
-    for group in groups.iter().rev() {
-        // SAFETY: plain signal sends to process groups these tests created.
-        unsafe { libc::kill(-group, libc::SIGTERM) };
+    let mut nodes = std::mem::take(&mut *NODES.lock().unwrap_or_else(|p| p.into_inner()));
+    for node in nodes.iter().rev() {
+        // SAFETY: a plain signal send to a process group these tests created.
+        unsafe { libc::kill(-(node.id() as i32), libc::SIGTERM) };
     }
     let deadline = Instant::now() + Duration::from_secs(10);
-    while Instant::now() < deadline && groups.iter().any(|g| !is_gone(*g)) {
-        std::thread::sleep(Duration::from_millis(100));
-    }
-    for group in &groups {
-        // SAFETY: as above.
-        unsafe { libc::kill(-group, libc::SIGKILL) };
+    for node in &mut nodes {
+        while Instant::now() < deadline && matches!(node.try_wait(), Ok(None)) {
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        // SAFETY: as above; what is left of the group is killed.
+        unsafe { libc::kill(-(node.id() as i32), libc::SIGKILL) };
+        let _ = node.wait();
     }
     let _ = std::fs::remove_dir_all(format!("/tmp/cbray-{}", std::process::id()));
 }

@@ -5,7 +5,6 @@
 
 mod cluster;
 #[path = "../common/mod.rs"]
-#[allow(dead_code)]
 mod common;
 
 use cluster::{cluster, is_gone, Cluster};
