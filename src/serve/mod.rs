@@ -161,6 +161,10 @@ impl Server {
         listen::serve(listener, api::router(state), header_timeout, shutdown).await;
         scheduler.abort();
         let _ = scheduler.await;
+        let executor = ExecutorSettings::from_config(&config);
+        if executor.is_ray() {
+            executor.disconnect(&client).await;
+        }
         client.shutdown(Duration::from_millis(500));
         Ok(())
     }
