@@ -25,6 +25,11 @@ pub struct Cluster {
 static NODES: Mutex<Vec<Child>> = Mutex::new(Vec::new());
 static CLUSTER: OnceLock<Mutex<Cluster>> = OnceLock::new();
 
+/// Ray's token authentication, off for this loopback-only cluster and its clients: with it
+/// unset, Ray turns it on whenever `~/.ray/auth_token` exists (a local `ray.init()`
+/// writes one), and `ray status` then cannot connect.
+pub const AUTH_MODE: &str = "disabled";
+
 /// The shared cluster, locked: the tests use it one at a time (they kill its workers).
 /// The knob folder is emptied for each test.
 pub fn cluster() -> MutexGuard<'static, Cluster> {
@@ -108,6 +113,7 @@ fn spawn_node(args: &[&str], knobs: &Path, log: &Path) {
             "--block",
         ])
         .env("RAY_FIXTURE_DIR", knobs)
+        .env("RAY_AUTH_MODE", AUTH_MODE)
         .stdin(Stdio::null())
         .stdout(out.try_clone().unwrap())
         .stderr(out)
@@ -140,6 +146,7 @@ fn wait_for_nodes(address: &str, count: usize) {
     loop {
         let status = Command::new(ray_command())
             .args(["status", &format!("--address={address}")])
+            .env("RAY_AUTH_MODE", AUTH_MODE)
             .output()
             .unwrap();
         let text = String::from_utf8_lossy(&status.stdout);

@@ -44,6 +44,7 @@ impl Scratch {
         command
             .env("CEREBROS_MODULE", "ray_fixture")
             .env("CEREBROS_RETRY_BACKOFF_MS", "10")
+            .env("RAY_AUTH_MODE", cluster::AUTH_MODE)
             .env_remove("CEREBROS_EXECUTOR")
             .env_remove("CEREBROS_EXECUTOR_ADDRESS")
             .stdin(Stdio::null());
