@@ -78,9 +78,10 @@ pub fn with_worker<T>(
     let client = Arc::new(Client::start(config)?);
     let executor = ExecutorSettings::from_config(config);
     // An unreachable cluster is the config error of the command, not a failed run.
-    let connected = match executor.is_ray() {
-        true => runtime.block_on(executor.connect(&client)).map(drop),
-        false => Ok(()),
+    let connected = if executor.is_ray() {
+        runtime.block_on(executor.connect(&client)).map(drop)
+    } else {
+        Ok(())
     };
     let outcome = connected.and_then(|()| {
         let mut worker =

@@ -293,18 +293,12 @@ impl RunWorker {
             .cloned()
             .unwrap_or_else(|| spec.search_space.clone());
         let parameters = spec.trial_parameters(&artifact_dir);
-        let ray = match self.executor.is_ray() {
-            true => Some(
-                RayTrials::start(
-                    self.client.clone(),
-                    self.executor.clone(),
-                    run_id,
-                    &spec.dataset,
-                    &parameters,
-                )
-                .await?,
-            ),
-            false => None,
+        let ray = if self.executor.is_ray() {
+            let client = self.client.clone();
+            let settings = self.executor.clone();
+            Some(RayTrials::start(client, settings, run_id, &spec.dataset, &parameters).await?)
+        } else {
+            None
         };
         let context = Arc::new(TrialContext {
             worker: self.clone(),
