@@ -211,6 +211,8 @@ def main() -> int:
     args = parser.parse_args()
     if not args.bin.exists():
         sys.exit(f"build the CLI first: cargo build --release ({args.bin} is missing)")
+    # A SIGTERM (`timeout`) unwinds through the `finally` below, which stops the nodes.
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit("terminated"))
     nodes: list[Node] = []
     results: dict = {}
     with tempfile.TemporaryDirectory(prefix="rayb-", dir="/tmp") as scratch:
