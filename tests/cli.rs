@@ -265,6 +265,7 @@ fn validate_passes_in_this_repo() {
         "mode",
         "mlflow",
         "telemetry",
+        "executor",
     ];
     assert_eq!(names, expected);
     for check in doc["checks"].as_array().unwrap() {
@@ -273,8 +274,9 @@ fn validate_passes_in_this_repo() {
     let ops = &doc["checks"][names.iter().position(|n| *n == "ops").unwrap()];
     assert_eq!(
         ops["detail"],
-        "cerebros_service: 7 ops: echo, finalize_run, health, record_trial, run_trial, \
-         start_run, sync_mlflow"
+        "cerebros_service: 14 ops: echo, finalize_run, health, ray_cancel, ray_connect, \
+         ray_disconnect, ray_end_run, ray_poll, ray_start_run, ray_submit, record_trial, \
+         run_trial, start_run, sync_mlflow"
     );
 }
 

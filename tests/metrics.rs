@@ -268,6 +268,7 @@ fn trial(run_id: &str, index: u32, status: TrialState) -> TrialRecord {
         started_at: None,
         finished_at: None,
         mlflow_run_id: None,
+        placement: None,
     }
 }
 

@@ -121,6 +121,59 @@ def finalize_run(payload: dict) -> dict:
     return ops.finalize_run(payload)
 
 
+# -- the ray executor (DESIGN §12; bodies in nas.ray_executor, which imports ray lazily) --
+
+
+def ray_connect(payload: dict) -> dict:
+    """``ray.init`` once per process (``address``, ``namespace``, ``python_paths``); the Ray
+    version and the cluster's live nodes. An unreachable cluster is a ``config`` error."""
+    from .nas import ray_executor
+
+    return ray_executor.connect(payload)
+
+
+def ray_start_run(payload: dict) -> dict:
+    """Connect and share the run's dataset through the object store (once per run)."""
+    from .nas import ray_executor
+
+    return ray_executor.start_run(payload)
+
+
+def ray_submit(payload: dict) -> dict:
+    """Submit one trial (``trial``: a ``TrialRequestedV1``) as a Ray task; ``{"handle"}``."""
+    from .nas import ray_executor
+
+    return ray_executor.submit(payload)
+
+
+def ray_poll(payload: dict) -> dict:
+    """The state of a submitted trial, without waiting: running, or its report and node."""
+    from .nas import ray_executor
+
+    return ray_executor.poll(payload)
+
+
+def ray_cancel(payload: dict) -> dict:
+    """Force-cancel submitted trials (``handles``): their worker processes are killed."""
+    from .nas import ray_executor
+
+    return ray_executor.cancel(payload)
+
+
+def ray_end_run(payload: dict) -> dict:
+    """Release the run's shared dataset."""
+    from .nas import ray_executor
+
+    return ray_executor.end_run(payload)
+
+
+def ray_disconnect(payload: dict) -> dict:
+    """``ray.shutdown()`` of this process's Ray driver, before the host exits."""
+    from .nas import ray_executor
+
+    return ray_executor.disconnect(payload)
+
+
 def sync_mlflow(payload: dict) -> dict:
     """Mirror a stored run (parent MLflow run) and optionally one trial (nested child run)
     into MLflow at ``tracking_uri``; idempotent. Returns the MLflow run ids."""

@@ -323,6 +323,7 @@ def _child(
     metrics = _scalar_metrics(raw, stamp, present)
     metrics += _curve_metrics(curves, stamp, present)
     tags = {"status": status}
+    tags.update(_placement_tags(trial.get("placement")))
     if trial.get("error") is not None:
         error = trial["error"]
         message = error.get("message") if isinstance(error, Mapping) else None
@@ -344,6 +345,22 @@ def _child(
 
 
 # -- helpers -----------------------------------------------------------------------------
+
+
+def _placement_tags(placement: Any) -> dict[str, str]:
+    """Where the trial ran under the ray executor (DESIGN §12): ``cerebros.node_id``,
+    ``cerebros.node_host`` and ``cerebros.worker_pid``; none under the local executor."""
+    if not isinstance(placement, Mapping):
+        return {}
+    return {
+        f"cerebros.{tag}": str(placement[key])
+        for tag, key in (
+            ("node_id", "node_id"),
+            ("node_host", "host"),
+            ("worker_pid", "worker_pid"),
+        )
+        if placement.get(key) is not None
+    }
 
 
 def _known(client, mlflow_id: Any, tag: str, value: str):

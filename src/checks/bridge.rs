@@ -1,5 +1,6 @@
 //! The checks in the order they run and print: the config, then the Python ones
-//! ([`super::python`]), then the service module, its ops, the store, the mode and MLflow.
+//! ([`super::python`]), then the service module, its ops, the store, the mode, MLflow,
+//! telemetry and the executor.
 
 use super::python;
 use super::{Check, Status};
@@ -39,6 +40,7 @@ pub(super) fn run_all(config_path: Option<&Path>) -> Vec<Check> {
     checks.push(check_mode(&config));
     checks.push(check_mlflow(&config));
     checks.push(super::telemetry::check_telemetry(&config));
+    checks.push(super::executor::check_executor(&config));
     checks
 }
 

@@ -18,6 +18,7 @@
 //! cannot be loaded.
 
 mod bridge;
+mod executor;
 mod python;
 mod telemetry;
 

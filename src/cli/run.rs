@@ -9,6 +9,7 @@ use cerebros_bridge::core::config::store_path;
 use cerebros_bridge::core::config::Config;
 use cerebros_bridge::core::error::Result;
 use cerebros_bridge::nas::artifacts;
+use cerebros_bridge::nas::executor::ExecutorSettings;
 use cerebros_bridge::nas::run::{CancelSignal, RunEvent, RunWorker};
 use cerebros_bridge::nas::spec::RunSpec;
 use cerebros_bridge::nas::store::{
@@ -75,11 +76,24 @@ pub fn with_worker<T>(
     let store = Arc::new(Store::open(&store_file)?);
     let artifact_dir = artifacts::artifact_dir(&store_file);
     let client = Arc::new(Client::start(config)?);
-    let mut worker = RunWorker::new(client.clone(), store, artifact_dir);
-    if sync::enabled(config) {
-        worker = worker.with_mlflow(sync::SyncSettings::from_config(config, &store_file));
+    let executor = ExecutorSettings::from_config(config);
+    // An unreachable cluster is the config error of the command, not a failed run.
+    let connected = if executor.is_ray() {
+        runtime.block_on(executor.connect(&client)).map(drop)
+    } else {
+        Ok(())
+    };
+    let outcome = connected.and_then(|()| {
+        let mut worker =
+            RunWorker::new(client.clone(), store, artifact_dir).with_executor(executor.clone());
+        if sync::enabled(config) {
+            worker = worker.with_mlflow(sync::SyncSettings::from_config(config, &store_file));
+        }
+        body(&runtime, &worker)
+    });
+    if executor.is_ray() {
+        runtime.block_on(executor.disconnect(&client));
     }
-    let outcome = body(&runtime, &worker);
     client.shutdown(Duration::from_millis(500));
     outcome
 }

@@ -138,14 +138,24 @@ fn show(store: &Store, run_id: &str, json: bool) -> Result<i32> {
                 ),
                 (None, _) => String::new(),
             };
+            let ran_on = trial.placement.as_ref().map_or(String::new(), |p| {
+                let node = p.node_id.get(..12).unwrap_or(&p.node_id);
+                format!(
+                    "  [node {} on {}, pid {}]",
+                    printable(node),
+                    printable(&p.host),
+                    p.worker_pid
+                )
+            });
             output::stdout_line(&format!(
-                "{:>4} {:<34} {:<10} {} {}{}",
+                "{:>4} {:<34} {:<10} {} {}{}{}",
                 trial.index,
                 printable(&trial.trial_id),
                 trial.status.as_str(),
                 printable(&run.objective),
                 metric,
-                note
+                note,
+                ran_on
             ));
         }
     }

@@ -136,6 +136,11 @@ impl Client {
         }
     }
 
+    /// The retry policy of failed calls (`invoke.max_retries`, `retry_on`, backoff).
+    pub fn retry_policy(&self) -> &RetryPolicy {
+        &self.retry
+    }
+
     /// The invoker behind this client.
     pub fn invoker(&self) -> &Arc<dyn Invoker> {
         &self.invoker

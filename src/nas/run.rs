@@ -16,8 +16,12 @@
 //! With [`RunWorker::with_mlflow`], each drive also runs a [`SyncWorker`] beside the
 //! trials: woken after every recorded trial, it mirrors the store's MLflow outbox into
 //! MLflow without ever holding a trial up, and flushes once more when the run has ended.
+//!
+//! With [`RunWorker::with_executor`] set to `ray` (DESIGN §12), each trial runs as a Ray
+//! task (`ray`); everything else — store, retries, timeouts, events, outbox — stays here.
 
 mod history;
+mod ray;
 mod report;
 mod spans;
 
@@ -25,12 +29,14 @@ use crate::client::{CallOptions, Client};
 use crate::core::contracts::{RunFinalizedV1, TrialReportedV1, TrialRequestedV1, TrialStatus};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::nas::artifacts::run_folder;
+use crate::nas::executor::ExecutorSettings;
 use crate::nas::spec::{budget_map, trial_seed, RunSpec};
 use crate::nas::store::{
     now_rfc3339, ArtifactRecord, Owner, RunEnd, RunRecord, Store, StoreCalls, TrialRecord,
     TrialState, HEARTBEAT_EVERY,
 };
 use crate::nas::sync::{SyncSettings, SyncWorker};
+use ray::RayTrials;
 use report::{check_report, CheckedReport, Expected};
 use serde::Serialize;
 use serde_json::{json, Map, Value};
@@ -100,6 +106,7 @@ pub struct RunWorker {
     events: broadcast::Sender<RunEvent>,
     mlflow: Option<SyncSettings>,
     sync_wake: Arc<Notify>,
+    executor: ExecutorSettings,
 }
 
 /// Everything a trial task needs, shared by all trials of one drive.
@@ -111,6 +118,8 @@ struct TrialContext {
     parameters: Map<String, Value>,
     /// When the run's wall-clock budget (`budget.max_seconds`) is spent, if it has one.
     deadline: Option<Instant>,
+    /// The trials in flight on Ray, under the `ray` executor.
+    ray: Option<RayTrials>,
 }
 
 impl RunWorker {
@@ -125,7 +134,14 @@ impl RunWorker {
             events,
             mlflow: None,
             sync_wake: Arc::new(Notify::new()),
+            executor: ExecutorSettings::default(),
         }
+    }
+
+    /// Runs trials with `executor` (default: `local`, through the client's own mode).
+    pub fn with_executor(mut self, executor: ExecutorSettings) -> RunWorker {
+        self.executor = executor;
+        self
     }
 
     /// Syncs to MLflow while runs are driven (see [`crate::nas::sync`]). Without it, finished
@@ -291,13 +307,22 @@ impl RunWorker {
             .and_then(Value::as_object)
             .cloned()
             .unwrap_or_else(|| spec.search_space.clone());
+        let parameters = spec.trial_parameters(&artifact_dir);
+        let ray = if self.executor.is_ray() {
+            let client = self.client.clone();
+            let settings = self.executor.clone();
+            Some(RayTrials::start(client, settings, run_id, &spec.dataset, &parameters).await?)
+        } else {
+            None
+        };
         let context = Arc::new(TrialContext {
             worker: self.clone(),
             run_id: run_id.to_owned(),
             spec: spec.clone(),
             search_space,
-            parameters: spec.trial_parameters(&artifact_dir),
+            parameters,
             deadline,
+            ray,
         });
         let finished: std::collections::HashSet<u32> = self
             .read_trials(run_id)
@@ -309,7 +334,11 @@ impl RunWorker {
         let pending: Vec<u32> = (0..spec.budget.trials)
             .filter(|i| !finished.contains(i))
             .collect();
-        run_trials(context, pending, cancel).await?;
+        let ran = run_trials(context.clone(), pending, cancel).await;
+        if let Some(ray) = &context.ray {
+            ray.end().await;
+        }
+        ran?;
         if cancel.is_cancelled() {
             return Ok(RunEnd::Cancelled);
         }
@@ -452,6 +481,9 @@ async fn stop_in_flight(
 ) {
     running.abort_all();
     while running.join_next().await.is_some() {}
+    if let Some(ray) = &context.ray {
+        ray.cancel_all().await;
+    }
     for index in in_flight.drain(..) {
         if let Err(err) = record_cancelled(context, index).await {
             tracing::warn!(run_id = %context.run_id, index, "cannot record a stopped trial: {err}");
@@ -489,6 +521,7 @@ async fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
         started_at: None,
         finished_at: Some(now_rfc3339()),
         mlflow_run_id: None,
+        placement: None,
     };
     context
         .worker
@@ -518,17 +551,27 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
             request.parameters.insert("history".into(), history);
         }
     }
-    let options = CallOptions {
-        timeout: Some(Duration::from_millis(context.spec.budget.trial_timeout_ms)),
-        ..CallOptions::default()
-    };
+    let timeout = Duration::from_millis(context.spec.budget.trial_timeout_ms);
     let started_at = now_rfc3339();
     let clock = Instant::now();
-    let outcome = context
-        .worker
-        .client
-        .run_trial_with(&request, options)
-        .await;
+    let (mut placement, mut attempts) = (None, 1);
+    let outcome = match &context.ray {
+        Some(ray) => ray
+            .run_trial(&request, &context.spec.budget, timeout)
+            .await
+            .map(|ran| {
+                (placement, attempts) = (Some(ran.placement), ran.attempts);
+                ran.report
+            }),
+        None => {
+            let options = CallOptions {
+                timeout: Some(timeout),
+                ..CallOptions::default()
+            };
+            let client = &context.worker.client;
+            client.run_trial_with(&request, options).await
+        }
+    };
     let folder = run_folder(&context.worker.artifact_dir, run_id);
     let expected = Expected {
         run_id,
@@ -537,7 +580,12 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
         run_folder: &folder,
     };
     let (record, artifact) = match outcome.and_then(|reply| check_report(&reply, &expected)) {
-        Ok(checked) => trial_from_report(&request, checked, started_at, clock.elapsed()),
+        Ok(checked) => {
+            let (mut record, artifact) =
+                trial_from_report(&request, checked, started_at, clock.elapsed());
+            (record.placement, record.attempts) = (placement, attempts);
+            (record, artifact)
+        }
         Err(err) => (
             failed_trial(&request, &err, started_at, clock.elapsed()),
             None,
@@ -654,6 +702,7 @@ fn trial_from_report(
         started_at: Some(started_at),
         finished_at: Some(now_rfc3339()),
         mlflow_run_id: None,
+        placement: None,
     };
     (record, checked.artifact)
 }
@@ -679,5 +728,6 @@ fn failed_trial(
         started_at: Some(started_at),
         finished_at: Some(now_rfc3339()),
         mlflow_run_id: None,
+        placement: None,
     }
 }

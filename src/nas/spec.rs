@@ -68,6 +68,13 @@ pub struct Budget {
     /// trials already running finish. Counted from the end of `start_run` (the dataset is
     /// loaded) in each drive: a resumed run gets it again.
     pub max_seconds: u64,
+    /// CPUs one trial asks of the `ray` executor (fractions allowed; DESIGN §12).
+    pub trial_cpus: f64,
+    /// GPUs one trial asks of the `ray` executor.
+    pub trial_gpus: f64,
+    /// Memory one trial asks of the `ray` executor, in MiB; `None`: none reserved.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub trial_memory_mb: Option<u64>,
 }
 
 impl Default for Budget {
@@ -82,6 +89,9 @@ impl Default for Budget {
             trial_timeout_ms: default("trial_timeout_ms"),
             parallelism: default("parallelism") as u32,
             max_seconds: default("max_seconds"),
+            trial_cpus: default("trial_cpus") as f64,
+            trial_gpus: default("trial_gpus") as f64,
+            trial_memory_mb: None,
         }
     }
 }

@@ -24,6 +24,7 @@ use crate::client::Client;
 use crate::core::config::{store_path, Config};
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::nas::artifacts;
+use crate::nas::executor::ExecutorSettings;
 use crate::nas::run::RunWorker;
 use crate::nas::store::{Store, StoreCalls};
 use crate::nas::sync;
@@ -114,7 +115,8 @@ impl Server {
             client.clone(),
             run_store,
             artifacts::artifact_dir(&store_file),
-        );
+        )
+        .with_executor(ExecutorSettings::from_config(&config));
         if sync::enabled(&config) {
             worker = worker.with_mlflow(sync::SyncSettings::from_config(&config, &store_file));
         }
@@ -159,6 +161,10 @@ impl Server {
         listen::serve(listener, api::router(state), header_timeout, shutdown).await;
         scheduler.abort();
         let _ = scheduler.await;
+        let executor = ExecutorSettings::from_config(&config);
+        if executor.is_ray() {
+            executor.disconnect(&client).await;
+        }
         client.shutdown(Duration::from_millis(500));
         Ok(())
     }

@@ -198,6 +198,7 @@ fn a_run_holding_a_text_metric_from_before_the_checks_can_still_finish() {
         started_at: None,
         finished_at: None,
         mlflow_run_id: None,
+        placement: None,
     };
     store.record_trial(&old, None).unwrap();
     drop(store);

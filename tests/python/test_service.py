@@ -100,6 +100,13 @@ def test_public_callables_are_exactly_the_ops():
         "record_trial",
         "finalize_run",
         "sync_mlflow",
+        "ray_connect",
+        "ray_start_run",
+        "ray_submit",
+        "ray_poll",
+        "ray_cancel",
+        "ray_end_run",
+        "ray_disconnect",
     }
 
 

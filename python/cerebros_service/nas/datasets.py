@@ -46,6 +46,7 @@ __all__ = [
     "load_dataset",
     "normalize_dataset_options",
     "clear_cache",
+    "provide_dataset",
 ]
 
 #: scikit-learn loader name and task of each ``sklearn:`` id (the ids and tasks are those of
@@ -112,17 +113,43 @@ def normalize_dataset_options(raw: Mapping[str, Any] | None) -> dict:
 
 _cache: OrderedDict[tuple, Dataset] = OrderedDict()
 _cache_lock = threading.Lock()
+#: Datasets loaded elsewhere and handed to this process (the ray executor's tasks), keyed
+#: by (id, options, seed) only: the file they came from need not exist here.
+_provided: OrderedDict[tuple, Dataset] = OrderedDict()
 
 
 def clear_cache() -> None:
-    """Forget every cached dataset."""
+    """Forget every cached and provided dataset."""
     with _cache_lock:
         _cache.clear()
+        _provided.clear()
+
+
+def _provided_key(dataset_id: Any, opts: Mapping[str, Any], seed: int) -> tuple:
+    return (dataset_id, tuple(sorted(opts.items())), int(seed))
+
+
+def provide_dataset(
+    dataset_id: Any, options: Mapping[str, Any] | None, seed: int, dataset: Dataset
+) -> None:
+    """Make ``load_dataset(dataset_id, options, seed)`` return ``dataset`` in this process
+    (loaded once by the run's driver and shared through Ray's object store, DESIGN §12)."""
+    key = _provided_key(dataset_id, normalize_dataset_options(options), seed)
+    with _cache_lock:
+        _provided[key] = dataset
+        _provided.move_to_end(key)
+        while len(_provided) > _CACHE_SIZE:
+            _provided.popitem(last=False)
 
 
 def load_dataset(dataset_id: Any, options: Mapping[str, Any] | None, seed: int) -> Dataset:
-    """Load, check, split and standardise ``dataset_id`` (cached per process)."""
+    """Load, check, split and standardise ``dataset_id`` (cached per process); a dataset
+    :func:`provide_dataset` handed to this process is returned as it is."""
     opts = normalize_dataset_options(options)
+    with _cache_lock:
+        provided = _provided.get(_provided_key(dataset_id, opts, seed))
+    if provided is not None:
+        return provided
     kind, rest = _parse_id(dataset_id)
     if "target" in opts and kind != "csv":
         raise contract_error(

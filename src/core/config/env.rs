@@ -3,7 +3,7 @@
 
 use super::load::resolve_executable;
 use super::mode::MODE_EXPECTED;
-use super::{value_error, Config, Mode, OtlpProtocol};
+use super::{value_error, Config, ExecutorKind, Mode, OtlpProtocol};
 use crate::core::error::Result;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -14,6 +14,8 @@ const MS_EXPECTED: &str = "expected a whole number of milliseconds";
 const COUNT_EXPECTED: &str = "expected a whole number";
 /// What `telemetry.otlp_protocol` accepts.
 pub(super) const PROTOCOL_EXPECTED: &str = "expected http/protobuf or grpc";
+/// What `executor.kind` accepts.
+const EXECUTOR_EXPECTED: &str = "expected local or ray";
 
 impl Config {
     /// Sets the keys whose variables `env` holds; relative paths resolve against `cwd`.
@@ -55,6 +57,7 @@ impl Config {
             self.serve.token = Some(v);
         }
         self.apply_env_telemetry(&mut vars)?;
+        self.apply_env_executor(&mut vars)?;
         // Defaults and env values are relative to the working directory; joining an
         // absolute path (a file's resolved value) leaves it unchanged.
         self.repo_path = cwd.join(&self.repo_path);
@@ -80,6 +83,29 @@ impl Config {
         }
         if let Some(v) = vars.text("OTEL_SERVICE_NAME", "telemetry.service_name") {
             telemetry.service_name = v.trim().to_owned();
+        }
+        Ok(())
+    }
+
+    /// `CEREBROS_EXECUTOR`, `CEREBROS_EXECUTOR_ADDRESS`, `CEREBROS_EXECUTOR_NAMESPACE`
+    /// (DESIGN §12).
+    fn apply_env_executor(&mut self, vars: &mut EnvReader<'_>) -> Result<()> {
+        let executor = &mut self.executor;
+        if let Some(v) = vars.text("CEREBROS_EXECUTOR", "executor.kind") {
+            executor.kind = ExecutorKind::from_name(v.trim()).ok_or_else(|| {
+                value_error(
+                    "executor.kind",
+                    format_args!("{v:?}"),
+                    "CEREBROS_EXECUTOR",
+                    EXECUTOR_EXPECTED,
+                )
+            })?;
+        }
+        if let Some(v) = vars.text("CEREBROS_EXECUTOR_ADDRESS", "executor.address") {
+            executor.address = Some(v.trim().to_owned());
+        }
+        if let Some(v) = vars.text("CEREBROS_EXECUTOR_NAMESPACE", "executor.namespace") {
+            executor.namespace = Some(v.trim().to_owned());
         }
         Ok(())
     }

@@ -24,9 +24,9 @@ pub use load::{CONFIG_ENV, DEFAULT_FILE_NAME};
 pub use mode::{Mode, ParseModeError};
 pub use store_url::{check_store_path, store_path};
 pub use types::{
-    CacheConfig, Config, ConfigSource, InvokeConfig, MlflowConfig, OtlpProtocol, ServeConfig,
-    StoreConfig, TelemetryConfig, DEFAULT_MAX_PAYLOAD_BYTES, DEFAULT_SERVE_LISTEN,
-    DEFAULT_SERVICE_NAME,
+    CacheConfig, Config, ConfigSource, ExecutorConfig, ExecutorKind, InvokeConfig, MlflowConfig,
+    OtlpProtocol, ServeConfig, StoreConfig, TelemetryConfig, DEFAULT_MAX_PAYLOAD_BYTES,
+    DEFAULT_SERVE_LISTEN, DEFAULT_SERVICE_NAME,
 };
 pub use validate::MAX_TIMEOUT_MS;
 

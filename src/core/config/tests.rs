@@ -594,3 +594,75 @@ fn telemetry_values_are_checked() {
     let err = Config::load_with(Some(&bad), &no_env, dir.path()).unwrap_err();
     assert!(err.message.contains("telemetry"), "{}", err.message);
 }
+
+#[test]
+fn executor_is_local_by_default_and_read_from_the_file_and_the_environment() {
+    let config = load_env(&[]).unwrap();
+    assert_eq!(config.executor, ExecutorConfig::default());
+    assert_eq!(config.executor.kind, ExecutorKind::Local);
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_config(
+        dir.path(),
+        "[executor]\nkind = \"ray\"\naddress = \"ray://head:10001\"\nnamespace = \"nas\"\n",
+    );
+    let config = Config::load_with(Some(&path), &no_env, dir.path()).unwrap();
+    assert_eq!(config.executor.kind, ExecutorKind::Ray);
+    assert_eq!(config.executor.address.as_deref(), Some("ray://head:10001"));
+    assert_eq!(config.executor.namespace.as_deref(), Some("nas"));
+    let config = load_env(&[
+        ("CEREBROS_EXECUTOR", "ray"),
+        ("CEREBROS_EXECUTOR_ADDRESS", " 127.0.0.1:6379 "),
+        ("CEREBROS_EXECUTOR_NAMESPACE", "team"),
+    ])
+    .unwrap();
+    assert_eq!(config.executor.kind, ExecutorKind::Ray);
+    assert_eq!(config.executor.address.as_deref(), Some("127.0.0.1:6379"));
+    assert_eq!(config.env_overrides["executor.kind"], "CEREBROS_EXECUTOR");
+    let err = load_env(&[("CEREBROS_EXECUTOR", "dask")]).unwrap_err();
+    assert_eq!(err.class, ErrorClass::Config);
+    assert!(
+        err.message.contains("executor.kind")
+            && err.message.contains("CEREBROS_EXECUTOR")
+            && err.message.contains("local or ray"),
+        "{}",
+        err.message
+    );
+}
+
+#[test]
+fn executor_values_are_checked() {
+    for good in [
+        "auto",
+        "ray://head:10001",
+        "127.0.0.1:6379",
+        "node-1.lan:6380",
+    ] {
+        let mut config = Config::default();
+        config.executor.address = Some(good.into());
+        config.validate().unwrap();
+    }
+    type Edit = fn(&mut Config);
+    let cases: [(&str, Edit); 5] = [
+        ("executor.address", |c| c.executor.address = Some("".into())),
+        ("executor.address", |c| {
+            c.executor.address = Some("http://head:8265".into())
+        }),
+        ("executor.address", |c| {
+            c.executor.address = Some("ray://head".into())
+        }),
+        ("executor.address", |c| {
+            c.executor.address = Some("head:70000".into())
+        }),
+        ("executor.namespace", |c| {
+            c.executor.namespace = Some(" ".into())
+        }),
+    ];
+    for (key, edit) in cases {
+        let message = validation_message(edit);
+        assert!(message.starts_with(key), "{key}: {message}");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let bad = write_config(dir.path(), "[executor]\nkind = \"dask\"\n");
+    let err = Config::load_with(Some(&bad), &no_env, dir.path()).unwrap_err();
+    assert!(err.message.contains("executor"), "{}", err.message);
+}

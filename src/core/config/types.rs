@@ -258,6 +258,50 @@ impl Default for TelemetryConfig {
     }
 }
 
+/// Where the trials of a NAS run execute (`executor.kind`, DESIGN §12).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExecutorKind {
+    /// Through this bridge's own mode (in-process pool or child processes).
+    #[default]
+    Local,
+    /// As Ray tasks, anywhere in a Ray cluster.
+    Ray,
+}
+
+impl ExecutorKind {
+    /// The name used in the config and in `CEREBROS_EXECUTOR`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ExecutorKind::Local => "local",
+            ExecutorKind::Ray => "ray",
+        }
+    }
+
+    /// The kind named `name`, as written in the config.
+    pub fn from_name(name: &str) -> Option<ExecutorKind> {
+        [ExecutorKind::Local, ExecutorKind::Ray]
+            .into_iter()
+            .find(|k| k.as_str() == name)
+    }
+}
+
+/// Where trials run (`[executor]`, DESIGN §12). `local`, the default, is the bridge's
+/// own mode; `ray` sends each trial to a Ray cluster as a task.
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(default, deny_unknown_fields)]
+pub struct ExecutorConfig {
+    /// `local` or `ray`.
+    pub kind: ExecutorKind,
+    /// The Ray cluster: `auto`, `ray://HOST:PORT` (Ray Client) or `HOST:PORT` (the head's
+    /// GCS address); `None`: a local Ray started by the run and ended with it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub address: Option<String>,
+    /// The Ray namespace of the run's jobs; `None`: Ray's anonymous namespace.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
 /// The bridge's configuration (DESIGN §6).
 ///
 /// ```
@@ -299,6 +343,8 @@ pub struct Config {
     pub serve: ServeConfig,
     /// OpenTelemetry export.
     pub telemetry: TelemetryConfig,
+    /// Where trials run.
+    pub executor: ExecutorConfig,
     /// Where the config was read from.
     #[serde(skip)]
     pub source: ConfigSource,
@@ -323,6 +369,7 @@ impl Default for Config {
             mlflow: MlflowConfig::default(),
             serve: ServeConfig::default(),
             telemetry: TelemetryConfig::default(),
+            executor: ExecutorConfig::default(),
             source: ConfigSource::Defaults,
             env_overrides: BTreeMap::new(),
         }

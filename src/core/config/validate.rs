@@ -31,6 +31,7 @@ impl Config {
         self.check_retry_on()?;
         self.check_serve()?;
         self.check_telemetry()?;
+        self.check_executor()?;
         self.check_store_url()
     }
 
@@ -246,6 +247,46 @@ impl Config {
         }
         Ok(())
     }
+}
+
+impl Config {
+    /// `executor.address` is `auto`, `ray://HOST:PORT` or `HOST:PORT`; `namespace` is a
+    /// non-blank name. Whether the cluster answers is checked by `validate` and by a run.
+    fn check_executor(&self) -> Result<()> {
+        let executor = &self.executor;
+        if let Some(address) = &executor.address {
+            if !is_ray_address(address) {
+                let shown = format_args!("{address:?}");
+                let expected = "expected auto, ray://HOST:PORT (Ray Client) or HOST:PORT (the \
+                                head node's address printed by `ray start --head`)";
+                return Err(self.invalid("executor.address", shown, expected));
+            }
+        }
+        if let Some(namespace) = &executor.namespace {
+            if namespace.trim().is_empty() || namespace.chars().any(char::is_control) {
+                let shown = format_args!("{namespace:?}");
+                let expected = "expected a non-empty name without control characters";
+                return Err(self.invalid("executor.namespace", shown, expected));
+            }
+        }
+        Ok(())
+    }
+}
+
+/// Whether `address` is `auto`, `ray://HOST:PORT` or `HOST:PORT` (a port from 1 to 65535).
+fn is_ray_address(address: &str) -> bool {
+    if address == "auto" {
+        return true;
+    }
+    let rest = address.strip_prefix("ray://").unwrap_or(address);
+    let Some((host, port)) = rest.rsplit_once(':') else {
+        return false;
+    };
+    let host_ok = !host.is_empty()
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | '[' | ']' | ':'));
+    host_ok && port.parse::<u16>().is_ok_and(|p| p > 0)
 }
 
 /// A numeric key, its value, the range it accepts and what it is ("an integer").

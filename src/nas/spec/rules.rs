@@ -392,7 +392,8 @@ mod tests {
         let rules = rules();
         assert_eq!(rules.trainer.default, Some(Value::from("numpy")));
         assert!(rules.activations.contains(&"relu".to_string()));
-        for key in rules.budget.keys() {
+        // trial_memory_mb is optional: no memory is reserved unless a spec asks.
+        for key in rules.budget.keys().filter(|k| *k != "trial_memory_mb") {
             rules.budget_default(key);
         }
         for key in rules.search.keys() {

@@ -8,9 +8,27 @@ const BASE: &str = "name = \"t\"\ndataset = \"sklearn:iris\"\n";
 
 #[test]
 fn the_budget_holds_exactly_the_tables_budget_keys() {
-    let fields: Vec<String> = budget_map(&Budget::default()).keys().cloned().collect();
+    let budget = Budget {
+        trial_memory_mb: Some(1024),
+        ..Budget::default()
+    };
+    let fields: Vec<String> = budget_map(&budget).keys().cloned().collect();
     let keys: Vec<String> = rules().budget.keys().cloned().collect();
     assert_eq!(fields, keys);
+}
+
+#[test]
+fn trial_resources_default_to_one_cpu_and_are_checked() {
+    let spec = parse(BASE).unwrap();
+    assert_eq!(spec.budget.trial_cpus, 1.0);
+    assert_eq!(spec.budget.trial_gpus, 0.0);
+    assert_eq!(spec.budget.trial_memory_mb, None);
+    let text = format!("{BASE}[budget]\ntrial_cpus = 0.5\ntrial_memory_mb = 512\n");
+    let spec = parse(&text).unwrap();
+    assert_eq!(spec.budget.trial_cpus, 0.5);
+    assert_eq!(spec.budget.trial_memory_mb, Some(512));
+    let err = parse(&format!("{BASE}[budget]\ntrial_gpus = -1\n")).unwrap_err();
+    assert!(err.message.contains("budget.trial_gpus"), "{}", err.message);
 }
 
 #[test]

@@ -31,7 +31,7 @@ pub use owner::{now_ms, Owner, HEARTBEAT_EVERY, LEASE};
 pub use queue::{is_conflict, run_document, RunsPage, SERVE_DRIVER};
 pub use runs::{is_not_found, RunRecord};
 pub use state::{CancelOutcome, RunEnd, RunState, TrialState, UnknownState};
-pub use trials::{ArtifactRecord, TrialRecord};
+pub use trials::{ArtifactRecord, Placement, TrialRecord};
 
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use events::insert_event;

@@ -139,4 +139,11 @@ pub const MIGRATIONS: &[&str] = &[
     UPDATE model_runs SET queue_position = rowid;
     CREATE INDEX model_runs_by_status ON model_runs(status, queue_position);
     "#,
+    // 5: where a trial ran under the ray executor (DESIGN §12): the Ray node id, its host
+    // name and the worker process's pid (NULL under the local executor).
+    r#"
+    ALTER TABLE model_trials ADD COLUMN node_id TEXT;
+    ALTER TABLE model_trials ADD COLUMN node_host TEXT;
+    ALTER TABLE model_trials ADD COLUMN worker_pid INTEGER;
+    "#,
 ];

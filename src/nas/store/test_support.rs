@@ -32,6 +32,7 @@ pub fn trial_with(run_id: &str, index: u32, status: TrialState, metrics: Value) 
         started_at: None,
         finished_at: None,
         mlflow_run_id: None,
+        placement: None,
     }
 }
 

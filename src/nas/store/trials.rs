@@ -7,7 +7,7 @@ use super::TrialState;
 use super::{db_error, insert_event, json_column, now_rfc3339, outbox, OutboxKind, Store};
 use crate::core::error::Result;
 use rusqlite::{params, OptionalExtension, Row, Transaction};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
 /// A trial as stored.
@@ -41,6 +41,19 @@ pub struct TrialRecord {
     pub finished_at: Option<String>,
     /// The MLflow child run, once synced.
     pub mlflow_run_id: Option<String>,
+    /// Where the trial ran, under the `ray` executor (`None` under `local`).
+    pub placement: Option<Placement>,
+}
+
+/// Where a trial ran on a Ray cluster (DESIGN §12).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Placement {
+    /// The Ray node id (hex).
+    pub node_id: String,
+    /// The node's host name.
+    pub host: String,
+    /// The pid of the Ray worker process that ran the trial.
+    pub worker_pid: u32,
 }
 
 /// An artifact written by a trial.
@@ -87,11 +100,13 @@ impl Store {
         self.write("record trial", |tx| {
             tx.execute(
                 "INSERT INTO model_trials (run_id, trial_id, idx, seed, status, metrics, parameters,
-                     artifact_uri, duration_ms, error, attempts, started_at, finished_at)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)
+                     artifact_uri, duration_ms, error, attempts, started_at, finished_at,
+                     node_id, node_host, worker_pid)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)
                  ON CONFLICT (run_id, trial_id) DO UPDATE SET status = ?5, metrics = ?6,
                      parameters = ?7, artifact_uri = ?8, duration_ms = ?9, error = ?10,
-                     attempts = ?11, finished_at = ?13",
+                     attempts = ?11, finished_at = ?13, node_id = ?14, node_host = ?15,
+                     worker_pid = ?16",
                 params![
                     trial.run_id,
                     trial.trial_id,
@@ -106,6 +121,9 @@ impl Store {
                     trial.attempts,
                     trial.started_at,
                     trial.finished_at,
+                    trial.placement.as_ref().map(|p| &p.node_id),
+                    trial.placement.as_ref().map(|p| &p.host),
+                    trial.placement.as_ref().map(|p| p.worker_pid),
                 ],
             )?;
             if let Some(artifact) = artifact {
@@ -129,7 +147,8 @@ impl Store {
             }
             let event = json!({"trial_id": trial.trial_id, "index": trial.index, "status": trial.status,
                                "metrics": trial.metrics, "parameters": trial.parameters,
-                               "duration_ms": trial.duration_ms, "error": trial.error});
+                               "duration_ms": trial.duration_ms, "error": trial.error,
+                               "placement": trial.placement});
             insert_event(tx, &trial.run_id, "ml.run.trial", &event)?;
             if let Some(best) = best {
                 insert_event(tx, &trial.run_id, "ml.run.best", &best)?;
@@ -227,7 +246,8 @@ fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Res
 
 const TRIAL_SELECT: &str =
     "SELECT run_id, trial_id, idx, seed, status, metrics, parameters, duration_ms,
-    artifact_uri, error, attempts, started_at, finished_at, mlflow_run_id FROM model_trials";
+    artifact_uri, error, attempts, started_at, finished_at, mlflow_run_id, node_id, node_host,
+    worker_pid FROM model_trials";
 
 /// A row of [`TRIAL_SELECT`].
 fn trial_from_row(r: &Row<'_>) -> rusqlite::Result<TrialRecord> {
@@ -246,5 +266,21 @@ fn trial_from_row(r: &Row<'_>) -> rusqlite::Result<TrialRecord> {
         started_at: r.get(11)?,
         finished_at: r.get(12)?,
         mlflow_run_id: r.get(13)?,
+        placement: placement_from_row(r)?,
+    })
+}
+
+/// The placement columns of a [`TRIAL_SELECT`] row (all set, or none).
+fn placement_from_row(r: &Row<'_>) -> rusqlite::Result<Option<Placement>> {
+    let node_id: Option<String> = r.get(14)?;
+    let host: Option<String> = r.get(15)?;
+    let pid: Option<u32> = r.get(16)?;
+    Ok(match (node_id, host, pid) {
+        (Some(node_id), Some(host), Some(worker_pid)) => Some(Placement {
+            node_id,
+            host,
+            worker_pid,
+        }),
+        _ => None,
     })
 }

@@ -1,0 +1,285 @@
+"""The ``ray`` executor's driver side (DESIGN §12): trials as Ray tasks.
+
+The host's run worker stays the orchestrator (store, retries, timeouts, events); through the
+bridge it calls the ops of :mod:`cerebros_service` that land here:
+
+* ``ray_connect``: ``ray.init`` once per process (``address``: ``auto``, ``ray://HOST:PORT``,
+  ``HOST:PORT``, or ``None`` for a local Ray started here), with the service's folders on the
+  workers' ``PYTHONPATH``; an unreachable cluster is a ``config`` error naming the address;
+* ``ray_start_run``: loads the run's dataset once and puts it in the object store;
+* ``ray_submit``: one trial as a remote task (``max_retries=0``: the store is the one record
+  of attempts) with the spec's CPUs, GPUs and memory; returns a handle at once;
+* ``ray_poll``: never blocks: ``running``, or the task's report and where it ran (node id,
+  host name, worker pid); a task whose worker died is a ``subprocess_exit`` error;
+* ``ray_cancel``: ``ray.cancel(ref, force=True)``, which kills the worker running it;
+* ``ray_end_run``: forgets the run's dataset;
+* ``ray_disconnect``: ``ray.shutdown()`` before the host exits (Ray's threads must not be
+  torn down by the exit itself).
+
+The remote task imports the configured service module on its node and calls its
+``run_trial`` with the very payload the ``local`` executor sends, so a trial's result does
+not depend on the executor.
+"""
+
+from __future__ import annotations
+
+import importlib
+import os
+import socket
+import threading
+import uuid
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+from .._dispatch import OpError, exception_error
+from .checks import opt_mapping, req_str
+
+__all__ = ["cancel", "connect", "disconnect", "end_run", "poll", "start_run", "submit"]
+
+#: The oldest Ray this executor is tested with (``pip install cerebros_service[ray]``).
+MIN_RAY_VERSION = (2, 60)
+
+_lock = threading.Lock()
+_connected: dict[str, Any] = {}
+#: handle -> ObjectRef of a submitted trial, until it is polled done or cancelled.
+_refs: dict[str, Any] = {}
+#: run id -> (dataset id, dataset options, run seed, ObjectRef of the loaded dataset).
+_runs: dict[str, tuple[Any, dict, int, Any]] = {}
+_task = None
+
+
+def _ray():
+    try:
+        import ray
+    except ImportError as exc:
+        raise OpError(
+            "dependency",
+            "executor.kind = ray needs the ray package: pip install 'cerebros_service[ray]'",
+            {"missing": "ray"},
+        ) from exc
+    version = tuple(int(p) for p in ray.__version__.split(".")[:2] if p.isdigit())
+    if version < MIN_RAY_VERSION:
+        raise OpError(
+            "dependency",
+            f"ray {ray.__version__} is too old for the ray executor; "
+            f"install ray >= {'.'.join(map(str, MIN_RAY_VERSION))} (cerebros_service[ray])",
+            {"ray_version": ray.__version__},
+        )
+    return ray
+
+
+def _unreachable(address: str | None, exc: BaseException) -> OpError:
+    shown = address if address is not None else "(unset: a local Ray)"
+    return OpError(
+        "config",
+        f"executor.address = {shown}: cannot reach the Ray cluster: {type(exc).__name__}: "
+        f"{exc}; hint: start one with `ray start --head` and set executor.address to the "
+        "address it prints (or `auto` on a cluster node), or leave it unset for a local Ray",
+        {"key": "executor.address", "address": shown},
+    )
+
+
+def _check_reachable(address: str) -> None:
+    """Fail fast on a ``HOST:PORT`` nobody listens on (``ray.init`` would wait a minute)."""
+    rest = address.removeprefix("ray://")
+    host, _, port = rest.rpartition(":")
+    with socket.create_connection((host.strip("[]"), int(port)), timeout=5):
+        pass
+
+
+def connect(payload: Mapping[str, Any]) -> dict:
+    """``ray.init`` once per process; returns the Ray version and the cluster's nodes."""
+    ray = _ray()
+    address = payload.get("address")
+    namespace = payload.get("namespace")
+    paths = [str(Path(p)) for p in payload.get("python_paths") or []]
+    service_root = str(Path(__file__).resolve().parents[2])
+    with _lock:
+        if not ray.is_initialized():
+            try:
+                if address not in (None, "auto"):
+                    _check_reachable(address)
+                search = [*paths, service_root]
+                env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(search))}
+                ray.init(
+                    address=address,
+                    namespace=namespace,
+                    ignore_reinit_error=True,
+                    log_to_driver=False,
+                    include_dashboard=False if address is None else None,
+                    configure_logging=False,
+                    runtime_env={"env_vars": env},
+                )
+            except OpError:
+                raise
+            except Exception as exc:  # ConnectionError, RuntimeError, OSError, ...
+                raise _unreachable(address, exc) from None
+            _connected.update(address=address, namespace=namespace)
+        nodes = [n for n in ray.nodes() if n.get("Alive")]
+    return {
+        "ray_version": ray.__version__,
+        "address": _connected.get("address"),
+        "namespace": ray.get_runtime_context().namespace,
+        "nodes": len(nodes),
+        "resources": {k: v for k, v in ray.cluster_resources().items() if "node:" not in k},
+    }
+
+
+def disconnect(payload: Mapping[str, Any]) -> dict:
+    """``ray.shutdown()``: cancels nothing on its own (the host cancels its trials first)."""
+    import ray
+
+    with _lock:
+        was = ray.is_initialized()
+        _refs.clear()
+        _runs.clear()
+        _connected.clear()
+        if was:
+            ray.shutdown()
+    return {"disconnected": was}
+
+
+def start_run(payload: Mapping[str, Any]) -> dict:
+    """Connect, then load the run's dataset here once and put it in the object store."""
+    from .datasets import load_dataset, normalize_dataset_options
+
+    info = connect(opt_mapping(payload, "connection"))
+    ray = _ray()
+    run_id = req_str(payload, "run_id")
+    params = opt_mapping(payload, "parameters")
+    options = normalize_dataset_options(
+        opt_mapping(params, "dataset_options", "parameters.dataset_options")
+    )
+    seed = int(params.get("run_seed", 0))
+    dataset_id = payload.get("dataset_id")
+    data = load_dataset(dataset_id, options, seed)
+    with _lock:
+        _runs[run_id] = (dataset_id, options, seed, ray.put(data))
+    return info
+
+
+def end_run(payload: Mapping[str, Any]) -> dict:
+    """Forget the run's dataset (the object store frees it once no task holds it)."""
+    with _lock:
+        known = _runs.pop(req_str(payload, "run_id"), None) is not None
+    return {"released": known}
+
+
+def _remote_task():
+    global _task
+    if _task is None:
+        _task = _ray().remote(max_retries=0)(_run_trial_task)
+    return _task
+
+
+def submit(payload: Mapping[str, Any]) -> dict:
+    """Submit one trial as a Ray task; returns ``{"handle"}`` at once."""
+    trial = opt_mapping(payload, "trial")
+    run_id = req_str(trial, "run_id")
+    module = req_str(payload, "module")
+    resources = opt_mapping(payload, "resources")
+    with _lock:
+        shared = _runs.get(run_id)
+    if shared is None:
+        raise OpError("contract", f"run {run_id} was not started on Ray (ray_start_run)")
+    dataset_id, options, seed, dataset_ref = shared
+    memory_mb = resources.get("memory_mb")
+    task = _remote_task().options(
+        num_cpus=float(resources.get("cpus", 1)),
+        num_gpus=float(resources.get("gpus", 0)),
+        memory=int(memory_mb) * 1024 * 1024 if memory_mb else None,
+        name=f"cerebros:{trial.get('trial_id')}",
+    )
+    ref = task.remote(module, dict(trial), (dataset_id, options, seed), dataset_ref)
+    handle = uuid.uuid4().hex
+    with _lock:
+        _refs[handle] = ref
+    return {"handle": handle}
+
+
+def _ref(payload: Mapping[str, Any]) -> tuple[str, Any]:
+    handle = req_str(payload, "handle")
+    with _lock:
+        ref = _refs.get(handle)
+    if ref is None:
+        raise OpError("contract", f"no Ray trial has the handle {handle}")
+    return handle, ref
+
+
+def poll(payload: Mapping[str, Any]) -> dict:
+    """``{"state": "running"}``, or ``{"state": "done", "report", "placement"}``; a failed
+    task raises an ``OpError`` of its class (``subprocess_exit`` when its worker or node
+    died, ``cancelled`` when it was cancelled)."""
+    ray = _ray()
+    handle, ref = _ref(payload)
+    ready, _ = ray.wait([ref], timeout=0, fetch_local=True)
+    if not ready:
+        return {"state": "running"}
+    with _lock:
+        _refs.pop(handle, None)
+    try:
+        outcome = ray.get(ref)
+    except ray.exceptions.TaskCancelledError as exc:
+        raise OpError("cancelled", f"the Ray task was cancelled: {exc}") from None
+    except (
+        ray.exceptions.WorkerCrashedError,
+        ray.exceptions.NodeDiedError,
+        ray.exceptions.LocalRayletDiedError,
+        ray.exceptions.ObjectLostError,
+        ray.exceptions.OutOfMemoryError,
+    ) as exc:
+        raise OpError(
+            "subprocess_exit",
+            f"the Ray worker running the trial died: {type(exc).__name__}: {exc}",
+        ) from None
+    except ray.exceptions.RayError as exc:
+        raise OpError(
+            "system_error", f"Ray failed the trial: {type(exc).__name__}: {exc}"
+        ) from None
+    if "error" in outcome:
+        error = outcome["error"]  # an OpError's to_dict(), from the task
+        error_class = error["class"]
+        raise OpError(error_class, error["message"], error.get("details"))
+    return {"state": "done", "report": outcome["report"], "placement": outcome["placement"]}
+
+
+def cancel(payload: Mapping[str, Any]) -> dict:
+    """Force-cancel the trials ``handles`` (their worker processes are killed)."""
+    ray = _ray()
+    handles = payload.get("handles") or []
+    cancelled = 0
+    for handle in handles:
+        with _lock:
+            ref = _refs.pop(str(handle), None)
+        if ref is not None:
+            try:
+                ray.cancel(ref, force=True)
+            except Exception:  # already finished, or its owner is gone
+                continue
+            cancelled += 1
+    return {"cancelled": cancelled}
+
+
+def _run_trial_task(module: str, trial: dict, dataset_key: tuple, dataset: Any) -> dict:
+    """The remote task: run the service's ``run_trial`` on this node, with the dataset
+    the driver shared. Failures come back as values (an ``OpError`` does not pickle)."""
+    import ray
+
+    from . import datasets
+
+    dataset_id, options, seed = dataset_key
+    datasets.provide_dataset(dataset_id, options, seed, dataset)
+    placement = {
+        "node_id": ray.get_runtime_context().get_node_id(),
+        "host": socket.gethostname(),
+        "worker_pid": os.getpid(),
+    }
+    try:
+        service = importlib.import_module(module)
+        report = service.run_trial(trial)
+    except OpError as err:
+        return {"error": err.to_dict(), "placement": placement}
+    except Exception as exc:
+        return {"error": exception_error("run_trial", exc).to_dict(), "placement": placement}
+    return {"report": report, "placement": placement}

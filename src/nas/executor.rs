@@ -1,0 +1,85 @@
+//! Where trials run (DESIGN §12): the `[executor]` settings a run worker drives with.
+//!
+//! `local` (the default) sends each trial through the bridge's own mode. `ray` makes the
+//! embedded interpreter a Ray driver (`ray.init` once per process, the `ray_connect` op)
+//! and each trial a Ray task (see `nas::run::ray`); the run worker, the store, events and
+//! the MLflow outbox stay on the host either way.
+
+use crate::client::{CallOptions, Client};
+use crate::core::config::{Config, ExecutorKind};
+use crate::core::error::Result;
+use serde_json::{json, Value};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// The longest `ray_connect` may take: starting a local Ray takes seconds on a busy host.
+const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// The executor a run worker drives trials with.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct ExecutorSettings {
+    /// `local` or `ray`.
+    pub kind: ExecutorKind,
+    /// The Ray cluster (`executor.address`); `None`: a local Ray started by the run.
+    pub address: Option<String>,
+    /// The Ray namespace (`executor.namespace`).
+    pub namespace: Option<String>,
+    /// The service module a Ray task imports on its node to run `run_trial`.
+    pub module: String,
+    /// Folders put on the Ray workers' `PYTHONPATH` (the config's `repo_path`).
+    pub python_paths: Vec<PathBuf>,
+}
+
+impl ExecutorSettings {
+    /// The settings of `config`: its `[executor]` table, module and `repo_path`.
+    pub fn from_config(config: &Config) -> ExecutorSettings {
+        ExecutorSettings {
+            kind: config.executor.kind,
+            address: config.executor.address.clone(),
+            namespace: config.executor.namespace.clone(),
+            module: config.module.clone(),
+            python_paths: vec![config.repo_path.clone()],
+        }
+    }
+
+    /// Whether trials run on Ray.
+    pub fn is_ray(&self) -> bool {
+        self.kind == ExecutorKind::Ray
+    }
+
+    /// The `ray_connect` payload.
+    pub fn connection(&self) -> Value {
+        json!({
+            "address": self.address,
+            "namespace": self.namespace,
+            "python_paths": self.python_paths,
+        })
+    }
+
+    /// Connects the client's interpreter to the Ray cluster (a no-op once connected) and
+    /// returns the Ray version and the cluster's live nodes and resources. An unreachable
+    /// cluster is a `config` error naming `executor.address`, with a hint.
+    pub async fn connect(&self, client: &Client) -> Result<Value> {
+        let options = CallOptions {
+            timeout: Some(CONNECT_TIMEOUT),
+            max_retries: Some(0),
+            ..CallOptions::default()
+        };
+        client
+            .call_with("ray_connect", self.connection(), options)
+            .await
+    }
+
+    /// `ray.shutdown()` of the client's interpreter, before the host exits (a no-op when
+    /// it never connected): Ray's threads must not be torn down by the exit itself.
+    pub async fn disconnect(&self, client: &Client) {
+        let options = CallOptions {
+            timeout: Some(Duration::from_secs(30)),
+            max_retries: Some(0),
+            ..CallOptions::default()
+        };
+        if let Err(err) = client.call_with("ray_disconnect", json!({}), options).await {
+            tracing::warn!("cannot disconnect from Ray: {err}");
+        }
+    }
+}

@@ -1,0 +1,44 @@
+"""The ray executor's pieces that need no cluster (tests/ray.rs drives a real one)."""
+
+import pytest
+
+from cerebros_service import mlflow_sync
+from cerebros_service._dispatch import OpError
+from cerebros_service.nas import datasets, ray_executor
+
+
+def test_a_provided_dataset_is_returned_without_reading_its_file():
+    datasets.clear_cache()
+    try:
+        data = datasets.load_dataset("sklearn:iris", {}, 3)
+        missing = "csv:/nowhere/data.csv"
+        datasets.provide_dataset(missing, {"validation_split": 0.2}, 3, data)
+        assert datasets.load_dataset(missing, {}, 3) is data
+        with pytest.raises(OpError):
+            datasets.load_dataset(missing, {}, 4)  # another seed: not provided
+    finally:
+        datasets.clear_cache()
+
+
+def test_placement_becomes_mlflow_tags():
+    placement = {"node_id": "ab12", "host": "node-1", "worker_pid": 4242}
+    assert mlflow_sync._placement_tags(placement) == {
+        "cerebros.node_id": "ab12",
+        "cerebros.node_host": "node-1",
+        "cerebros.worker_pid": "4242",
+    }
+    assert mlflow_sync._placement_tags(None) == {}
+
+
+def test_an_unreachable_address_is_a_config_error_naming_it():
+    with pytest.raises(OpError) as raised:
+        ray_executor.connect({"address": "127.0.0.1:1"})
+    assert raised.value.error_class == "config"
+    assert "127.0.0.1:1" in raised.value.message and "ray start --head" in raised.value.message
+
+
+def test_polling_an_unknown_handle_is_a_contract_error():
+    pytest.importorskip("ray")
+    with pytest.raises(OpError) as raised:
+        ray_executor.poll({"handle": "nope"})
+    assert raised.value.error_class == "contract"

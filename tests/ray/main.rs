@@ -1,0 +1,309 @@
+//! The `ray` executor end to end (DESIGN §12): the CLI drives NAS runs whose trials run
+//! as Ray tasks on a real two-node local cluster (`cluster.rs`), with the knobs of
+//! `tests/fixtures/ray_fixture.py`: spread over nodes, same results as `local`, hard
+//! timeouts, a killed worker, a killed driver then `runs resume`, `runs cancel`.
+
+mod cluster;
+#[path = "../common/mod.rs"]
+mod common;
+
+use cluster::{cluster, is_gone, Cluster};
+use serde_json::Value;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::PathBuf;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+/// A scratch folder with a spec and its own store.
+struct Scratch {
+    dir: tempfile::TempDir,
+}
+
+impl Scratch {
+    fn new(trials: u32, budget: &str) -> Scratch {
+        let dir = tempfile::tempdir().unwrap();
+        let mut spec = common::iris_spec("iris-ray", trials, 4);
+        if !budget.is_empty() {
+            spec = spec.replace("trial_timeout_ms = 30000", budget);
+        }
+        std::fs::write(dir.path().join("spec.toml"), spec).unwrap();
+        Scratch { dir }
+    }
+
+    fn path(&self, name: &str) -> PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn spec(&self) -> String {
+        self.path("spec.toml").display().to_string()
+    }
+
+    /// The CLI on the fixture module, trials on `cluster` (or `local` without one).
+    fn command(&self, args: &[&str], on: Option<&Cluster>) -> Command {
+        let mut command = common::nas_cli(&self.path("store.db"), args);
+        command
+            .env("CEREBROS_MODULE", "ray_fixture")
+            .env("CEREBROS_RETRY_BACKOFF_MS", "10")
+            .env("RAY_AUTH_MODE", cluster::AUTH_MODE)
+            .env_remove("CEREBROS_EXECUTOR")
+            .env_remove("CEREBROS_EXECUTOR_ADDRESS")
+            .stdin(Stdio::null());
+        if let Some(cluster) = on {
+            command
+                .env("CEREBROS_EXECUTOR", "ray")
+                .env("CEREBROS_EXECUTOR_ADDRESS", &cluster.address);
+        }
+        command
+    }
+
+    fn run(&self, args: &[&str], on: Option<&Cluster>) -> (i32, Value, String) {
+        let Output {
+            status,
+            stdout,
+            stderr,
+        } = self.command(args, on).output().unwrap();
+        (
+            status.code().unwrap_or(-1),
+            serde_json::from_slice(&stdout).unwrap_or(Value::Null),
+            String::from_utf8_lossy(&stderr).into_owned(),
+        )
+    }
+
+    fn spawn(&self, args: &[&str], on: &Cluster) -> Child {
+        self.command(args, Some(on))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap()
+    }
+
+    /// The id of the only run of the store, once it exists.
+    fn run_id(&self) -> String {
+        let mut id = String::new();
+        wait_for(Duration::from_secs(60), || {
+            let (_, listed, _) = self.run(&["runs", "list", "--json"], None);
+            id = listed["runs"][0]["run_id"]
+                .as_str()
+                .unwrap_or("")
+                .to_owned();
+            !id.is_empty()
+        });
+        id
+    }
+
+    fn show(&self, run_id: &str) -> Value {
+        self.run(&["runs", "show", run_id, "--json"], None).1
+    }
+}
+
+fn trials_by_index(doc: &Value) -> Vec<Value> {
+    let mut trials = doc["trials"].as_array().cloned().unwrap_or_default();
+    trials.sort_by_key(|t| t["index"].as_u64());
+    trials
+}
+
+fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) {
+    let start = Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// The pids that started trial `trial_id`.
+fn pids_of(cluster: &Cluster, trial_id: &str) -> Vec<i32> {
+    cluster
+        .started()
+        .into_iter()
+        .filter(|(t, _)| t == trial_id)
+        .map(|(_, pid)| pid)
+        .collect()
+}
+
+#[test]
+fn eight_trials_spread_over_both_nodes_with_the_results_of_the_local_executor() {
+    let cluster = cluster();
+    let scratch = Scratch::new(8, "");
+    let (code, on_ray, stderr) = scratch.run(&["run", &scratch.spec(), "--json"], Some(&cluster));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(on_ray["run"]["status"], "succeeded", "{on_ray}");
+    let trials = trials_by_index(&on_ray);
+    assert_eq!(trials.len(), 8);
+    let mut nodes = BTreeSet::new();
+    for trial in &trials {
+        assert_eq!(trial["status"], "succeeded", "{trial}");
+        let placement = &trial["placement"];
+        nodes.insert(placement["node_id"].as_str().unwrap().to_owned());
+        assert!(placement["worker_pid"].as_u64().unwrap() > 0);
+        assert!(!placement["host"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(nodes.len(), 2, "the trials ran on {nodes:?}");
+
+    // `runs show` tells where each trial ran.
+    let run_id = on_ray["run"]["run_id"].as_str().unwrap();
+    let shown = scratch.command(&["runs", "show", run_id], None).output();
+    let text = String::from_utf8_lossy(&shown.unwrap().stdout).into_owned();
+    assert_eq!(text.matches("[node ").count(), 8, "{text}");
+
+    // The same spec on the local executor: the same trials, metric for metric.
+    let local = Scratch::new(8, "");
+    let (code, on_local, stderr) = local.run(&["run", &local.spec(), "--json"], None);
+    assert_eq!(code, 0, "{stderr}");
+    for (ray, local) in trials.iter().zip(trials_by_index(&on_local)) {
+        assert_eq!(ray["metrics"], local["metrics"], "trial {}", ray["index"]);
+        let without_artifact = |t: &Value| {
+            let mut parameters = t["parameters"].clone();
+            parameters.as_object_mut().unwrap().remove("artifact");
+            parameters
+        };
+        assert_eq!(without_artifact(ray), without_artifact(&local));
+        assert!(local["placement"].is_null());
+    }
+}
+
+#[test]
+fn a_trial_past_its_timeout_is_killed_and_the_run_goes_on() {
+    let cluster = cluster();
+    cluster.knob("spin", "1");
+    let scratch = Scratch::new(4, "trial_timeout_ms = 3000");
+    let mut command = scratch.command(&["run", &scratch.spec(), "--json"], Some(&cluster));
+    let output = command.env("CEREBROS_MAX_RETRIES", "1").output().unwrap();
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(0), "{stderr}");
+    assert_eq!(doc["run"]["status"], "succeeded", "{doc}");
+    let trials = trials_by_index(&doc);
+    let spun = &trials[1];
+    assert_eq!(spun["status"], "failed", "{spun}");
+    assert_eq!(spun["error"]["class"], "timeout", "{spun}");
+    assert_eq!(spun["attempts"], 2, "retried once by our policy: {spun}");
+    for other in [&trials[0], &trials[2], &trials[3]] {
+        assert_eq!(other["status"], "succeeded", "{other}");
+    }
+    // The worker processes that spun were killed by the force-cancel (a retry may time
+    // out before a fresh worker even starts it, on a busy machine).
+    let pids = pids_of(&cluster, spun["trial_id"].as_str().unwrap());
+    assert!(!pids.is_empty(), "{:?}", cluster.started());
+    wait_for(Duration::from_secs(15), || pids.iter().all(|p| is_gone(*p)));
+}
+
+#[test]
+fn a_worker_killed_mid_trial_fails_that_attempt_and_the_trial_is_retried() {
+    let cluster = cluster();
+    cluster.knob("sleep", "3");
+    let scratch = Scratch::new(2, "");
+    let mut driver = scratch.spawn(&["run", &scratch.spec(), "--json"], &cluster);
+    wait_for(Duration::from_secs(60), || !cluster.started().is_empty());
+    let (victim_trial, victim) = cluster.started()[0].clone();
+    // SAFETY: a plain signal send to a Ray worker this test's cluster started.
+    unsafe { libc::kill(victim, libc::SIGKILL) };
+    assert!(driver.wait().unwrap().success());
+    let run_id = scratch.run_id();
+    let doc = scratch.show(&run_id);
+    assert_eq!(doc["run"]["status"], "succeeded", "{doc}");
+    let retried = trials_by_index(&doc)
+        .into_iter()
+        .find(|t| t["trial_id"] == victim_trial.as_str())
+        .unwrap();
+    assert_eq!(retried["status"], "succeeded", "{retried}");
+    assert_eq!(retried["attempts"], 2, "{retried}");
+    assert_ne!(retried["placement"]["worker_pid"], victim, "{retried}");
+}
+
+#[test]
+fn a_driver_killed_with_sigkill_is_interrupted_and_resumes_with_no_trial_run_twice() {
+    let cluster = cluster();
+    cluster.knob("sleep", "2");
+    let scratch = Scratch::new(6, "");
+    let mut driver = scratch.spawn(&["run", &scratch.spec(), "--json"], &cluster);
+    let run_id = scratch.run_id();
+    wait_for(Duration::from_secs(90), || {
+        trials_by_index(&scratch.show(&run_id))
+            .iter()
+            .any(|t| t["status"] == "succeeded")
+    });
+    driver.kill().unwrap(); // SIGKILL
+    driver.wait().unwrap();
+    let before = scratch.show(&run_id);
+    assert_eq!(before["run"]["status"], "interrupted", "{before}");
+    let finished: Vec<String> = trials_by_index(&before)
+        .iter()
+        .filter(|t| t["status"] == "succeeded")
+        .map(|t| t["trial_id"].as_str().unwrap().to_owned())
+        .collect();
+    assert!(finished.len() < 6, "the run finished before the kill");
+    // Ray ends the dead driver's tasks: every worker that was running one exits.
+    let orphans: Vec<i32> = cluster
+        .started()
+        .into_iter()
+        .filter(|(t, _)| !finished.contains(t))
+        .map(|(_, pid)| pid)
+        .collect();
+    wait_for(Duration::from_secs(60), || {
+        orphans.iter().all(|p| is_gone(*p))
+    });
+
+    let (code, resumed, stderr) =
+        scratch.run(&["runs", "resume", &run_id, "--json"], Some(&cluster));
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(resumed["run"]["status"], "succeeded", "{resumed}");
+    assert_eq!(resumed["run"]["trials_completed"], 6);
+    let mut starts: BTreeMap<String, usize> = BTreeMap::new();
+    for (trial, _) in cluster.started() {
+        *starts.entry(trial).or_default() += 1;
+    }
+    for trial in &finished {
+        assert_eq!(starts[trial], 1, "{trial} ran again after the resume");
+    }
+    for trial in trials_by_index(&resumed) {
+        assert_eq!(trial["status"], "succeeded", "{trial}");
+    }
+}
+
+#[test]
+fn runs_cancel_stops_the_trials_in_flight_within_seconds() {
+    let cluster = cluster();
+    cluster.knob("sleep", "120");
+    let scratch = Scratch::new(4, "trial_timeout_ms = 300000");
+    let mut driver = scratch.spawn(&["run", &scratch.spec(), "--json"], &cluster);
+    wait_for(Duration::from_secs(60), || cluster.started().len() == 2);
+    let run_id = scratch.run_id();
+    let in_flight: Vec<i32> = cluster.started().into_iter().map(|(_, p)| p).collect();
+    let asked = Instant::now();
+    let (code, _, stderr) = scratch.run(&["runs", "cancel", &run_id, "--json"], None);
+    assert_eq!(code, 0, "{stderr}");
+    wait_for(Duration::from_secs(10), || {
+        in_flight.iter().all(|p| is_gone(*p))
+    });
+    let stopped = asked.elapsed();
+    driver.wait().unwrap();
+    let doc = scratch.show(&run_id);
+    assert_eq!(doc["run"]["status"], "cancelled", "{doc}");
+    for trial in trials_by_index(&doc) {
+        assert_ne!(trial["status"], "running", "{trial}");
+    }
+    assert!(stopped < Duration::from_secs(10), "{stopped:?}");
+}
+
+#[test]
+fn an_unreachable_cluster_is_a_config_error_naming_the_address() {
+    let scratch = Scratch::new(1, "");
+    let mut command = scratch.command(&["run", &scratch.spec(), "--json"], None);
+    let output = command
+        .env("CEREBROS_EXECUTOR", "ray")
+        .env("CEREBROS_EXECUTOR_ADDRESS", "127.0.0.1:1")
+        .output()
+        .unwrap();
+    let doc: Value = serde_json::from_slice(&output.stdout).unwrap_or(Value::Null);
+    assert_ne!(output.status.code(), Some(0));
+    let error = &doc["error"];
+    assert_eq!(error["class"], "config", "{doc}");
+    let message = error["message"].as_str().unwrap();
+    assert!(
+        message.contains("127.0.0.1:1") && message.contains("ray start --head"),
+        "{message}"
+    );
+}
