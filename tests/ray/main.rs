@@ -6,6 +6,10 @@
 mod cluster;
 #[path = "../common/mod.rs"]
 mod common;
+// The OTLP collector of the telemetry tests: trial spans say where the trial ran.
+#[allow(dead_code)]
+#[path = "../otel/receiver.rs"]
+mod receiver;
 
 use cluster::{cluster, is_gone, Cluster};
 use serde_json::Value;
@@ -57,11 +61,15 @@ impl Scratch {
     }
 
     fn run(&self, args: &[&str], on: Option<&Cluster>) -> (i32, Value, String) {
+        Scratch::outcome(self.command(args, on))
+    }
+
+    fn outcome(mut command: Command) -> (i32, Value, String) {
         let Output {
             status,
             stdout,
             stderr,
-        } = self.command(args, on).output().unwrap();
+        } = command.output().unwrap();
         (
             status.code().unwrap_or(-1),
             serde_json::from_slice(&stdout).unwrap_or(Value::Null),
@@ -127,7 +135,10 @@ fn pids_of(cluster: &Cluster, trial_id: &str) -> Vec<i32> {
 fn eight_trials_spread_over_both_nodes_with_the_results_of_the_local_executor() {
     let cluster = cluster();
     let scratch = Scratch::new(8, "");
-    let (code, on_ray, stderr) = scratch.run(&["run", &scratch.spec(), "--json"], Some(&cluster));
+    let collector = receiver::Receiver::start();
+    let mut command = scratch.command(&["run", &scratch.spec(), "--json"], Some(&cluster));
+    command.env("OTEL_EXPORTER_OTLP_ENDPOINT", &collector.url);
+    let (code, on_ray, stderr) = Scratch::outcome(command);
     assert_eq!(code, 0, "{stderr}");
     assert_eq!(on_ray["run"]["status"], "succeeded", "{on_ray}");
     let trials = trials_by_index(&on_ray);
@@ -141,6 +152,24 @@ fn eight_trials_spread_over_both_nodes_with_the_results_of_the_local_executor() 
         assert!(!placement["host"].as_str().unwrap().is_empty());
     }
     assert_eq!(nodes.len(), 2, "the trials ran on {nodes:?}");
+    // Each trial's span carries its placement.
+    let spans = collector.wait_for(9);
+    let mut traced = BTreeMap::new();
+    for span in spans.iter().filter(|s| s.name == "trial") {
+        traced.insert(span.attr("index").as_u64().unwrap(), span.clone());
+    }
+    assert_eq!(traced.len(), 8, "{spans:#?}");
+    for trial in &trials {
+        let span = &traced[&trial["index"].as_u64().unwrap()];
+        let placement = &trial["placement"];
+        assert_eq!(span.attr("node_id"), &placement["node_id"], "{span:?}");
+        assert_eq!(span.attr("node_host"), &placement["host"], "{span:?}");
+        assert_eq!(
+            span.attr("worker_pid"),
+            &placement["worker_pid"],
+            "{span:?}"
+        );
+    }
 
     // `runs show` tells where each trial ran.
     let run_id = on_ray["run"]["run_id"].as_str().unwrap();

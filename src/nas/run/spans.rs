@@ -63,6 +63,9 @@ pub(super) fn trial_span(run_id: &str, trial_id: &str, index: u32) -> Span {
         duration_ms = Empty,
         attempts = Empty,
         error_class = Empty,
+        node_id = Empty,
+        node_host = Empty,
+        worker_pid = Empty,
         otel.status_code = Empty,
         otel.status_message = Empty,
     )
@@ -76,6 +79,12 @@ pub(super) fn finish_trial(span: &Span, record: &TrialRecord, objective: &str) {
     span.record("attempts", i64::from(record.attempts));
     if let Some(value) = record.metrics.get(objective).and_then(|v| v.as_f64()) {
         span.record("objective_value", value);
+    }
+    // Where the `ray` executor ran it.
+    if let Some(placement) = &record.placement {
+        span.record("node_id", placement.node_id.as_str());
+        span.record("node_host", placement.host.as_str());
+        span.record("worker_pid", i64::from(placement.worker_pid));
     }
     if record.status == TrialState::Failed {
         let error = record.error.as_ref();
