@@ -3,10 +3,11 @@
 
 mod common;
 
+use common::{trials_by_index, wait_for};
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// A scratch folder with a spec of `trials` trials and its own store.
 struct Scratch {
@@ -91,23 +92,6 @@ impl Scratch {
             .filter(|t| t.status == cerebros_bridge::nas::store::TrialState::Succeeded)
             .map(|t| serde_json::to_value(t).unwrap())
             .collect()
-    }
-}
-
-fn trials_by_index(doc: &Value) -> Vec<Value> {
-    let mut trials = doc["trials"].as_array().cloned().unwrap_or_default();
-    trials.sort_by_key(|t| t["index"].as_u64());
-    trials
-}
-
-fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
     }
 }
 

@@ -65,6 +65,25 @@ pub fn eventually(limit: Duration, mut condition: impl FnMut() -> bool) -> bool 
     condition()
 }
 
+/// Waits until `condition` holds, looking every 50 ms; fails the test after `limit`.
+pub fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) {
+    let start = std::time::Instant::now();
+    while !condition() {
+        assert!(
+            start.elapsed() < limit,
+            "condition not met within {limit:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// The trials of a run document (`run --json`, `runs show --json`), in index order.
+pub fn trials_by_index(doc: &serde_json::Value) -> Vec<serde_json::Value> {
+    let mut trials = doc["trials"].as_array().cloned().unwrap_or_default();
+    trials.sort_by_key(|t| t["index"].as_u64());
+    trials
+}
+
 /// A small real NAS run spec on iris (fast trials) with `trials` trials of `epochs` epochs.
 pub fn iris_spec(name: &str, trials: u32, epochs: u32) -> String {
     format!(

@@ -2,7 +2,7 @@
 //! (`services/nas_liar.py`), through the CLI (`run`, `runs show --json`), in every mode;
 //! and run specs and stored strings that must never reach the store or a terminal raw.
 
-use crate::common;
+use crate::common::{self, trials_by_index};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
@@ -72,12 +72,6 @@ impl Scratch {
         assert_eq!(code, 0, "{stderr}");
         doc
     }
-}
-
-fn trials_by_index(doc: &Value) -> Vec<Value> {
-    let mut trials = doc["trials"].as_array().cloned().unwrap_or_default();
-    trials.sort_by_key(|t| t["index"].as_u64());
-    trials
 }
 
 /// Every trial of a finished run is finished, and every failed one says why.

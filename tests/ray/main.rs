@@ -12,6 +12,7 @@ mod common;
 mod receiver;
 
 use cluster::{cluster, is_gone, Cluster};
+use common::{trials_by_index, wait_for};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::path::PathBuf;
@@ -101,23 +102,6 @@ impl Scratch {
 
     fn show(&self, run_id: &str) -> Value {
         self.run(&["runs", "show", run_id, "--json"], None).1
-    }
-}
-
-fn trials_by_index(doc: &Value) -> Vec<Value> {
-    let mut trials = doc["trials"].as_array().cloned().unwrap_or_default();
-    trials.sort_by_key(|t| t["index"].as_u64());
-    trials
-}
-
-fn wait_for(limit: Duration, mut condition: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !condition() {
-        assert!(
-            start.elapsed() < limit,
-            "condition not met within {limit:?}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
     }
 }
 
