@@ -10,20 +10,29 @@ BIN := target/release/cerebros-bridge
 # pyo3 builds against (and embeds) the venv's interpreter, never a PATH shim.
 export PYO3_PYTHON := $(VENV_PY)
 
-.PHONY: run setup browser build test test-rust test-python test-host test-pythons lint fmt bench clean
+.PHONY: run setup setup-dev browser build test test-rust test-python test-host test-pythons lint fmt bench clean
 
 ## run: set up, build (release) and run the main job: the digits NAS demo
 run: build
 	$(BIN) validate
 	$(BIN) run examples/digits.toml
 
-## setup: create .venv and install the Python packages (only when requirements change), then
-## build the native module cerebros_service._bridge into it (only when the Rust sources change)
+## setup: create .venv with what the main job needs (requirements.txt: numpy, scikit-learn,
+## MLflow, maturin; only when it changes), then build the native module
+## cerebros_service._bridge into it (only when the Rust sources change)
 setup: $(VENV)/.installed $(VENV)/.bridge
 
-$(VENV)/.installed: requirements.txt requirements-dev.txt
+## setup-dev: setup, plus what the tests need (requirements-dev.txt: the test tools and the
+## optional extras the tests exercise: Keras + JAX, Optuna, Ray, opentelemetry-api)
+setup-dev: setup $(VENV)/.installed-dev
+
+$(VENV)/.installed: requirements.txt
 	$(PYTHON) -m venv $(VENV)
 	$(VENV_PY) -m pip install --quiet --upgrade pip
+	$(VENV_PY) -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.installed-dev: $(VENV)/.installed requirements-dev.txt
 	$(VENV_PY) -m pip install --quiet -r requirements-dev.txt
 	touch $@
 
@@ -51,12 +60,12 @@ build: setup
 
 ## test: set up, lint, and run every test (Rust unit, integration and doc tests; pytest;
 ## the out-of-tree host)
-test: setup browser lint test-rust test-python test-host
+test: setup-dev browser lint test-rust test-python test-host
 
-test-rust: setup browser
+test-rust: setup-dev browser
 	cargo test
 
-test-python: setup
+test-python: setup-dev
 	$(VENV_PY) -m mypy.stubtest cerebros_service._bridge
 	$(VENV_PY) -m pytest -q
 
@@ -66,7 +75,7 @@ test-python: setup
 ## target folder with our Cargo.lock's versions, so what it shares with our build compiles once.
 HOST_FIXTURE := tests/fixtures/rust_host
 
-test-host: setup
+test-host: setup-dev
 	cp Cargo.lock $(HOST_FIXTURE)/Cargo.lock
 	cd $(HOST_FIXTURE) && CARGO_TARGET_DIR=$(CURDIR)/target cargo build
 	cd $(HOST_FIXTURE) && VIRTUAL_ENV=$(CURDIR)/$(VENV) CEREBROS_REPO=$(CURDIR)/python \
@@ -81,7 +90,7 @@ test-pythons:
 	scripts/test-pythons.sh 3.10 3.11 3.12 3.13
 
 ## lint: rustfmt, clippy of both builds (warnings are errors), ruff
-lint: setup
+lint: setup-dev
 	cargo fmt --all -- --check
 	cargo fmt --manifest-path $(HOST_FIXTURE)/Cargo.toml -- --check
 	cargo clippy --all-targets -- -D warnings
@@ -90,13 +99,13 @@ lint: setup
 	$(VENV)/bin/ruff format --check python tests
 
 ## fmt: format Rust and Python code
-fmt: setup
+fmt: setup-dev
 	cargo fmt --all
 	cargo fmt --manifest-path $(HOST_FIXTURE)/Cargo.toml
 	$(VENV)/bin/ruff format python tests
 
 ## bench: criterion benchmarks (figures go to BENCHMARKS.md)
-bench: setup
+bench: setup-dev
 	cargo bench
 
 clean:
