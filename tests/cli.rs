@@ -275,7 +275,7 @@ fn validate_passes_in_this_repo() {
     assert_eq!(
         ops["detail"],
         "cerebros_service: 14 ops: echo, finalize_run, health, ray_cancel, ray_connect, \
-         ray_disconnect, ray_end_run, ray_poll, ray_start_run, ray_submit, record_trial, \
+         ray_disconnect, ray_end_run, ray_start_run, ray_submit, ray_wait, record_trial, \
          run_trial, start_run, sync_mlflow"
     );
 }

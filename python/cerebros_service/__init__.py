@@ -146,11 +146,12 @@ def ray_submit(payload: dict) -> dict:
     return ray_executor.submit(payload)
 
 
-def ray_poll(payload: dict) -> dict:
-    """The state of a submitted trial, without waiting: running, or its report and node."""
+def ray_wait(payload: dict) -> dict:
+    """Wait at most ``timeout_ms`` for any of the submitted trials ``handles`` to end; every
+    ended one's report and node, or its error (one call for all trials in flight)."""
     from .nas import ray_executor
 
-    return ray_executor.poll(payload)
+    return ray_executor.wait(payload)
 
 
 def ray_cancel(payload: dict) -> dict:

@@ -37,8 +37,18 @@ def test_an_unreachable_address_is_a_config_error_naming_it():
     assert "127.0.0.1:1" in raised.value.message and "ray start --head" in raised.value.message
 
 
-def test_polling_an_unknown_handle_is_a_contract_error():
+def test_waiting_on_an_unknown_handle_ends_it_with_a_contract_error_at_once():
+    pytest.importorskip("ray")
+    done = ray_executor.wait({"handles": ["nope"], "timeout_ms": 1000})["done"]
+    assert [(d["handle"], d["error"]["class"]) for d in done] == [("nope", "contract")]
+
+
+@pytest.mark.parametrize(
+    "payload",
+    [{"handles": "h1"}, {"handles": [1]}, {"handles": ["h"], "timeout_ms": "5"}, {}],
+)
+def test_a_malformed_wait_is_a_contract_error(payload):
     pytest.importorskip("ray")
     with pytest.raises(OpError) as raised:
-        ray_executor.poll({"handle": "nope"})
+        ray_executor.wait(payload)
     assert raised.value.error_class == "contract"

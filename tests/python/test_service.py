@@ -103,7 +103,7 @@ def test_public_callables_are_exactly_the_ops():
         "ray_connect",
         "ray_start_run",
         "ray_submit",
-        "ray_poll",
+        "ray_wait",
         "ray_cancel",
         "ray_end_run",
         "ray_disconnect",

@@ -83,6 +83,34 @@ impl Cluster {
         }
     }
 
+    /// Whether process `pid` runs on the second node: a Ray worker has a process group of
+    /// its own, but its parent (the node's raylet) is in the group of the `ray start
+    /// --block` that started the node.
+    pub fn on_second_node(&self, pid: i32) -> bool {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        let parent = stat
+            .rsplit(')')
+            .next()
+            .and_then(|rest| rest.split_whitespace().nth(1))
+            .and_then(|ppid| ppid.parse::<i32>().ok());
+        let node = NODES.lock().unwrap()[1].id() as i32;
+        // SAFETY: getpgid only reads the process table.
+        parent.is_some_and(|ppid| unsafe { libc::getpgid(ppid) } == node)
+    }
+
+    /// The second node leaves the cluster (its `ray start` group is stopped: SIGTERM, then
+    /// SIGKILL), then a fresh second node joins, so later tests have two nodes again.
+    pub fn replace_second_node(&self) {
+        let mut old = NODES.lock().unwrap().remove(1);
+        stop_group(&mut old, Instant::now() + Duration::from_secs(10));
+        spawn_node(
+            &[&format!("--address={}", self.address)],
+            &self.knobs,
+            &self.knobs.with_file_name("node-again.log"),
+        );
+        wait_for_nodes(&self.address, 2);
+    }
+
     /// Writes knob `name` of the fixture.
     pub fn knob(&self, name: &str, value: &str) {
         std::fs::write(self.knobs.join(name), value).unwrap();
@@ -187,12 +215,20 @@ extern "C" fn stop_nodes() {
     }
     let deadline = Instant::now() + Duration::from_secs(10);
     for node in &mut nodes {
-        while Instant::now() < deadline && matches!(node.try_wait(), Ok(None)) {
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        // SAFETY: as above; what is left of the group is killed.
-        unsafe { libc::kill(-(node.id() as i32), libc::SIGKILL) };
-        let _ = node.wait();
+        stop_group(node, deadline);
     }
     let _ = std::fs::remove_dir_all(format!("/tmp/cbray-{}", std::process::id()));
+}
+
+/// Waits until `deadline` for the `ray start --block` of `node` to exit (after a SIGTERM to
+/// its group, sent here too), then SIGKILLs what is left of its group and reaps it.
+fn stop_group(node: &mut Child, deadline: Instant) {
+    // SAFETY: plain signal sends to a process group these tests created.
+    unsafe { libc::kill(-(node.id() as i32), libc::SIGTERM) };
+    while Instant::now() < deadline && matches!(node.try_wait(), Ok(None)) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    // SAFETY: as above.
+    unsafe { libc::kill(-(node.id() as i32), libc::SIGKILL) };
+    let _ = node.wait();
 }

@@ -1,7 +1,8 @@
 //! The `ray` executor end to end (DESIGN §12): the CLI drives NAS runs whose trials run
 //! as Ray tasks on a real two-node local cluster (`cluster.rs`), with the knobs of
 //! `tests/fixtures/ray_fixture.py`: spread over nodes, same results as `local`, hard
-//! timeouts, a killed worker, a killed driver then `runs resume`, `runs cancel`.
+//! timeouts, a killed worker, a node leaving the cluster, a killed driver then
+//! `runs resume`, `runs cancel`.
 
 mod cluster;
 #[path = "../common/mod.rs"]
@@ -216,6 +217,35 @@ fn a_worker_killed_mid_trial_fails_that_attempt_and_the_trial_is_retried() {
     assert!(driver.wait().unwrap().success());
     let run_id = scratch.run_id();
     let doc = scratch.show(&run_id);
+    assert_eq!(doc["run"]["status"], "succeeded", "{doc}");
+    let retried = trials_by_index(&doc)
+        .into_iter()
+        .find(|t| t["trial_id"] == victim_trial.as_str())
+        .unwrap();
+    assert_eq!(retried["status"], "succeeded", "{retried}");
+    assert_eq!(retried["attempts"], 2, "{retried}");
+    assert_ne!(retried["placement"]["worker_pid"], victim, "{retried}");
+}
+
+#[test]
+fn a_node_that_leaves_the_cluster_mid_trial_has_its_trial_retried_on_another() {
+    let cluster = cluster();
+    cluster.knob("sleep", "4");
+    let scratch = Scratch::new(2, "");
+    let mut driver = scratch.spawn(&["run", &scratch.spec(), "--json"], &cluster);
+    // One CPU per node: the two trials run one on each node.
+    wait_for(Duration::from_secs(60), || cluster.started().len() == 2);
+    let started = cluster.started();
+    let (victim_trial, victim) = started
+        .iter()
+        .find(|(_, pid)| cluster.on_second_node(*pid))
+        .cloned()
+        .unwrap_or_else(|| panic!("no trial on the second node: {started:?}"));
+    cluster.replace_second_node();
+    // The leaving node's raylet took its workers with it.
+    wait_for(Duration::from_secs(30), || is_gone(victim));
+    assert!(driver.wait().unwrap().success());
+    let doc = scratch.show(&scratch.run_id());
     assert_eq!(doc["run"]["status"], "succeeded", "{doc}");
     let retried = trials_by_index(&doc)
         .into_iter()

@@ -9,8 +9,9 @@ bridge it calls the ops of :mod:`cerebros_service` that land here:
 * ``ray_start_run``: loads the run's dataset once and puts it in the object store;
 * ``ray_submit``: one trial as a remote task (``max_retries=0``: the store is the one record
   of attempts) with the spec's CPUs, GPUs and memory; returns a handle at once;
-* ``ray_poll``: never blocks: ``running``, or the task's report and where it ran (node id,
-  host name, worker pid); a task whose worker died is a ``subprocess_exit`` error;
+* ``ray_wait``: one call for every trial in flight: waits (GIL released, at most
+  ``timeout_ms``) until any has ended, then returns each ended one's report and where it ran
+  (node id, host name, worker pid), or its error (``subprocess_exit`` when its worker died);
 * ``ray_cancel``: ``ray.cancel(ref, force=True)``, which kills the worker running it;
 * ``ray_end_run``: forgets the run's dataset;
 * ``ray_disconnect``: ``ray.shutdown()`` before the host exits (Ray's threads must not be
@@ -35,7 +36,7 @@ from typing import Any
 from .._dispatch import OpError, exception_error
 from .checks import opt_mapping, req_str
 
-__all__ = ["cancel", "connect", "disconnect", "end_run", "poll", "start_run", "submit"]
+__all__ = ["cancel", "connect", "disconnect", "end_run", "start_run", "submit", "wait"]
 
 #: The oldest Ray this executor is tested with (``pip install cerebros_service[ray]``).
 MIN_RAY_VERSION = (2, 60)
@@ -46,7 +47,10 @@ _connected: dict[str, Any] = {}
 _refs: dict[str, Any] = {}
 #: run id -> (dataset id, dataset options, run seed, ObjectRef of the loaded dataset).
 _runs: dict[str, tuple[Any, dict, int, Any]] = {}
-_task = None
+#: The trial task per resource shape (CPUs, GPUs, memory in MB).
+_tasks: dict[tuple, Any] = {}
+#: In a Ray worker: where it runs, found on its first trial.
+_worker_placement: dict | None = None
 
 
 def _ray():
@@ -133,6 +137,7 @@ def disconnect(payload: Mapping[str, Any]) -> dict:
     with _lock:
         was = ray.is_initialized()
         _refs.clear()
+        _tasks.clear()
         _runs.clear()
         _connected.clear()
         if was:
@@ -166,11 +171,21 @@ def end_run(payload: Mapping[str, Any]) -> dict:
     return {"released": known}
 
 
-def _remote_task():
-    global _task
-    if _task is None:
-        _task = _ray().remote(max_retries=0)(_run_trial_task)
-    return _task
+def _remote_task(cpus: float, gpus: float, memory_mb: Any) -> Any:
+    """The trial task with these resources, built once per resource shape: ``options()``
+    costs about as much as a plain task's submission, and a per-trial task name as much
+    again (the store, not Ray's dashboard, says which trial ran where)."""
+    shape = (cpus, gpus, int(memory_mb) if memory_mb else None)
+    task = _tasks.get(shape)
+    if task is None:
+        task = _ray().remote(max_retries=0, name="cerebros:trial")(_run_trial_task)
+        task = task.options(
+            num_cpus=cpus,
+            num_gpus=gpus,
+            memory=shape[2] * 1024 * 1024 if shape[2] else None,
+        )
+        _tasks[shape] = task
+    return task
 
 
 def submit(payload: Mapping[str, Any]) -> dict:
@@ -184,40 +199,66 @@ def submit(payload: Mapping[str, Any]) -> dict:
     if shared is None:
         raise OpError("contract", f"run {run_id} was not started on Ray (ray_start_run)")
     dataset_id, options, seed, dataset_ref = shared
-    memory_mb = resources.get("memory_mb")
-    task = _remote_task().options(
-        num_cpus=float(resources.get("cpus", 1)),
-        num_gpus=float(resources.get("gpus", 0)),
-        memory=int(memory_mb) * 1024 * 1024 if memory_mb else None,
-        name=f"cerebros:{trial.get('trial_id')}",
+    task = _remote_task(
+        float(resources.get("cpus", 1)),
+        float(resources.get("gpus", 0)),
+        resources.get("memory_mb"),
     )
-    ref = task.remote(module, dict(trial), (dataset_id, options, seed), dataset_ref)
+    # The dataset's ref travels in a list, which Ray does not resolve: a worker fetches the
+    # dataset once per run, not once per trial (see _run_trial_task).
+    ref = task.remote(module, dict(trial), (dataset_id, options, seed), [dataset_ref])
     handle = uuid.uuid4().hex
     with _lock:
         _refs[handle] = ref
     return {"handle": handle}
 
 
-def _ref(payload: Mapping[str, Any]) -> tuple[str, Any]:
-    handle = req_str(payload, "handle")
-    with _lock:
-        ref = _refs.get(handle)
-    if ref is None:
-        raise OpError("contract", f"no Ray trial has the handle {handle}")
-    return handle, ref
+#: The longest a ``ray_wait`` may block (its pool thread is held that long at most).
+MAX_WAIT_MS = 1000
 
 
-def poll(payload: Mapping[str, Any]) -> dict:
-    """``{"state": "running"}``, or ``{"state": "done", "report", "placement"}``; a failed
-    task raises an ``OpError`` of its class (``subprocess_exit`` when its worker or node
-    died, ``cancelled`` when it was cancelled)."""
+def wait(payload: Mapping[str, Any]) -> dict:
+    """Wait up to ``timeout_ms`` for any of the trials ``handles`` to end, then return every
+    one that has ended: ``{"done": [{"handle", "report", "placement"} | {"handle",
+    "error"}]}``, ``error`` being an ``OpError``'s dict (class ``subprocess_exit`` when the
+    task's worker or node died, ``cancelled`` when it was cancelled). A handle this process
+    does not know is ended with a ``contract`` error. Ray releases the GIL while it waits."""
     ray = _ray()
-    handle, ref = _ref(payload)
-    ready, _ = ray.wait([ref], timeout=0, fetch_local=True)
-    if not ready:
-        return {"state": "running"}
+    handles = payload.get("handles")
+    if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
+        raise OpError("contract", "ray_wait: handles must be a list of strings")
+    timeout_ms = payload.get("timeout_ms", 0)
+    if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int):
+        raise OpError("contract", "ray_wait: timeout_ms must be a whole number")
+    timeout_ms = min(max(timeout_ms, 0), MAX_WAIT_MS)
+    done: list[dict] = []
+    refs: dict[Any, str] = {}
     with _lock:
-        _refs.pop(handle, None)
+        for handle in handles:
+            ref = _refs.get(handle)
+            if ref is None:
+                error = OpError("contract", f"no Ray trial has the handle {handle}")
+                done.append({"handle": handle, "error": error.to_dict()})
+            else:
+                refs[ref] = handle
+    if refs:
+        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=True)
+        if not ready and not done:
+            ray.wait(list(refs), num_returns=1, timeout=timeout_ms / 1000, fetch_local=True)
+            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=True)
+        for ref in ready:
+            handle = refs[ref]
+            with _lock:
+                _refs.pop(handle, None)
+            try:
+                done.append({"handle": handle, **_outcome(ray, ref)})
+            except OpError as err:
+                done.append({"handle": handle, "error": err.to_dict()})
+    return {"done": done}
+
+
+def _outcome(ray: Any, ref: Any) -> dict:
+    """The report and placement of an ended task, or the ``OpError`` of its failure."""
     try:
         outcome = ray.get(ref)
     except ray.exceptions.TaskCancelledError as exc:
@@ -239,9 +280,8 @@ def poll(payload: Mapping[str, Any]) -> dict:
         ) from None
     if "error" in outcome:
         error = outcome["error"]  # an OpError's to_dict(), from the task
-        error_class = error["class"]
-        raise OpError(error_class, error["message"], error.get("details"))
-    return {"state": "done", "report": outcome["report"], "placement": outcome["placement"]}
+        raise OpError(error["class"], error["message"], error.get("details"))
+    return {"report": outcome["report"], "placement": outcome["placement"]}
 
 
 def cancel(payload: Mapping[str, Any]) -> dict:
@@ -261,20 +301,46 @@ def cancel(payload: Mapping[str, Any]) -> dict:
     return {"cancelled": cancelled}
 
 
-def _run_trial_task(module: str, trial: dict, dataset_key: tuple, dataset: Any) -> dict:
+#: In a Ray worker: the dataset of each (dataset id, options, seed), with the id of the
+#: object it was fetched from (a new run shares a new object, fetched again).
+_fetched: dict[str, tuple[str, Any]] = {}
+#: How many runs' datasets a worker keeps (fewer than ``datasets`` keeps provided).
+_FETCHED_RUNS = 4
+
+
+def _placement(ray: Any) -> dict:
+    """Where this worker process runs (its node id, host name and pid never change)."""
+    global _worker_placement
+    if _worker_placement is None:
+        _worker_placement = {
+            "node_id": ray.get_runtime_context().get_node_id(),
+            "host": socket.gethostname(),
+            "worker_pid": os.getpid(),
+        }
+    return dict(_worker_placement)
+
+
+def _run_trial_task(module: str, trial: dict, dataset_key: tuple, shared: list) -> dict:
     """The remote task: run the service's ``run_trial`` on this node, with the dataset
-    the driver shared. Failures come back as values (an ``OpError`` does not pickle)."""
+    the driver shared (``shared``: its ObjectRef, fetched once per run by each worker).
+    Failures come back as values (an ``OpError`` does not pickle)."""
     import ray
 
     from . import datasets
 
     dataset_id, options, seed = dataset_key
-    datasets.provide_dataset(dataset_id, options, seed, dataset)
-    placement = {
-        "node_id": ray.get_runtime_context().get_node_id(),
-        "host": socket.gethostname(),
-        "worker_pid": os.getpid(),
-    }
+    (dataset_ref,) = shared
+    key = repr(dataset_key)
+    fetched = _fetched.get(key)
+    if fetched is None or fetched[0] != dataset_ref.hex():
+        # Provided once per fetch: datasets keeps more provided datasets than _fetched.
+        fetched = (dataset_ref.hex(), ray.get(dataset_ref))
+        datasets.provide_dataset(dataset_id, options, seed, fetched[1])
+        _fetched.pop(key, None)
+        _fetched[key] = fetched
+        while len(_fetched) > _FETCHED_RUNS:
+            _fetched.pop(next(iter(_fetched)))
+    placement = _placement(ray)
     try:
         service = importlib.import_module(module)
         report = service.run_trial(trial)

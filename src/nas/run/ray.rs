@@ -1,8 +1,10 @@
 //! Trials as Ray tasks (the `ray` executor, DESIGN §12), for one drive of one run.
 //!
-//! A trial is submitted (`ray_submit`, which returns a handle at once) and then polled
-//! (`ray_poll`, which never blocks) with a growing pause between polls, so awaiting any
-//! number of trials holds no pool thread. At the trial's deadline its task is
+//! A trial is submitted (`ray_submit`, which returns a handle at once) and handed to the
+//! drive's one waiter task: it calls `ray_wait` with every handle in flight, which blocks
+//! (GIL released) until any of them ends or [`WAIT_SLICE`] passes and returns all that
+//! ended, so the trials in flight hold one pool thread between them, never one each, and
+//! cost one call per wake-up, not one per trial. At a trial's deadline its task is
 //! force-cancelled (`ray_cancel`: Ray kills the worker process running it) and the attempt
 //! fails with class `timeout`; the client's retry policy then decides, per trial, whether
 //! to submit it again (Ray's own retries are off). Handles still in flight when the drive
@@ -14,17 +16,25 @@ use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::nas::executor::ExecutorSettings;
 use crate::nas::spec::Budget;
 use crate::nas::store::Placement;
+use crate::process::protocol::error_from_wire;
 use serde_json::{json, Value};
-use std::collections::HashSet;
+use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use tokio::sync::{oneshot, Notify};
+use tokio::task::JoinHandle;
+use tracing::Instrument;
 
-/// The first pause between two polls of a trial; it doubles up to [`MAX_POLL_PAUSE`].
-const FIRST_POLL_PAUSE: Duration = Duration::from_millis(1);
-/// The longest pause between two polls: how late a finished trial may be noticed.
-const MAX_POLL_PAUSE: Duration = Duration::from_millis(25);
-/// Deadline of the short calls (submit, poll, cancel) through the bridge.
+/// The longest one `ray_wait` blocks: how late a trial submitted during a wait is first
+/// watched, and how long the waiter may hold its pool thread at a time.
+const WAIT_SLICE: Duration = Duration::from_millis(20);
+/// Deadline of the short calls (submit, wait, cancel) through the bridge.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How an attempt ended: the service's report and where it ran, or its error.
+type Ended = Result<(TrialReportedV1, Placement)>;
+/// How an ended attempt reaches the trial task awaiting it.
+type Delivery = oneshot::Sender<Ended>;
 
 /// A trial that ran to its end on Ray (succeeded or not, as its report says).
 pub(super) struct RayOutcome {
@@ -36,12 +46,21 @@ pub(super) struct RayOutcome {
     pub(super) attempts: u32,
 }
 
-/// The Ray side of one drive: the settings, the client and the trials in flight.
+/// The Ray side of one drive: the trials in flight and the task waiting on them.
 pub(super) struct RayTrials {
+    shared: Arc<Shared>,
+    waiter: JoinHandle<()>,
+}
+
+/// What the trial tasks and the waiter share.
+struct Shared {
     client: Arc<Client>,
     settings: ExecutorSettings,
     run_id: String,
-    in_flight: Mutex<HashSet<String>>,
+    /// Handle of each submitted attempt not yet ended, and where its end goes.
+    in_flight: Mutex<HashMap<String, Delivery>>,
+    /// Rung when a handle is added, so an idle waiter starts waiting on it.
+    submitted: Notify,
 }
 
 impl RayTrials {
@@ -66,12 +85,15 @@ impl RayTrials {
             ..CallOptions::default()
         };
         client.call_with("ray_start_run", payload, options).await?;
-        Ok(RayTrials {
+        let shared = Arc::new(Shared {
             client,
             settings,
             run_id: run_id.to_owned(),
-            in_flight: Mutex::new(HashSet::new()),
-        })
+            in_flight: Mutex::new(HashMap::new()),
+            submitted: Notify::new(),
+        });
+        let waiter = tokio::spawn(wait_for_trials(shared.clone()).in_current_span());
+        Ok(RayTrials { shared, waiter })
     }
 
     /// Runs `request` on the cluster, each attempt at most `timeout`, retried by the
@@ -82,7 +104,7 @@ impl RayTrials {
         budget: &Budget,
         timeout: Duration,
     ) -> Result<RayOutcome> {
-        let policy = self.client.retry_policy().clone();
+        let policy = self.shared.client.retry_policy().clone();
         let mut attempt = 1;
         loop {
             match self.attempt(request, budget, timeout).await {
@@ -109,83 +131,91 @@ impl RayTrials {
         }
     }
 
-    /// One submission of `request`, polled until it ends or `timeout` passes.
+    /// One submission of `request`, awaited until it ends or `timeout` passes.
     async fn attempt(
         &self,
         request: &TrialRequestedV1,
         budget: &Budget,
         timeout: Duration,
-    ) -> Result<(TrialReportedV1, Placement)> {
+    ) -> Ended {
         let started = Instant::now();
         let payload = json!({
             "trial": request.to_value(),
-            "module": self.settings.module,
+            "module": self.shared.settings.module,
             "resources": {
                 "cpus": budget.trial_cpus,
                 "gpus": budget.trial_gpus,
                 "memory_mb": budget.trial_memory_mb,
             },
         });
-        let submitted = self.call("ray_submit", payload).await?;
+        let submitted = self.shared.call("ray_submit", payload).await?;
         let handle = submitted
             .get("handle")
             .and_then(Value::as_str)
             .ok_or_else(|| parse_error("ray_submit returned no handle"))?
             .to_owned();
-        self.lock().insert(handle.clone());
-        let mut pause = FIRST_POLL_PAUSE;
-        loop {
-            let polled = self.call("ray_poll", json!({"handle": handle})).await;
-            let polled = match polled {
-                Ok(polled) => polled,
-                Err(err) => {
-                    self.lock().remove(&handle);
-                    return Err(err);
-                }
-            };
-            if polled.get("state").and_then(Value::as_str) == Some("done") {
-                self.lock().remove(&handle);
-                return done(&polled);
-            }
-            let left = timeout.saturating_sub(started.elapsed());
-            if left.is_zero() {
-                self.cancel(vec![handle]).await;
-                return Err(BridgeError::new(
+        let (deliver, ended) = oneshot::channel();
+        self.shared.lock().insert(handle.clone(), deliver);
+        self.shared.submitted.notify_one();
+        let left = timeout.saturating_sub(started.elapsed());
+        match tokio::time::timeout(left, ended).await {
+            Ok(Ok(outcome)) => outcome,
+            Ok(Err(_)) => Err(BridgeError::new(
+                ErrorClass::SystemError,
+                "the drive's Ray waiter stopped before the trial ended",
+            )),
+            Err(_) => {
+                self.shared.cancel(vec![handle]).await;
+                Err(BridgeError::new(
                     ErrorClass::Timeout,
                     format!(
                         "the trial ran past its {} ms (budget.trial_timeout_ms); its Ray task \
                          was force-cancelled",
                         timeout.as_millis()
                     ),
-                ));
+                ))
             }
-            tokio::time::sleep(pause.min(left)).await;
-            pause = (pause * 2).min(MAX_POLL_PAUSE);
         }
     }
 
     /// Force-cancels every trial still in flight (the drive is stopping).
     pub(super) async fn cancel_all(&self) {
-        let handles: Vec<String> = self.lock().drain().collect();
+        let handles: Vec<String> = self.shared.lock().keys().cloned().collect();
         if !handles.is_empty() {
-            self.cancel(handles).await;
+            self.shared.cancel(handles).await;
         }
     }
 
-    /// Cancels what is in flight and releases the run's shared dataset.
+    /// Cancels what is in flight, stops the waiter and releases the run's shared dataset.
     pub(super) async fn end(&self) {
         self.cancel_all().await;
+        self.waiter.abort();
+        let run_id = &self.shared.run_id;
         if let Err(err) = self
-            .call("ray_end_run", json!({"run_id": self.run_id}))
+            .shared
+            .call("ray_end_run", json!({"run_id": run_id}))
             .await
         {
-            tracing::warn!(run_id = %self.run_id, "cannot release the run's Ray dataset: {err}");
+            tracing::warn!(run_id = %run_id, "cannot release the run's Ray dataset: {err}");
         }
     }
+}
 
+impl Drop for RayTrials {
+    fn drop(&mut self) {
+        self.waiter.abort();
+    }
+}
+
+impl Shared {
+    /// Forgets `handles` (whoever awaits them learns they were cancelled) and
+    /// force-cancels their tasks.
     async fn cancel(&self, handles: Vec<String>) {
-        for handle in &handles {
-            self.lock().remove(handle);
+        {
+            let mut in_flight = self.lock();
+            for handle in &handles {
+                in_flight.remove(handle);
+            }
         }
         if let Err(err) = self.call("ray_cancel", json!({"handles": handles})).await {
             tracing::warn!(run_id = %self.run_id, "cannot cancel Ray trials: {err}");
@@ -201,16 +231,81 @@ impl RayTrials {
         self.client.call_with(op, payload, options).await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashSet<String>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Delivery>> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
 
-/// The report and placement of a `done` poll.
-fn done(polled: &Value) -> Result<(TrialReportedV1, Placement)> {
+/// The drive's waiter: while trials are in flight, one `ray_wait` at a time for all of
+/// them, each ended one delivered to its trial task. A failed wait ends every trial it
+/// waited on with its error (and cancels their tasks), so none waits forever.
+async fn wait_for_trials(shared: Arc<Shared>) {
+    let slice = WAIT_SLICE.as_millis() as u64;
+    loop {
+        let handles: Vec<String> = shared.lock().keys().cloned().collect();
+        if handles.is_empty() {
+            shared.submitted.notified().await;
+            continue;
+        }
+        let payload = json!({"handles": handles, "timeout_ms": slice});
+        match shared
+            .call("ray_wait", payload)
+            .await
+            .and_then(|reply| ended(&reply))
+        {
+            Ok(ended) => {
+                let mut in_flight = shared.lock();
+                for (handle, outcome) in ended {
+                    if let Some(deliver) = in_flight.remove(&handle) {
+                        let _ = deliver.send(outcome); // its trial task may be gone
+                    }
+                }
+            }
+            Err(err) => {
+                tracing::warn!(run_id = %shared.run_id, "waiting on Ray trials failed: {err}");
+                let lost: Vec<(String, Delivery)> = {
+                    let mut in_flight = shared.lock();
+                    handles
+                        .iter()
+                        .filter_map(|h| in_flight.remove_entry(h))
+                        .collect()
+                };
+                let handles = lost.iter().map(|(h, _)| h.clone()).collect();
+                for (_, deliver) in lost {
+                    let _ = deliver.send(Err(err.clone()));
+                }
+                shared.cancel(handles).await;
+            }
+        }
+    }
+}
+
+/// The handle and outcome of each trial a `ray_wait` reply says ended.
+fn ended(reply: &Value) -> Result<Vec<(String, Ended)>> {
+    let done = reply
+        .get("done")
+        .and_then(Value::as_array)
+        .ok_or_else(|| parse_error("ray_wait returned no done list"))?;
+    done.iter()
+        .map(|entry| {
+            let handle = entry
+                .get("handle")
+                .and_then(Value::as_str)
+                .ok_or_else(|| parse_error("ray_wait returned an entry without its handle"))?;
+            let outcome = match entry.get("error") {
+                Some(error) => Err(error_from_wire(error)),
+                None => finished(entry),
+            };
+            Ok((handle.to_owned(), outcome))
+        })
+        .collect()
+}
+
+/// The report and placement of a trial `ray_wait` says ended well.
+fn finished(polled: &Value) -> Result<(TrialReportedV1, Placement)> {
     let report = polled
         .get("report")
-        .ok_or_else(|| parse_error("ray_poll returned no report"))?;
+        .ok_or_else(|| parse_error("ray_wait returned no report"))?;
     let report = TrialReportedV1::from_value(report).map_err(|err| {
         parse_error(&format!(
             "run_trial returned an invalid report: {}",
@@ -223,11 +318,67 @@ fn done(polled: &Value) -> Result<(TrialReportedV1, Placement)> {
         .cloned()
         .map(serde_json::from_value)
         .transpose()
-        .map_err(|err| parse_error(&format!("ray_poll returned a bad placement: {err}")))?
-        .ok_or_else(|| parse_error("ray_poll returned no placement"))?;
+        .map_err(|err| parse_error(&format!("ray_wait returned a bad placement: {err}")))?
+        .ok_or_else(|| parse_error("ray_wait returned no placement"))?;
     Ok((report, placement))
 }
 
 fn parse_error(message: &str) -> BridgeError {
     BridgeError::new(ErrorClass::ParseError, message.to_owned())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wait_reply_gives_each_ended_trial_its_report_or_its_error() {
+        let reply = json!({"done": [
+            {"handle": "a", "placement": {"node_id": "n1", "host": "h", "worker_pid": 7},
+             "report": {"contract": "trial_reported", "version": 1, "run_id": "r",
+                        "trial_id": "r-t000", "status": "succeeded",
+                        "metrics": {"val_accuracy": 0.5}}},
+            {"handle": "b", "error": {"class": "subprocess_exit", "message": "worker died",
+                                      "details": {}}},
+        ]});
+        let ended = ended(&reply).unwrap();
+        assert_eq!(ended.len(), 2);
+        let (report, placement) = ended[0].1.as_ref().unwrap();
+        assert_eq!(
+            (ended[0].0.as_str(), report.trial_id.as_str()),
+            ("a", "r-t000")
+        );
+        assert_eq!(
+            (placement.node_id.as_str(), placement.worker_pid),
+            ("n1", 7)
+        );
+        let err = ended[1].1.as_ref().unwrap_err();
+        assert_eq!(
+            (ended[1].0.as_str(), err.class),
+            ("b", ErrorClass::SubprocessExit)
+        );
+    }
+
+    #[test]
+    fn a_malformed_wait_reply_is_a_parse_error() {
+        for reply in [
+            json!({}),
+            json!({"done": [{"report": {}}]}),
+            json!({"done": "a"}),
+        ] {
+            assert_eq!(
+                ended(&reply).unwrap_err().class,
+                ErrorClass::ParseError,
+                "{reply}"
+            );
+        }
+        let no_placement = json!({"done": [{"handle": "a", "report": {
+            "contract": "trial_reported", "version": 1, "run_id": "r", "trial_id": "t",
+            "status": "succeeded"}}]});
+        let ended = ended(&no_placement).unwrap();
+        assert_eq!(
+            ended[0].1.as_ref().unwrap_err().class,
+            ErrorClass::ParseError
+        );
+    }
 }

@@ -89,9 +89,7 @@ pub(super) fn insert_event(
     kind: &str,
     data: &Value,
 ) -> rusqlite::Result<()> {
-    tx.execute(
-        "INSERT INTO run_events (run_id, kind, at, data) VALUES (?1, ?2, ?3, ?4)",
-        params![run_id, kind, now_rfc3339(), data.to_string()],
-    )?;
+    tx.prepare_cached("INSERT INTO run_events (run_id, kind, at, data) VALUES (?1, ?2, ?3, ?4)")?
+        .execute(params![run_id, kind, now_rfc3339(), data.to_string()])?;
     Ok(())
 }

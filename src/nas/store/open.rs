@@ -9,6 +9,9 @@ use rusqlite::Connection;
 use std::path::Path;
 use std::time::Duration;
 
+/// Statements kept prepared per connection (recording a trial reuses about a dozen).
+const STATEMENT_CACHE: usize = 32;
+
 impl Store {
     /// Opens (creating if needed) the store named by `url` (`sqlite://PATH`, relative
     /// to the current directory) and brings its schema up to date.
@@ -42,6 +45,8 @@ impl Store {
             .map_err(db_error("synchronous"))?;
         conn.pragma_update(None, "foreign_keys", "ON")
             .map_err(db_error("foreign keys"))?;
+        // Room for every statement a trial's records prepare once and reuse.
+        conn.set_prepared_statement_cache_capacity(STATEMENT_CACHE);
         let store = Store {
             conn: Mutex::new(conn),
             path: path.to_path_buf(),

@@ -130,18 +130,19 @@ pub(super) fn enqueue(
     run_id: &str,
     trial_id: Option<&str>,
 ) -> rusqlite::Result<()> {
-    let bumped = tx.execute(
-        "UPDATE mlflow_outbox SET revision = revision + 1, next_attempt_ms = 0,
-             attempts = CASE status WHEN 'failed' THEN 0 ELSE attempts END,
-             status = 'pending', failed_at = NULL
-         WHERE kind = ?1 AND run_id = ?2 AND trial_id IS ?3 AND status IN ('pending', 'failed')",
-        params![kind.as_str(), run_id, trial_id],
-    )?;
+    let bumped = tx
+        .prepare_cached(
+            "UPDATE mlflow_outbox SET revision = revision + 1, next_attempt_ms = 0,
+                 attempts = CASE status WHEN 'failed' THEN 0 ELSE attempts END,
+                 status = 'pending', failed_at = NULL
+             WHERE run_id = ?2 AND trial_id IS ?3 AND kind = ?1 AND status IN ('pending', 'failed')",
+        )?
+        .execute(params![kind.as_str(), run_id, trial_id])?;
     if bumped == 0 {
-        tx.execute(
+        tx.prepare_cached(
             "INSERT INTO mlflow_outbox (kind, run_id, trial_id, created_at) VALUES (?1, ?2, ?3, ?4)",
-            params![kind.as_str(), run_id, trial_id, now_rfc3339()],
-        )?;
+        )?
+        .execute(params![kind.as_str(), run_id, trial_id, now_rfc3339()])?;
     }
     Ok(())
 }

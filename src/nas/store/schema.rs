@@ -146,4 +146,9 @@ pub const MIGRATIONS: &[&str] = &[
     ALTER TABLE model_trials ADD COLUMN node_host TEXT;
     ALTER TABLE model_trials ADD COLUMN worker_pid INTEGER;
     "#,
+    // 6: the outbox item of one run or trial is found through an index: queuing a
+    // trial's sync no longer scans every pending item of its run.
+    r#"
+    CREATE INDEX mlflow_outbox_by_item ON mlflow_outbox(run_id, trial_id, kind);
+    "#,
 ];

@@ -2,7 +2,6 @@
 //! with its artifact, its event, its run's counters and its MLflow outbox item, in one
 //! transaction when it ends.
 
-use super::runs::trials_completed_sql;
 use super::TrialState;
 use super::{db_error, insert_event, json_column, now_rfc3339, outbox, OutboxKind, Store};
 use crate::core::error::Result;
@@ -73,19 +72,19 @@ impl Store {
     /// Marks a trial as running (or running again after an interruption).
     pub fn trial_started(&self, run_id: &str, trial_id: &str, index: u32, seed: u64) -> Result<()> {
         self.write("trial started", |tx| {
-            tx.execute(
+            tx.prepare_cached(
                 "INSERT INTO model_trials (run_id, trial_id, idx, seed, status, started_at, attempts)
                  VALUES (?1, ?2, ?3, ?4, ?6, ?5, 0)
                  ON CONFLICT (run_id, trial_id) DO UPDATE SET status = ?6, started_at = ?5",
-                params![
+            )?
+            .execute(params![
                     run_id,
                     trial_id,
                     index,
                     seed as i64,
                     now_rfc3339(),
-                    TrialState::Running
-                ],
-            )?;
+                TrialState::Running
+            ])?;
             Ok(())
         })
     }
@@ -98,7 +97,13 @@ impl Store {
         artifact: Option<&ArtifactRecord>,
     ) -> Result<()> {
         self.write("record trial", |tx| {
-            tx.execute(
+            let was: Option<TrialState> = tx
+                .prepare_cached(
+                    "SELECT status FROM model_trials WHERE run_id = ?1 AND trial_id = ?2",
+                )?
+                .query_row(params![trial.run_id, trial.trial_id], |r| r.get(0))
+                .optional()?;
+            tx.prepare_cached(
                 "INSERT INTO model_trials (run_id, trial_id, idx, seed, status, metrics, parameters,
                      artifact_uri, duration_ms, error, attempts, started_at, finished_at,
                      node_id, node_host, worker_pid)
@@ -107,7 +112,8 @@ impl Store {
                      parameters = ?7, artifact_uri = ?8, duration_ms = ?9, error = ?10,
                      attempts = ?11, finished_at = ?13, node_id = ?14, node_host = ?15,
                      worker_pid = ?16",
-                params![
+            )?
+            .execute(params![
                     trial.run_id,
                     trial.trial_id,
                     trial.index,
@@ -123,25 +129,24 @@ impl Store {
                     trial.finished_at,
                     trial.placement.as_ref().map(|p| &p.node_id),
                     trial.placement.as_ref().map(|p| &p.host),
-                    trial.placement.as_ref().map(|p| p.worker_pid),
-                ],
-            )?;
+                trial.placement.as_ref().map(|p| p.worker_pid),
+            ])?;
             if let Some(artifact) = artifact {
-                tx.execute(
+                tx.prepare_cached(
                     "INSERT INTO model_artifacts (run_id, trial_id, kind, uri, sha256, bytes, created_at)
                      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                    params![
+                )?
+                .execute(params![
                         trial.run_id,
                         trial.trial_id,
                         artifact.kind,
                         artifact.uri,
                         artifact.sha256,
                         artifact.bytes.map(|b| b as i64),
-                        now_rfc3339()
-                    ],
-                )?;
+                    now_rfc3339()
+                ])?;
             }
-            let best = note_trial_in_run(tx, trial)?;
+            let best = note_trial_in_run(tx, trial, was)?;
             if trial.status.queues_sync() {
                 outbox::enqueue(tx, OutboxKind::Trial, &trial.run_id, Some(&trial.trial_id))?;
             }
@@ -206,15 +211,20 @@ impl Store {
     }
 }
 
-/// Counts a newly finished trial into its run and makes it the best if it beats the
-/// current best (constant time per trial; `runs::update_run_summary` recomputes it all).
-/// Returns the `ml.run.best` event's data when the trial became the best.
-fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Result<Option<Value>> {
-    let (objective, direction, best): (String, String, Option<f64>) = tx.query_row(
-        "SELECT objective, direction, best_metric FROM model_runs WHERE run_id = ?1",
-        [&trial.run_id],
-        |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
-    )?;
+/// Counts a newly finished trial into its run (`was`: the trial's state before this
+/// record, if it had a row) and makes it the best if it beats the current best (constant
+/// time per trial; `runs::update_run_summary` recomputes it all). Returns the
+/// `ml.run.best` event's data when the trial became the best.
+fn note_trial_in_run(
+    tx: &Transaction<'_>,
+    trial: &TrialRecord,
+    was: Option<TrialState>,
+) -> rusqlite::Result<Option<Value>> {
+    let (objective, direction, best): (String, String, Option<f64>) = tx
+        .prepare_cached(
+            "SELECT objective, direction, best_metric FROM model_runs WHERE run_id = ?1",
+        )?
+        .query_row([&trial.run_id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)))?;
     let metric = trial.metrics.get(&objective).and_then(Value::as_f64);
     let mut new_best = None;
     if let (TrialState::Succeeded, Some(metric)) = (trial.status, metric) {
@@ -226,21 +236,23 @@ fn note_trial_in_run(tx: &Transaction<'_>, trial: &TrialRecord) -> rusqlite::Res
             }
         });
         if better {
-            tx.execute(
+            tx.prepare_cached(
                 "UPDATE model_runs SET best_metric = ?2, best_trial_id = ?3 WHERE run_id = ?1",
-                params![trial.run_id, metric, trial.trial_id],
-            )?;
+            )?
+            .execute(params![trial.run_id, metric, trial.trial_id])?;
             new_best = Some(json!({"trial_id": trial.trial_id, "index": trial.index,
                                    "objective": objective, "value": metric}));
         }
     }
-    tx.execute(
-        &format!(
-            "UPDATE model_runs SET trials_completed = {} WHERE run_id = ?1",
-            trials_completed_sql()
-        ),
-        [&trial.run_id],
-    )?;
+    let counted =
+        |state: Option<TrialState>| i64::from(state.is_some_and(TrialState::is_completed));
+    let delta = counted(Some(trial.status)) - counted(was);
+    if delta != 0 {
+        tx.prepare_cached(
+            "UPDATE model_runs SET trials_completed = trials_completed + ?2 WHERE run_id = ?1",
+        )?
+        .execute(params![trial.run_id, delta])?;
+    }
     Ok(new_best)
 }
 
@@ -283,4 +295,56 @@ fn placement_from_row(r: &Row<'_>) -> rusqlite::Result<Option<Placement>> {
         }),
         _ => None,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::nas::store::test_support::{spec, trial};
+
+    #[test]
+    fn a_trial_counts_once_into_its_run_however_often_it_is_recorded() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&dir.path().join("s.db")).unwrap();
+        store.create_run("r", &spec("t")).unwrap();
+        let completed = || store.run("r").unwrap().trials_completed;
+        store.trial_started("r", "r-t000", 0, 1).unwrap();
+        assert_eq!(completed(), 0, "a running trial is not completed");
+        store
+            .record_trial(&trial("r", 0, TrialState::Failed), None)
+            .unwrap();
+        assert_eq!(completed(), 1);
+        // Recorded again (a retry that succeeded): still one trial.
+        store
+            .record_trial(&trial("r", 0, TrialState::Succeeded), None)
+            .unwrap();
+        assert_eq!(completed(), 1);
+        // A cancelled or skipped record is not completed; one without a running row first.
+        store
+            .record_trial(&trial("r", 1, TrialState::Cancelled), None)
+            .unwrap();
+        store
+            .record_trial(&trial("r", 2, TrialState::Skipped), None)
+            .unwrap();
+        store
+            .record_trial(&trial("r", 3, TrialState::Pruned), None)
+            .unwrap();
+        assert_eq!(completed(), 2);
+        // A completed trial recorded as cancelled afterwards leaves the count.
+        store
+            .record_trial(&trial("r", 0, TrialState::Cancelled), None)
+            .unwrap();
+        assert_eq!(completed(), 1);
+        // The constant-time count agrees with a recount.
+        let recount: u32 = store
+            .trials("r")
+            .unwrap()
+            .iter()
+            .filter(|t| t.status.is_completed())
+            .count() as u32;
+        assert_eq!(completed(), recount);
+        // One pending outbox item per synced trial (0, 1 and 3; a skipped one is not
+        // mirrored), bumped, not duplicated, when a trial is recorded again.
+        assert_eq!(store.outbox_counts().unwrap().pending, 3);
+    }
 }
