@@ -9,7 +9,7 @@ bridge it calls the ops of :mod:`cerebros_service` that land here:
 * ``ray_start_run``: loads the run's dataset once and puts it in the object store;
 * ``ray_submit``: one trial as a remote task (``max_retries=0``: the store is the one record
   of attempts) with the spec's CPUs, GPUs and memory; returns a handle at once;
-* ``ray_wait``: one call for every trial in flight: waits (GIL released, at most
+* ``ray_wait``: one call for every trial in flight: waits on their futures (at most
   ``timeout_ms``) until any has ended, then returns each ended one's report and where it ran
   (node id, host name, worker pid), or its error (``subprocess_exit`` when its worker died);
 * ``ray_cancel``: ``ray.cancel(ref, force=True)``, which kills the worker running it;
@@ -30,6 +30,8 @@ import socket
 import threading
 import uuid
 from collections.abc import Mapping
+from concurrent.futures import FIRST_COMPLETED, Future
+from concurrent.futures import wait as futures_wait
 from pathlib import Path
 from typing import Any
 
@@ -43,8 +45,8 @@ MIN_RAY_VERSION = (2, 60)
 
 _lock = threading.Lock()
 _connected: dict[str, Any] = {}
-#: handle -> ObjectRef of a submitted trial, until it is polled done or cancelled.
-_refs: dict[str, Any] = {}
+#: handle -> (ObjectRef, its Future) of a submitted trial, until it ended or is cancelled.
+_refs: dict[str, tuple[Any, Future]] = {}
 #: run id -> (dataset id, dataset options, run seed, ObjectRef of the loaded dataset).
 _runs: dict[str, tuple[Any, dict, int, Any]] = {}
 #: The trial task per resource shape (CPUs, GPUs, memory in MB).
@@ -209,7 +211,9 @@ def submit(payload: Mapping[str, Any]) -> dict:
     ref = task.remote(module, dict(trial), (dataset_id, options, seed), [dataset_ref])
     handle = uuid.uuid4().hex
     with _lock:
-        _refs[handle] = ref
+        # Ray completes the future from its own thread when the task ends (value or error),
+        # so waiting on trials never asks the raylet anything.
+        _refs[handle] = (ref, ref.future())
     return {"handle": handle}
 
 
@@ -222,7 +226,8 @@ def wait(payload: Mapping[str, Any]) -> dict:
     one that has ended: ``{"done": [{"handle", "report", "placement"} | {"handle",
     "error"}]}``, ``error`` being an ``OpError``'s dict (class ``subprocess_exit`` when the
     task's worker or node died, ``cancelled`` when it was cancelled). A handle this process
-    does not know is ended with a ``contract`` error. Ray releases the GIL while it waits."""
+    does not know is ended with a ``contract`` error. The wait is on the tasks' futures,
+    which Ray completes from its own thread: the GIL is released while waiting."""
     ray = _ray()
     handles = payload.get("handles")
     if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
@@ -232,35 +237,33 @@ def wait(payload: Mapping[str, Any]) -> dict:
         raise OpError("contract", "ray_wait: timeout_ms must be a whole number")
     timeout_ms = min(max(timeout_ms, 0), MAX_WAIT_MS)
     done: list[dict] = []
-    refs: dict[Any, str] = {}
+    futures: dict[Future, str] = {}
     with _lock:
         for handle in handles:
-            ref = _refs.get(handle)
-            if ref is None:
+            submitted = _refs.get(handle)
+            if submitted is None:
                 error = OpError("contract", f"no Ray trial has the handle {handle}")
                 done.append({"handle": handle, "error": error.to_dict()})
             else:
-                refs[ref] = handle
-    if refs:
-        ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=True)
-        if not ready and not done:
-            ray.wait(list(refs), num_returns=1, timeout=timeout_ms / 1000, fetch_local=True)
-            ready, _ = ray.wait(list(refs), num_returns=len(refs), timeout=0, fetch_local=True)
-        for ref in ready:
-            handle = refs[ref]
+                futures[submitted[1]] = handle
+    if futures:
+        timeout = 0 if done else timeout_ms / 1000
+        ended, _ = futures_wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
+        for future in ended:
+            handle = futures[future]
             with _lock:
                 _refs.pop(handle, None)
             try:
-                done.append({"handle": handle, **_outcome(ray, ref)})
+                done.append({"handle": handle, **_outcome(ray, future)})
             except OpError as err:
                 done.append({"handle": handle, "error": err.to_dict()})
     return {"done": done}
 
 
-def _outcome(ray: Any, ref: Any) -> dict:
+def _outcome(ray: Any, future: Future) -> dict:
     """The report and placement of an ended task, or the ``OpError`` of its failure."""
     try:
-        outcome = ray.get(ref)
+        outcome = future.result()
     except ray.exceptions.TaskCancelledError as exc:
         raise OpError("cancelled", f"the Ray task was cancelled: {exc}") from None
     except (
@@ -291,10 +294,10 @@ def cancel(payload: Mapping[str, Any]) -> dict:
     cancelled = 0
     for handle in handles:
         with _lock:
-            ref = _refs.pop(str(handle), None)
-        if ref is not None:
+            submitted = _refs.pop(str(handle), None)
+        if submitted is not None:
             try:
-                ray.cancel(ref, force=True)
+                ray.cancel(submitted[0], force=True)
             except Exception:  # already finished, or its owner is gone
                 continue
             cancelled += 1
