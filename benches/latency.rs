@@ -52,24 +52,6 @@ fn client_rows(
     );
 }
 
-/// The same work as an echo call (pythonize, call, strict conversion back) done on the
-/// calling thread while attached: the floor that every hand-off adds to.
-fn inline_floor(n: u64, payload: &Value) -> Summary {
-    use pyo3::prelude::*;
-    Python::attach(|py| {
-        let echo = py
-            .import("cerebros_service")
-            .unwrap()
-            .getattr("echo")
-            .unwrap();
-        bench::sequential(n, || {
-            let argument = cerebros_bridge::inprocess::convert::to_python(py, payload).unwrap();
-            let result = echo.call1((argument,)).unwrap();
-            cerebros_bridge::inprocess::convert::from_python(&result).unwrap();
-        })
-    })
-}
-
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--concurrency-only") {
@@ -105,7 +87,8 @@ fn main() {
     for (name, payload) in [("contract", &contract), ("small", &small)] {
         row(
             &format!("floor: inline on this thread, no hand-off, {name}"),
-            inline_floor(n, payload),
+            // The interpreter is up: `client` started it.
+            bench::inline_floor("cerebros_service", "echo", payload, n / 10, n).unwrap(),
         );
         let shared = Arc::new(payload.clone());
         let invoker = client.invoker().clone();

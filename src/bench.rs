@@ -3,14 +3,19 @@
 //! is a true per-call percentile, not a mean over batches.
 //!
 //! Besides the timing helpers ([`sequential`], [`try_sequential`], [`concurrent`],
-//! [`summarize`]) this module holds the two *floors* the execution modes are compared
-//! with (DESIGN §7):
+//! [`summarize`]) this module holds the *floors* the execution modes are compared with
+//! (DESIGN §7):
 //!
 //! * [`HandoffEcho`]: the in-process pool's thread hand-off with no Python — a dedicated
 //!   echo thread that takes requests and answers through the same [`ReplySlot`] with the
 //!   same spin-then-park budgets as the pool ([`crate::inprocess::pool`]'s `*_SPIN` constants);
-//! * [`PipeEcho`]: one JSON line through a `cat` child and back, over pipes: what the
-//!   `worker_process` mode's transport costs before any Python runs.
+//! * [`inline_floor`]: the `in_process` call's conversions and op done on the calling
+//!   thread, attached to the interpreter: what the pool's hand-off adds to;
+//! * [`PipeEcho`]: one JSON line through a child and back, over pipes: through `cat`
+//!   ([`PipeEcho::start`]), what the `worker_process` mode's transport costs before any
+//!   Python runs; through a minimal Python NDJSON echo ([`PipeEcho::python`]), what a
+//!   Python child that parses and writes each line costs with no bridge code;
+//! * [`python_start`]: a bare `python -c pass`, the floor of the `subprocess` mode.
 
 use crate::core::contracts::{ContractV1, TrialReportedV1, TrialStatus};
 use crate::inprocess::pool::{CALLER_PURE_SPIN, CALLER_SPIN, WORKER_PURE_SPIN, WORKER_SPIN};
@@ -21,6 +26,7 @@ use serde_json::{json, Value};
 use std::convert::Infallible;
 use std::future::Future;
 use std::io::{self, BufRead, BufReader, Write};
+use std::path::Path;
 use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::atomic::{fence, AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
@@ -296,8 +302,9 @@ fn echo_loop(shared: &EchoShared) {
 
 // -- the pipe floor ---------------------------------------------------------------------------
 
-/// One JSON line through a `cat` child and back, over its stdin and stdout pipes: the
-/// transport of the `worker_process` mode with no Python and no JSON work.
+/// One JSON line through a child and back, over its stdin and stdout pipes: through
+/// `cat`, the transport of the `worker_process` mode with no Python and no JSON work;
+/// through [`PipeEcho::python`], a minimal Python child that parses and re-encodes it.
 ///
 /// ```no_run
 /// use cerebros_bridge::bench::PipeEcho;
@@ -311,16 +318,37 @@ pub struct PipeEcho {
     stdout: BufReader<ChildStdout>,
     line: Vec<u8>,
     echoed: Vec<u8>,
+    /// Whether the child sends the very bytes back (`cat`) or a re-encoding (Python).
+    verbatim: bool,
 }
+
+/// The minimal Python NDJSON echo child: readline, `json.loads`, `json.dumps`, write.
+const PYTHON_ECHO: &str = r#"import json, sys
+for line in sys.stdin:
+    sys.stdout.write(json.dumps(json.loads(line)) + "\n")
+    sys.stdout.flush()
+"#;
 
 impl PipeEcho {
     /// Starts `cat`; each round trip sends `line` (a newline is added when missing).
     pub fn start(line: &[u8]) -> io::Result<PipeEcho> {
+        PipeEcho::spawn(Command::new("cat"), line, true)
+    }
+
+    /// Starts `python` running a minimal NDJSON echo (no bridge code): each round trip
+    /// sends `line`, which must be one JSON document, and reads its re-encoding back.
+    pub fn python(python: &Path, line: &[u8]) -> io::Result<PipeEcho> {
+        let mut command = Command::new(python);
+        command.args(["-c", PYTHON_ECHO]);
+        PipeEcho::spawn(command, line, false)
+    }
+
+    fn spawn(mut command: Command, line: &[u8], verbatim: bool) -> io::Result<PipeEcho> {
         let mut line = line.to_vec();
         if line.last() != Some(&b'\n') {
             line.push(b'\n');
         }
-        let mut child = Command::new("cat")
+        let mut child = command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::null())
@@ -328,7 +356,7 @@ impl PipeEcho {
         let (Some(stdin), Some(stdout)) = (child.stdin.take(), child.stdout.take()) else {
             let _ = child.kill();
             let _ = child.wait();
-            return Err(io::Error::other("cat started without pipes"));
+            return Err(io::Error::other("the echo child started without pipes"));
         };
         let capacity = line.len().max(8192);
         Ok(PipeEcho {
@@ -337,6 +365,7 @@ impl PipeEcho {
             stdout: BufReader::with_capacity(capacity, stdout),
             echoed: Vec::with_capacity(line.len()),
             line,
+            verbatim,
         })
     }
 
@@ -345,7 +374,7 @@ impl PipeEcho {
         self.line.len()
     }
 
-    /// Writes the line and reads it back.
+    /// Writes the line and reads one line back (the same bytes, from `cat`).
     pub fn round_trip(&mut self) -> io::Result<()> {
         let stdin = self
             .stdin
@@ -354,11 +383,12 @@ impl PipeEcho {
         stdin.write_all(&self.line)?;
         self.echoed.clear();
         self.stdout.read_until(b'\n', &mut self.echoed)?;
-        if self.echoed != self.line {
+        let complete = self.echoed.len() > 1 && self.echoed.ends_with(b"\n");
+        if !complete || (self.verbatim && self.echoed != self.line) {
             return Err(io::Error::new(
                 io::ErrorKind::InvalidData,
                 format!(
-                    "cat echoed {} bytes, expected {}",
+                    "the echo child sent {} bytes back for {}",
                     self.echoed.len(),
                     self.line.len()
                 ),
@@ -369,7 +399,7 @@ impl PipeEcho {
 }
 
 impl Drop for PipeEcho {
-    /// Closes `cat`'s stdin (it exits) and reaps it.
+    /// Closes the child's stdin (it exits) and reaps it.
     fn drop(&mut self) {
         drop(self.stdin.take());
         if !matches!(self.child.try_wait(), Ok(Some(_))) {
@@ -379,9 +409,82 @@ impl Drop for PipeEcho {
     }
 }
 
+// -- the in_process and subprocess floors -----------------------------------------------------
+
+/// The `in_process` floor: `calls` calls (after `warmup`) of `op` of the imported
+/// `module`, each with `payload` converted to Python and its result converted back with
+/// the bridge's own conversions, on the calling thread while attached to the interpreter:
+/// the same work as an in-process call without the pool's hand-off. The interpreter must
+/// already be started with `module` importable (an `in_process` client is running).
+pub fn inline_floor(
+    module: &str,
+    op: &str,
+    payload: &Value,
+    warmup: u64,
+    calls: u64,
+) -> crate::core::error::Result<Summary> {
+    use crate::core::error::{BridgeError, ErrorClass};
+    use crate::inprocess::convert::{from_python, to_python};
+    use pyo3::prelude::*;
+    Python::attach(|py| {
+        let function = py
+            .import(module)
+            .and_then(|m| m.getattr(op))
+            .map_err(|err| {
+                BridgeError::new(
+                    ErrorClass::SystemError,
+                    format!("inline floor: cannot find {module}.{op}: {err}"),
+                )
+            })?;
+        try_sequential(warmup, calls, || {
+            let argument = to_python(py, payload)?;
+            let result = function.call1((argument,)).map_err(|err| {
+                BridgeError::new(
+                    ErrorClass::Exception,
+                    format!("inline floor: {module}.{op} raised: {err}"),
+                )
+            })?;
+            from_python(&result).map(drop)
+        })
+    })
+}
+
+/// The `subprocess` floor: `runs` starts (after `warmup`) of `python -c pass`, each
+/// timed from spawn to exit.
+pub fn python_start(python: &Path, warmup: u64, runs: u64) -> io::Result<Summary> {
+    try_sequential(warmup, runs, || {
+        let status = Command::new(python)
+            .args(["-c", "pass"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()?;
+        if status.success() {
+            Ok(())
+        } else {
+            Err(io::Error::other(format!(
+                "{} -c pass exited with {status}",
+                python.display()
+            )))
+        }
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_python_echo_child_answers_each_line_and_python_starts() {
+        let python = crate::process::resolve_python(None).unwrap();
+        let mut echo = PipeEcho::python(&python, br#"{"a": [1, 2.5, "x"]}"#).unwrap();
+        for _ in 0..3 {
+            echo.round_trip().unwrap();
+        }
+        assert_eq!(python_start(&python, 0, 2).unwrap().calls, 2);
+        let missing = Path::new("/nonexistent/python");
+        assert!(python_start(missing, 0, 1).is_err());
+    }
 
     #[test]
     fn percentiles_of_known_latencies() {

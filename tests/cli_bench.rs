@@ -67,12 +67,17 @@ fn bench_json_reports_every_mode_floor_and_ratio() {
     assert!(doc["modes"].get("subprocess").is_none(), "{doc}");
     positive(&doc, &["cache_hit", "p50_us"]);
     positive(&doc, &["cache_hit", "p99_us"]);
-    positive(&doc, &["floors", "handoff_p50_us"]);
-    positive(&doc, &["floors", "pipe_p50_us"]);
+    for floor in ["handoff", "inline", "pipe", "python_child", "python_start"] {
+        positive(&doc, &["floors", &format!("{floor}_p50_us")]);
+        positive(&doc, &["floors", &format!("{floor}_p99_us")]);
+    }
+    assert_eq!(doc["cache_hit"]["result_bytes"], 27, "{doc}");
     for ratio in [
         "worker_process_p50_over_pipe_floor",
         "worker_process_p50_over_in_process_p50",
         "in_process_p50_over_handoff_floor",
+        "in_process_p50_over_inline_floor",
+        "worker_process_p50_over_python_child_floor",
     ] {
         positive(&doc, &["ratios", ratio]);
     }

@@ -2,11 +2,15 @@
 //! the floors they are compared with (DESIGN §7, BENCHMARKS.md "Execution modes").
 //!
 //! For each mode: a client of that mode (retries off), warm-up calls, then sequential
-//! calls from one plain thread (per-call p50/p99, calls/s), then `--concurrency` tokio
-//! tasks on a 2-thread runtime calling at once (calls/s; for `worker_process` this is the
-//! pipelined figure: many requests in flight on its children). Then one cache-hit
-//! measurement (`in_process`, explicit cache key) and the two floors: the pool's thread
-//! hand-off with no Python, and one JSON line through a `cat` child.
+//! calls from one plain thread through `Client::call_blocking`, the path a host uses
+//! (per-call p50/p99, calls/s), then `--concurrency` tokio tasks on a 2-thread runtime
+//! calling at once (calls/s; for `worker_process` this is the pipelined figure: many
+//! requests in flight on its children). Then one cache-hit measurement (`in_process`,
+//! explicit cache key) and the floors, each the best of three rounds: the pool's thread
+//! hand-off with no Python; the in-process call's conversions and op inline on this
+//! thread (the `in_process` floor); one JSON line through `cat`; the same line through a
+//! minimal Python NDJSON echo child (the `worker_process` floor); a bare `python -c pass`
+//! (the `subprocess` floor). Each mode's row shows its floor and its ratio to it.
 
 use super::output::{self, EXIT_OK};
 use super::runtime::{runtime, Threads};
@@ -15,6 +19,7 @@ use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::core::config::{Config, Mode};
 use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
 use cerebros_bridge::core::payload;
+use cerebros_bridge::process::resolve_python;
 use clap::Args;
 use serde_json::{json, Map, Value};
 use std::path::Path;
@@ -29,6 +34,8 @@ const WORKER_PROCESS_MAX_CALLS: u64 = 5_000;
 const SUBPROCESS_WARMUP: u64 = 2;
 /// Rounds per floor; the round with the lowest p50 counts ([`bench::best_of`]).
 const FLOOR_ROUNDS: usize = 3;
+/// Starts of `python -c pass` per round of the `subprocess` floor.
+const PYTHON_STARTS: u64 = 20;
 /// How long running calls may finish when a mode's client is shut down.
 const SHUTDOWN_GRACE: Duration = Duration::from_millis(500);
 
@@ -37,6 +44,8 @@ const TARGET_SUBPROCESS_OVER_IN_PROCESS: f64 = 1000.0;
 const TARGET_WORKER_PROCESS_OVER_PIPE: f64 = 1.5;
 const TARGET_PIPELINED_CALLS_PER_S: f64 = 100_000.0;
 const TARGET_WORKER_PROCESS_OVER_IN_PROCESS: f64 = 3.0;
+/// Target of issue #13: worker_process p50 within 1.5x of a minimal Python echo child.
+const TARGET_WORKER_PROCESS_OVER_PYTHON_CHILD: f64 = 1.5;
 
 /// Arguments of `bench`.
 #[derive(Debug, Args)]
@@ -86,10 +95,45 @@ struct ModeFigures {
 struct Report {
     modes: Vec<ModeFigures>,
     cache_hit: Summary,
-    handoff: Summary,
-    pipe: Summary,
+    floors: Floors,
     python_version: String,
     payload_bytes: usize,
+}
+
+/// The floors of one run (DESIGN §7).
+struct Floors {
+    /// The pool's thread hand-off, no Python.
+    handoff: Summary,
+    /// The in-process call done inline on the calling thread: the `in_process` floor.
+    inline: Summary,
+    /// One JSON line through `cat`.
+    pipe: Summary,
+    /// One JSON line through a minimal Python echo child: the `worker_process` floor.
+    python_child: Summary,
+    /// `python -c pass`: the `subprocess` floor.
+    python_start: Summary,
+}
+
+impl Floors {
+    /// Every floor with its name, in the order they are printed.
+    fn all(&self) -> [(&'static str, &Summary); 5] {
+        [
+            ("handoff", &self.handoff),
+            ("inline", &self.inline),
+            ("pipe", &self.pipe),
+            ("python_child", &self.python_child),
+            ("python_start", &self.python_start),
+        ]
+    }
+
+    /// The floor a mode is compared with, and its name.
+    fn of(&self, mode: Mode) -> (&'static str, &Summary) {
+        match mode {
+            Mode::InProcess => ("inline", &self.inline),
+            Mode::WorkerProcess => ("python_child", &self.python_child),
+            Mode::Subprocess => ("python_start", &self.python_start),
+        }
+    }
 }
 
 /// Runs `bench` and returns the exit code.
@@ -189,15 +233,34 @@ fn measure(config: &Config, modes: &[Mode], args: &BenchArgs, payload: Value) ->
         }))
     })?;
 
-    progress(args, "floor: one JSON line through `cat`");
     let pipe_calls = args.calls.min(WORKER_PROCESS_MAX_CALLS);
+    let pipe_warmup = warmup_for(Mode::WorkerProcess, pipe_calls);
+    progress(args, "floor: one JSON line through `cat`");
     let pipe = bench::best_of(FLOOR_ROUNDS, || {
         let mut cat =
             PipeEcho::start(&payload_line).map_err(|err| system_error("cannot run cat", err))?;
-        let warmup = warmup_for(Mode::WorkerProcess, pipe_calls);
-        bench::try_sequential(warmup, pipe_calls, || cat.round_trip())
+        bench::try_sequential(pipe_warmup, pipe_calls, || cat.round_trip())
             .map_err(|err| system_error("round trip through cat", err))
     })?;
+
+    let python = resolve_python(config.python_executable.as_deref())?;
+    progress(
+        args,
+        "floor: one JSON line through a minimal Python echo child",
+    );
+    let python_child = bench::best_of(FLOOR_ROUNDS, || {
+        let mut child = PipeEcho::python(&python, &payload_line)
+            .map_err(|err| system_error("cannot run the Python echo child", err))?;
+        bench::try_sequential(pipe_warmup, pipe_calls, || child.round_trip())
+            .map_err(|err| system_error("round trip through the Python echo child", err))
+    })?;
+    progress(args, "floor: python -c pass");
+    let python_start = bench::best_of(FLOOR_ROUNDS, || {
+        let starts = PYTHON_STARTS.min(args.calls);
+        bench::python_start(&python, SUBPROCESS_WARMUP, starts)
+            .map_err(|err| system_error("cannot start python -c pass", err))
+    })?;
+    let mut inline = None;
 
     for &mode in modes {
         let mut mode_config = config.clone();
@@ -229,7 +292,8 @@ fn measure(config: &Config, modes: &[Mode], args: &BenchArgs, payload: Value) ->
             }
         }))?;
         if mode == Mode::InProcess {
-            cache_hit = Some(measure_cache_hit(&runtime, &client, args, &payload)?);
+            cache_hit = Some(measure_cache_hit(&runtime, &client, args)?);
+            inline = Some(measure_inline(config, args, &payload)?);
         }
         client.shutdown(SHUTDOWN_GRACE);
         figures.push(ModeFigures {
@@ -239,46 +303,60 @@ fn measure(config: &Config, modes: &[Mode], args: &BenchArgs, payload: Value) ->
             concurrency: args.concurrency.min(calls),
         });
     }
-    let cache_hit = match cache_hit {
-        Some(hit) => hit,
-        None => {
+    let (cache_hit, inline) = match (cache_hit, inline) {
+        (Some(hit), Some(inline)) => (hit, inline),
+        _ => {
+            // No in_process mode measured: a client of it for the cache hit and the
+            // inline floor (which needs its interpreter).
             let mut in_process = config.clone();
             in_process.mode = Mode::InProcess;
             in_process.invoke.max_retries = 0;
             let client = Arc::new(Client::start(&in_process)?);
-            let hit = measure_cache_hit(&runtime, &client, args, &payload)?;
+            let hit = measure_cache_hit(&runtime, &client, args)?;
+            let inline = measure_inline(config, args, &payload)?;
             client.shutdown(SHUTDOWN_GRACE);
-            hit
+            (hit, inline)
         }
     };
     Ok(Report {
         modes: figures,
         cache_hit,
-        handoff,
-        pipe,
+        floors: Floors {
+            handoff,
+            inline,
+            pipe,
+            python_child,
+            python_start,
+        },
         python_version: python_version.unwrap_or_default(),
         payload_bytes: payload_line.len(),
     })
 }
 
-/// Cache hits from one tokio task: the first call stores the op's result under an
-/// explicit key, then every call is answered from the cache. The hits pass an empty
-/// payload (a key names its result), so the figure is the bridge's own cost: the
-/// look-up and the copy of the cached result.
+/// The result cached for the cache-hit figure: small, as in the criterion bench
+/// (`benches/bridge.rs`), so that the figure is the bridge's own cost; copying a larger
+/// cached result adds what a clone of it costs.
+fn cache_hit_payload() -> Value {
+    json!({"run_id": "run-bench-0001"})
+}
+
+/// Cache hits from one tokio task: the first call stores the op's result for
+/// [`cache_hit_payload`] under an explicit key, then every call is answered from the
+/// cache. The hits pass an empty payload (a key names its result), so the figure is the
+/// bridge's own cost: the look-up and the copy of the cached result.
 fn measure_cache_hit(
     runtime: &tokio::runtime::Runtime,
     client: &Arc<Client>,
     args: &BenchArgs,
-    payload: &Value,
 ) -> Result<Summary> {
     progress(args, "in_process: cache hits");
     let options = CallOptions {
         cache_key: Some(format!("cerebros-bridge-bench|{}", args.op)),
         ..CallOptions::default()
     };
-    client.call_blocking_with(&args.op, payload.clone(), options.clone())?;
+    client.call_blocking_with(&args.op, cache_hit_payload(), options.clone())?;
     let client = client.clone();
-    let op = args.op.clone();
+    let op: Arc<str> = Arc::from(args.op.as_str());
     runtime.block_on(bench::concurrent(1, args.calls, move || {
         let client = client.clone();
         let op = op.clone();
@@ -290,6 +368,15 @@ fn measure_cache_hit(
                 .map(drop)
         }
     }))
+}
+
+/// The `in_process` floor ([`bench::inline_floor`]), while an `in_process` client runs.
+fn measure_inline(config: &Config, args: &BenchArgs, payload: &Value) -> Result<Summary> {
+    progress(args, "floor: the in-process call inline on this thread");
+    let warmup = warmup_for(Mode::InProcess, args.calls);
+    bench::best_of(FLOOR_ROUNDS, || {
+        bench::inline_floor(&config.module, &args.op, payload, warmup, args.calls)
+    })
 }
 
 impl Report {
@@ -309,11 +396,12 @@ impl Report {
             p50(Mode::WorkerProcess),
             p50(Mode::Subprocess),
         );
+        let floors = &self.floors;
         [
             ("subprocess_p50_over_in_process_p50", ratio(sub, in_process)),
             (
                 "worker_process_p50_over_pipe_floor",
-                ratio(worker, Some(self.pipe.p50_us)),
+                ratio(worker, Some(floors.pipe.p50_us)),
             ),
             (
                 "worker_process_p50_over_in_process_p50",
@@ -321,7 +409,19 @@ impl Report {
             ),
             (
                 "in_process_p50_over_handoff_floor",
-                ratio(in_process, Some(self.handoff.p50_us)),
+                ratio(in_process, Some(floors.handoff.p50_us)),
+            ),
+            (
+                "in_process_p50_over_inline_floor",
+                ratio(in_process, Some(floors.inline.p50_us)),
+            ),
+            (
+                "worker_process_p50_over_python_child_floor",
+                ratio(worker, Some(floors.python_child.p50_us)),
+            ),
+            (
+                "subprocess_p50_over_python_start_floor",
+                ratio(sub, Some(floors.python_start.p50_us)),
             ),
         ]
         .into_iter()
@@ -348,6 +448,14 @@ impl Report {
                 "worker_process p50 / cat pipe floor",
                 value,
                 TARGET_WORKER_PROCESS_OVER_PIPE,
+            ));
+        }
+        if let Some(value) = ratio("worker_process_p50_over_python_child_floor") {
+            targets.push(Target::at_most(
+                "worker_process_over_python_child_floor",
+                "worker_process p50 / Python child floor",
+                value,
+                TARGET_WORKER_PROCESS_OVER_PYTHON_CHILD,
             ));
         }
         if let Some(worker) = self.mode(Mode::WorkerProcess) {
@@ -466,6 +574,11 @@ fn document(report: &Report) -> Value {
             (t.name.to_owned(), doc)
         })
         .collect();
+    let mut floors = Map::new();
+    for (name, floor) in report.floors.all() {
+        floors.insert(format!("{name}_p50_us"), json!(round3(floor.p50_us)));
+        floors.insert(format!("{name}_p99_us"), json!(round3(floor.p99_us)));
+    }
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     json!({
         "modes": modes,
@@ -474,13 +587,9 @@ fn document(report: &Report) -> Value {
             "p50_us": round3(report.cache_hit.p50_us),
             "p99_us": round3(report.cache_hit.p99_us),
             "calls": report.cache_hit.calls,
+            "result_bytes": cache_hit_payload().to_string().len(),
         },
-        "floors": {
-            "handoff_p50_us": round3(report.handoff.p50_us),
-            "handoff_p99_us": round3(report.handoff.p99_us),
-            "pipe_p50_us": round3(report.pipe.p50_us),
-            "pipe_p99_us": round3(report.pipe.p99_us),
-        },
+        "floors": floors,
         "ratios": ratios,
         "targets": targets,
         "machine": {"cores": cores, "python_version": report.python_version},
@@ -507,25 +616,28 @@ fn print_table(report: &Report, args: &BenchArgs) {
     ));
     line(String::new());
     line(format!(
-        "{:<15} {:>6} {:>10} {:>10} {:>10}   {:>16}",
-        "mode", "calls", "p50 µs", "p99 µs", "calls/s", "concurrent/s"
+        "{:<21} {:>6} {:>10} {:>10} {:>10}   {:>16}   {}",
+        "mode", "calls", "p50 µs", "p99 µs", "calls/s", "concurrent/s", "floor p50 µs"
     ));
     for f in &report.modes {
         let s = &f.sequential;
+        let (floor_name, floor) = report.floors.of(f.mode);
         line(format!(
-            "{:<15} {:>6} {:>10} {:>10} {:>10.0}   {:>10.0} (C={})",
+            "{:<21} {:>6} {:>10} {:>10} {:>10.0}   {:>9.0} (C={:<3}) {:>8} ({floor_name}, {:.2}x)",
             f.mode.as_str(),
             s.calls,
             micros(s.p50_us),
             micros(s.p99_us),
             s.calls_per_s,
             f.concurrent.calls_per_s,
-            f.concurrency
+            f.concurrency,
+            micros(floor.p50_us),
+            s.p50_us / floor.p50_us.max(f64::MIN_POSITIVE),
         ));
     }
-    let floor = |name: &str, s: &Summary| {
+    let row = |name: &str, s: &Summary| {
         format!(
-            "{:<15} {:>6} {:>10} {:>10} {:>10.0}",
+            "{:<21} {:>6} {:>10} {:>10} {:>10.0}",
             name,
             s.calls,
             micros(s.p50_us),
@@ -533,9 +645,10 @@ fn print_table(report: &Report, args: &BenchArgs) {
             s.calls_per_s
         )
     };
-    line(floor("floor: hand-off", &report.handoff));
-    line(floor("floor: cat pipe", &report.pipe));
-    line(floor("cache hit", &report.cache_hit));
+    for (name, floor) in report.floors.all() {
+        line(row(&format!("floor: {name}"), floor));
+    }
+    line(row("cache hit", &report.cache_hit));
     line(String::new());
     for (name, value) in report.ratios() {
         line(format!("{:<40} {:>10.2}", name, value));
@@ -603,8 +716,13 @@ mod tests {
                 figures(Mode::WorkerProcess, 60.0, 50_000.0),
             ],
             cache_hit: summary(0.5, 1e6),
-            handoff: summary(2.0, 5e5),
-            pipe: summary(50.0, 2e4),
+            floors: Floors {
+                handoff: summary(2.0, 5e5),
+                inline: summary(4.0, 2.5e5),
+                pipe: summary(50.0, 2e4),
+                python_child: summary(30.0, 3e4),
+                python_start: summary(12_000.0, 80.0),
+            },
             python_version: "3.11.7".into(),
             payload_bytes: 380,
         };
@@ -612,6 +730,19 @@ mod tests {
         assert_eq!(doc["ratios"]["worker_process_p50_over_in_process_p50"], 6.0);
         assert_eq!(doc["ratios"]["worker_process_p50_over_pipe_floor"], 1.2);
         assert_eq!(doc["ratios"]["in_process_p50_over_handoff_floor"], 5.0);
+        assert_eq!(doc["ratios"]["in_process_p50_over_inline_floor"], 2.5);
+        assert_eq!(
+            doc["ratios"]["worker_process_p50_over_python_child_floor"],
+            2.0
+        );
+        assert_eq!(doc["floors"]["python_start_p50_us"], 12_000.0);
+        assert!(doc["ratios"]
+            .get("subprocess_p50_over_python_start_floor")
+            .is_none());
+        assert_eq!(
+            doc["targets"]["worker_process_over_python_child_floor"]["met"],
+            false
+        );
         assert!(doc["ratios"]
             .get("subprocess_p50_over_in_process_p50")
             .is_none());
