@@ -214,17 +214,7 @@ fn a_worker_killed_mid_trial_fails_that_attempt_and_the_trial_is_retried() {
     let (victim_trial, victim) = cluster.started()[0].clone();
     // SAFETY: a plain signal send to a Ray worker this test's cluster started.
     unsafe { libc::kill(victim, libc::SIGKILL) };
-    assert!(driver.wait().unwrap().success());
-    let run_id = scratch.run_id();
-    let doc = scratch.show(&run_id);
-    assert_eq!(doc["run"]["status"], "succeeded", "{doc}");
-    let retried = trials_by_index(&doc)
-        .into_iter()
-        .find(|t| t["trial_id"] == victim_trial.as_str())
-        .unwrap();
-    assert_eq!(retried["status"], "succeeded", "{retried}");
-    assert_eq!(retried["attempts"], 2, "{retried}");
-    assert_ne!(retried["placement"]["worker_pid"], victim, "{retried}");
+    assert_retried_once_elsewhere(&scratch, &mut driver, &victim_trial, victim);
 }
 
 #[test]
@@ -244,12 +234,23 @@ fn a_node_that_leaves_the_cluster_mid_trial_has_its_trial_retried_on_another() {
     cluster.replace_second_node();
     // The leaving node's raylet took its workers with it.
     wait_for(Duration::from_secs(30), || is_gone(victim));
+    assert_retried_once_elsewhere(&scratch, &mut driver, &victim_trial, victim);
+}
+
+/// The run `driver` drives succeeds, and trial `victim_trial`, whose first attempt ran in
+/// the worker `victim`, succeeded on its second attempt in another worker.
+fn assert_retried_once_elsewhere(
+    scratch: &Scratch,
+    driver: &mut Child,
+    victim_trial: &str,
+    victim: i32,
+) {
     assert!(driver.wait().unwrap().success());
     let doc = scratch.show(&scratch.run_id());
     assert_eq!(doc["run"]["status"], "succeeded", "{doc}");
     let retried = trials_by_index(&doc)
         .into_iter()
-        .find(|t| t["trial_id"] == victim_trial.as_str())
+        .find(|t| t["trial_id"] == victim_trial)
         .unwrap();
     assert_eq!(retried["status"], "succeeded", "{retried}");
     assert_eq!(retried["attempts"], 2, "{retried}");

@@ -308,32 +308,21 @@ mod tests {
         let store = Store::open(&dir.path().join("s.db")).unwrap();
         store.create_run("r", &spec("t")).unwrap();
         let completed = || store.run("r").unwrap().trials_completed;
+        let record = |index, state| store.record_trial(&trial("r", index, state), None).unwrap();
         store.trial_started("r", "r-t000", 0, 1).unwrap();
         assert_eq!(completed(), 0, "a running trial is not completed");
-        store
-            .record_trial(&trial("r", 0, TrialState::Failed), None)
-            .unwrap();
+        record(0, TrialState::Failed);
         assert_eq!(completed(), 1);
         // Recorded again (a retry that succeeded): still one trial.
-        store
-            .record_trial(&trial("r", 0, TrialState::Succeeded), None)
-            .unwrap();
+        record(0, TrialState::Succeeded);
         assert_eq!(completed(), 1);
         // A cancelled or skipped record is not completed; one without a running row first.
-        store
-            .record_trial(&trial("r", 1, TrialState::Cancelled), None)
-            .unwrap();
-        store
-            .record_trial(&trial("r", 2, TrialState::Skipped), None)
-            .unwrap();
-        store
-            .record_trial(&trial("r", 3, TrialState::Pruned), None)
-            .unwrap();
+        record(1, TrialState::Cancelled);
+        record(2, TrialState::Skipped);
+        record(3, TrialState::Pruned);
         assert_eq!(completed(), 2);
         // A completed trial recorded as cancelled afterwards leaves the count.
-        store
-            .record_trial(&trial("r", 0, TrialState::Cancelled), None)
-            .unwrap();
+        record(0, TrialState::Cancelled);
         assert_eq!(completed(), 1);
         // The constant-time count agrees with a recount.
         let recount: u32 = store
