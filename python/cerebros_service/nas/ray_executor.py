@@ -283,7 +283,8 @@ def _outcome(ray: Any, future: Future) -> dict:
         ) from None
     if "error" in outcome:
         error = outcome["error"]  # an OpError's to_dict(), from the task
-        raise OpError(error["class"], error["message"], error.get("details"))
+        error_class = error["class"]
+        raise OpError(error_class, error["message"], error.get("details"))
     return {"report": outcome["report"], "placement": outcome["placement"]}
 
 
