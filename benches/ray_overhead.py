@@ -149,6 +149,8 @@ def ours(binary: Path, address: str, work: Path, trials: int, parallelism: int) 
     ends = sorted(end for _, end in stamps)
     warm = min(2 * parallelism, len(ends) - 1)
     steady = (ends[-1] - ends[warm - 1]) / (len(ends) - warm) * len(ends) if warm else 0.0
+    if steady <= 0.0:  # too few trials for a steady state (or all ended in one millisecond)
+        steady = wall
     nodes = {t["placement"]["node_id"] for t in doc["trials"]}
     return {"wall_s": wall, "steady_s": steady, "trials": trials, "nodes": len(nodes)}
 
