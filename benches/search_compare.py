@@ -7,7 +7,8 @@ seed, from ``cerebros_service.nas.datasets.load_dataset``):
 * ``tpe``       — the same with ``strategy = "tpe"`` and no pruner (pruning's reference);
 * ``tpe+asha``  — ``strategy = "tpe"``, ``pruner = "asha"``;
 * ``optuna+mlp`` — Optuna's TPE sampler + MedianPruner driving scikit-learn's
-  ``MLPClassifier`` (``partial_fit`` once per epoch, so it can be pruned), over the same ranges:
+  ``MLPClassifier`` (``partial_fit`` once per epoch, so it can be pruned), one process per
+  parallel trial sharing the study through Optuna's journal file, over the same ranges:
   hidden layers ``[minimum_levels, maximum_levels]``, each of width
   ``[minimum_units_per_level * minimum_neurons_per_unit,
   maximum_units_per_level * maximum_neurons_per_unit]``, the same activations
@@ -18,8 +19,11 @@ seed, from ``cerebros_service.nas.datasets.load_dataset``):
 Every side gets ``--budget`` seconds of trials: our runs through ``[budget] max_seconds`` (no
 trial starts once it is spent; running ones finish; counted once the dataset is loaded),
 Optuna through ``study.optimize(timeout=...)`` (the same rule), with ``--parallelism`` trials
-at once on both sides (Optuna: ``n_jobs``). MLflow sync is off for our runs
-(``MLFLOW_TRACKING_URI=off``) so both sides only train.
+at once on both sides, each in its own Python process: ours in the ``worker_process`` mode,
+Optuna's as processes sharing one journal-file study. (Threads would not do: two numpy
+trainings in one interpreter contend for its GIL and finish fewer trials than one at a
+time.) MLflow sync is off for our runs (``MLFLOW_TRACKING_URI=off``) so both sides only
+train.
 
 Prints, per dataset and side: the median best val_accuracy over the seeds (min–max), the
 median number of trials completed (pruned ones included) and pruned, and the median wall time
@@ -41,7 +45,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import threading
 import time
 import warnings
 from pathlib import Path
@@ -114,6 +117,7 @@ def run_ours(side: str, dataset: str, options: dict, seed: int, args) -> dict:
         env = dict(
             os.environ,
             CEREBROS_STORE_URL=f"sqlite://{tmp}/store.db",
+            CEREBROS_MODE="worker_process",
             MLFLOW_TRACKING_URI="off",
         )
         started = time.perf_counter()
@@ -139,22 +143,71 @@ def run_ours(side: str, dataset: str, options: dict, seed: int, args) -> dict:
 
 
 def run_anchor(dataset: str, options: dict, seed: int, args) -> dict:
+    """Optuna's TPE + MedianPruner driving ``MLPClassifier``: ``--parallelism`` processes
+    sharing one study through Optuna's journal file storage (Optuna's way to run trials in
+    parallel without threads contending for one interpreter's GIL)."""
+    import multiprocessing
+
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    with tempfile.TemporaryDirectory() as tmp:
+        journal = str(Path(tmp, "journal.log"))
+        storage = _journal_storage(journal)
+        study = optuna.create_study(study_name="anchor", storage=storage, direction="maximize")
+        started = time.perf_counter()
+        context = multiprocessing.get_context("spawn")
+        workers = [
+            context.Process(
+                target=_anchor_worker,
+                args=(journal, dataset, options, seed, worker, vars(args)),
+            )
+            for worker in range(args.parallelism)
+        ]
+        for process in workers:
+            process.start()
+        for process in workers:
+            process.join()
+        wall = time.perf_counter() - started
+        if any(process.exitcode != 0 for process in workers):
+            raise RuntimeError(f"anchor seed {seed}: a worker process failed")
+        trials = study.get_trials(deepcopy=False)
+        best = study.best_value
+    states = [t.state for t in trials]
+    done = optuna.trial.TrialState
+    return {
+        "best": best,
+        "completed": states.count(done.COMPLETE) + states.count(done.PRUNED),
+        "pruned": states.count(done.PRUNED),
+        "wall_s": wall,
+    }
+
+
+def _journal_storage(path: str):
+    import optuna
+
+    return optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(path))
+
+
+def _anchor_worker(
+    journal: str, dataset: str, options: dict, seed: int, worker: int, args: dict
+) -> None:
+    """One process of the anchor: loads the data, then runs trials until the budget ends."""
     import numpy as np
     import optuna
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
 
+    sys.path.insert(0, str(ROOT / "python"))
     from cerebros_service.nas.datasets import load_dataset
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    started = time.perf_counter()
     data = load_dataset(dataset, {"validation_split": 0.2, **options}, seed)
     classes = np.unique(data.y_train)
     low_width = SPACE["minimum_units_per_level"] * SPACE["minimum_neurons_per_unit"]
     high_width = SPACE["maximum_units_per_level"] * SPACE["maximum_neurons_per_unit"]
     lr_low, lr_high = SPACE["learning_rate"]
-    lock = threading.Lock()
-    counts = {"completed": 0, "pruned": 0}
+    epochs, patience, batch_size = args["epochs"], args["patience"], args["batch_size"]
 
     def objective(trial: optuna.Trial) -> float:
         n_layers = trial.suggest_int("layers", SPACE["minimum_levels"], SPACE["maximum_levels"])
@@ -165,12 +218,12 @@ def run_anchor(dataset: str, options: dict, seed: int, args) -> dict:
             hidden_layer_sizes=layers,
             activation=trial.suggest_categorical("activation", SPACE["activation"]),
             solver="adam",
-            batch_size=args.batch_size,
+            batch_size=batch_size,
             learning_rate_init=trial.suggest_float("learning_rate", lr_low, lr_high, log=True),
             random_state=seed * 1000 + trial.number,
         )
         best_loss, best_accuracy, wait = math.inf, 0.0, 0
-        for epoch in range(1, args.epochs + 1):
+        for epoch in range(1, epochs + 1):
             with warnings.catch_warnings():
                 warnings.simplefilter("ignore", ConvergenceWarning)
                 model.partial_fit(data.x_train, data.y_train, classes=classes)
@@ -182,28 +235,19 @@ def run_anchor(dataset: str, options: dict, seed: int, args) -> dict:
             else:
                 wait += 1
             trial.report(accuracy, epoch)
-            if epoch < args.epochs and trial.should_prune():
-                with lock:
-                    counts["pruned"] += 1
+            if epoch < epochs and trial.should_prune():
                 raise optuna.TrialPruned()
-            if wait >= args.patience:
+            if wait >= patience:
                 break
         return best_accuracy
 
-    study = optuna.create_study(
-        direction="maximize",
-        sampler=optuna.samplers.TPESampler(seed=seed),
+    study = optuna.load_study(
+        study_name="anchor",
+        storage=_journal_storage(journal),
+        sampler=optuna.samplers.TPESampler(seed=seed * 100 + worker),
         pruner=optuna.pruners.MedianPruner(),
     )
-    study.optimize(objective, timeout=args.budget, n_jobs=args.parallelism)
-    states = [t.state for t in study.trials]
-    done = optuna.trial.TrialState
-    return {
-        "best": study.best_value,
-        "completed": states.count(done.COMPLETE) + states.count(done.PRUNED),
-        "pruned": states.count(done.PRUNED),
-        "wall_s": time.perf_counter() - started,
-    }
+    study.optimize(objective, timeout=args["budget"])
 
 
 def summary(rows: list[dict]) -> str:

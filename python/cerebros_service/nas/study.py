@@ -20,8 +20,10 @@ Optuna is imported only here (and by the modules that use a study), so a run wit
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Mapping
+from datetime import datetime
 from typing import Any
 
 from .._dispatch import OpError
@@ -124,40 +126,102 @@ def build_study(
     """
     optuna = import_optuna()
     from optuna.pruners._successive_halving import _completed_rung_key
-    from optuna.trial import TrialState
 
-    # Trials are written through the storage's own API: ``Study.add_trial`` deep-copies
-    # each one, which made rebuilding a study of a few hundred trials cost more than the
-    # sampling itself.
-    storage = optuna.storages.InMemoryStorage()
+    storage = _history_storage_class()()
     study = optuna.create_study(
         storage=storage, direction=direction, sampler=sampler, pruner=pruner
     )
     study_id = storage.get_study_id_from_name(study.study_name)
     for entry in history:
-        trial_id = storage.create_new_trial(study_id)  # running
         if entry["status"] == "running":
+            storage.create_new_trial(study_id)
             continue
+        params: dict[str, Any] = {}
+        trial_distributions: dict[str, Any] = {}
         if distributions is not None and entry["architecture"] is not None:
             for name, value in params_of(entry["architecture"]).items():
                 dist = distributions.get(name)
                 if dist is not None and _contains(dist, value):
-                    storage.set_trial_param(trial_id, name, dist.to_internal_repr(value), dist)
+                    params[name] = value
+                    trial_distributions[name] = dist
         curve = {
             step: value for step, value in enumerate(entry["curve"], start=1) if value is not None
         }
-        for step, value in curve.items():
-            storage.set_trial_intermediate_value(trial_id, step, value)
-        for rung, step in enumerate(rung_steps or []):
-            if step in curve:
-                storage.set_trial_system_attr(trial_id, _completed_rung_key(rung), curve[step])
-        if entry["status"] == "succeeded" and entry["value"] is not None:
-            storage.set_trial_state_values(trial_id, TrialState.COMPLETE, [entry["value"]])
-        elif entry["status"] == "pruned":
-            storage.set_trial_state_values(trial_id, TrialState.PRUNED)
-        else:
-            storage.set_trial_state_values(trial_id, TrialState.FAIL)
+        rungs = {
+            _completed_rung_key(rung): curve[step]
+            for rung, step in enumerate(rung_steps or [])
+            if step in curve
+        }
+        storage.add_finished_trial(
+            study_id,
+            _finished_state(entry),
+            entry["value"] if entry["status"] == "succeeded" else None,
+            params=params,
+            distributions=trial_distributions,
+            intermediate_values=curve,
+            system_attrs=rungs,
+        )
     return study
+
+
+def _finished_state(entry: Mapping[str, Any]) -> Any:
+    """The Optuna state of a finished history entry (a success without a value failed)."""
+    from optuna.trial import TrialState
+
+    if entry["status"] == "succeeded" and entry["value"] is not None:
+        return TrialState.COMPLETE
+    if entry["status"] == "pruned":
+        return TrialState.PRUNED
+    return TrialState.FAIL
+
+
+@functools.cache
+def _history_storage_class() -> type:
+    """The storage :func:`build_study` fills, its class built once Optuna is imported."""
+    optuna = import_optuna()
+    from optuna.trial import FrozenTrial
+
+    class HistoryStorage(optuna.storages.InMemoryStorage):  # type: ignore[misc, name-defined]
+        """Optuna's in-memory storage, plus one way in for a trial that already ended.
+
+        Going through the public setters copies the whole trial once per parameter,
+        intermediate value and attribute (quadratic in a trial's size, and the largest cost
+        of a suggestion at a few hundred trials); a finished trial of the history never
+        changes, so it is built once and stored as built. This reaches into the storage's
+        private ``_set_trial``/``_update_cache`` (Optuna is pinned; the study tests cover it).
+        """
+
+        def add_finished_trial(
+            self,
+            study_id: int,
+            state: Any,
+            value: float | None,
+            *,
+            params: dict[str, Any],
+            distributions: dict[str, Any],
+            intermediate_values: dict[int, float],
+            system_attrs: dict[str, Any],
+        ) -> None:
+            trial_id = self.create_new_trial(study_id)
+            now = datetime.now()
+            trial = FrozenTrial(
+                number=self.get_trial_number_from_id(trial_id),
+                state=state,
+                value=value,
+                datetime_start=now,
+                datetime_complete=now,
+                params=params,
+                distributions=distributions,
+                user_attrs={},
+                system_attrs=system_attrs,
+                intermediate_values=intermediate_values,
+                trial_id=trial_id,
+            )
+            with self._lock:
+                self._set_trial(trial_id, trial)
+                self._update_cache(trial_id, study_id)
+
+    return HistoryStorage
 
 
 def _contains(distribution: Any, value: Any) -> bool:
