@@ -22,8 +22,9 @@ Optuna through ``study.optimize(timeout=...)`` (the same rule), with ``--paralle
 at once on both sides, each in its own Python process: ours in the ``worker_process`` mode,
 Optuna's as processes sharing one journal-file study. (Threads would not do: two numpy
 trainings in one interpreter contend for its GIL and finish fewer trials than one at a
-time.) MLflow sync is off for our runs (``MLFLOW_TRACKING_URI=off``) so both sides only
-train.
+time.) Both sides train with one BLAS thread per trial (ours by default, Optuna's through
+``threadpoolctl``). MLflow sync is off for our runs (``MLFLOW_TRACKING_URI=off``) so both
+sides only train.
 
 Prints, per dataset and side: the median best val_accuracy over the seeds (min–max), the
 median number of trials completed (pruned ones included) and pruned, and the median wall time
@@ -197,6 +198,7 @@ def _anchor_worker(
     import optuna
     from sklearn.exceptions import ConvergenceWarning
     from sklearn.neural_network import MLPClassifier
+    from threadpoolctl import threadpool_limits
 
     sys.path.insert(0, str(ROOT / "python"))
     from cerebros_service.nas.datasets import load_dataset
@@ -241,6 +243,9 @@ def _anchor_worker(
                 break
         return best_accuracy
 
+    # One BLAS thread per trial, as our trainer uses: two processes each running a
+    # multi-threaded BLAS on two cores would mostly wait for each other.
+    threadpool_limits(limits=1, user_api="blas")
     study = optuna.load_study(
         study_name="anchor",
         storage=_journal_storage(journal),

@@ -348,6 +348,26 @@ async fn async_ops_are_awaited_and_cancellable() {
 }
 
 #[test]
+fn payload_keys_cross_intact_beyond_what_a_worker_keeps_of_them() {
+    // A worker keeps the Python strings of up to 1024 short keys (at most 64 bytes): more
+    // distinct keys than that, some longer, sent twice (the second time partly from the
+    // kept strings), all arrive as sent.
+    let client = client_with(|config| config.invoke.pool_size = 1);
+    let keys = (0..3000).map(|i| match i % 7 {
+        0 => format!("{}{i}", "k".repeat(80)),
+        1 => format!("é😀{i}"),
+        _ => format!("key-{i}"),
+    });
+    let payload = Value::Object(keys.zip(0..).map(|(k, i)| (k, json!({"i": i}))).collect());
+    for _ in 0..2 {
+        assert_eq!(
+            client.call_blocking("echo", payload.clone()).unwrap(),
+            payload
+        );
+    }
+}
+
+#[test]
 fn a_full_queue_answers_overloaded() {
     let _serial = serial();
     let client = Arc::new(client_with(|c| {

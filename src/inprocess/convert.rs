@@ -1,6 +1,7 @@
-//! Crossing the language boundary: payloads go to Python through pythonize; results
-//! come back through a strict converter that accepts exactly what JSON can hold, so
-//! every mode (in-process dicts, JSON over pipes) accepts and refuses the same results.
+//! Crossing the language boundary: payloads go to Python as `json.loads` would build them
+//! (with the object keys a thread has seen before reused); results come back through a
+//! strict converter that accepts exactly what JSON can hold, so every mode (in-process
+//! dicts, JSON over pipes) accepts and refuses the same results.
 
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use pyo3::prelude::*;
@@ -10,15 +11,84 @@ use serde_json::{Map, Number, Value};
 /// Largest traceback kept in error details (the tail is kept: it names the failing line).
 const TRACEBACK_CHARS: usize = 4096;
 
-/// Converts a payload to a Python dict (via pythonize).
+/// Converts a payload to Python: objects become dicts, arrays lists, numbers ints or
+/// floats, as `json.loads` would build them. Object keys come from the calling thread's
+/// [`KeyCache`], so the field names every contract repeats are made once per thread.
 pub fn to_python<'py>(py: Python<'py>, payload: &Value) -> Result<Bound<'py, PyAny>> {
-    pythonize::pythonize(py, payload).map_err(|e| {
-        BridgeError::new(
-            ErrorClass::Contract,
-            format!("payload cannot be converted to Python: {e}"),
-        )
-        .with_source(e.to_string())
+    KEYS.with(|keys| value_to_python(py, payload, &mut keys.borrow_mut()))
+        .map_err(|e| {
+            BridgeError::new(
+                ErrorClass::Contract,
+                format!("payload cannot be converted to Python: {e}"),
+            )
+            .with_source(e.to_string())
+        })
+}
+
+fn value_to_python<'py>(
+    py: Python<'py>,
+    value: &Value,
+    keys: &mut KeyCache,
+) -> PyResult<Bound<'py, PyAny>> {
+    Ok(match value {
+        Value::Null => py.None().into_bound(py),
+        Value::Bool(b) => PyBool::new(py, *b).to_owned().into_any(),
+        Value::Number(n) => {
+            if let Some(i) = n.as_i64() {
+                i.into_pyobject(py)?.into_any()
+            } else if let Some(u) = n.as_u64() {
+                u.into_pyobject(py)?.into_any()
+            } else {
+                PyFloat::new(py, n.as_f64().unwrap_or(f64::NAN)).into_any()
+            }
+        }
+        Value::String(s) => PyString::new(py, s).into_any(),
+        Value::Array(items) => {
+            let list = PyList::empty(py);
+            for item in items {
+                list.append(value_to_python(py, item, keys)?)?;
+            }
+            list.into_any()
+        }
+        Value::Object(map) => {
+            let dict = PyDict::new(py);
+            for (key, item) in map {
+                dict.set_item(keys.get(py, key), value_to_python(py, item, keys)?)?;
+            }
+            dict.into_any()
+        }
     })
+}
+
+thread_local! {
+    static KEYS: std::cell::RefCell<KeyCache> = std::cell::RefCell::new(KeyCache::default());
+}
+
+/// The Python strings of the object keys a thread has converted: short keys, up to
+/// [`KeyCache::CAPACITY`] of them (a payload of ever-new keys only fills it, then its
+/// keys are made as any other string). A cached string also carries its hash, which
+/// the dict it goes into needs.
+#[derive(Default)]
+struct KeyCache {
+    strings: std::collections::HashMap<String, Py<PyString>>,
+}
+
+impl KeyCache {
+    /// Keys kept at most.
+    const CAPACITY: usize = 1024;
+    /// Longest key kept, in bytes.
+    const MAX_KEY_BYTES: usize = 64;
+
+    fn get<'py>(&mut self, py: Python<'py>, key: &str) -> Bound<'py, PyString> {
+        if let Some(cached) = self.strings.get(key) {
+            return cached.bind(py).clone();
+        }
+        let string = PyString::new(py, key);
+        if key.len() <= Self::MAX_KEY_BYTES && self.strings.len() < Self::CAPACITY {
+            self.strings.insert(key.to_owned(), string.clone().unbind());
+        }
+        string
+    }
 }
 
 /// Converts an op's result to JSON. The result must be a dict with string keys whose

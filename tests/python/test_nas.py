@@ -429,6 +429,86 @@ def test_trainer_learns_digits_subset_in_few_epochs():
     assert result.best(result.val_metric) >= 0.9
 
 
+def test_trials_in_threads_of_one_interpreter_train_one_at_a_time():
+    """Two numpy trainings started together in two threads do not interleave: the first
+    one's first epoch waits (up to 2 s) for the other to report an epoch, which it only can
+    if both train at once."""
+    import threading
+
+    from cerebros_service.nas.trainers import fit
+
+    data = load_dataset("sklearn:iris", {}, 0)
+    arch = mlp_architecture([8], "relu", 0.01)
+    budget = {"epochs": 3, "batch_size": 16, "patience": 3}
+    order: list[str] = []
+    other_trained = threading.Event()
+    first_trains = threading.Event()
+
+    def hook(name):
+        def on_epoch(epoch, values):
+            order.append(name)
+            first_trains.set()
+            if name == "b":
+                other_trained.set()
+            elif epoch == 1:
+                other_trained.wait(timeout=2)
+            return False
+
+        return on_epoch
+
+    first = threading.Thread(
+        target=lambda: fit("numpy", arch, data, budget=budget, seed=0, on_epoch=hook("a"))
+    )
+    first.start()
+    first_trains.wait(timeout=10)
+    second = threading.Thread(
+        target=lambda: fit("numpy", arch, data, budget=budget, seed=0, on_epoch=hook("b"))
+    )
+    second.start()
+    first.join()
+    second.join()
+    assert order == ["a"] * 3 + ["b"] * 3
+
+
+def test_a_trial_waiting_for_its_turn_to_train_can_be_cancelled():
+    """A thread queued behind another training returns to Python bytecode regularly, so an
+    asynchronous exception (how the in-process bridge cancels a call) ends its wait."""
+    import ctypes
+    import threading
+    import time
+
+    from cerebros_service.nas.trainer import one_training_at_a_time
+
+    release = threading.Event()
+    outcome: list[str] = []
+
+    def holder():
+        with one_training_at_a_time():
+            release.wait(timeout=10)
+
+    def waiter():
+        try:
+            with one_training_at_a_time():
+                outcome.append("trained")
+        except KeyboardInterrupt:
+            outcome.append("cancelled")
+
+    holding = threading.Thread(target=holder)
+    holding.start()
+    waiting = threading.Thread(target=waiter)
+    waiting.start()
+    time.sleep(0.2)
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(
+        ctypes.c_ulong(waiting.ident), ctypes.py_object(KeyboardInterrupt)
+    )
+    waiting.join(timeout=2)
+    cancelled_while_held = not waiting.is_alive()
+    release.set()
+    holding.join()
+    waiting.join()
+    assert cancelled_while_held and outcome == ["cancelled"]
+
+
 def test_early_stopping_restores_best_weights():
     data = load_dataset("sklearn:iris", {"validation_split": 0.5}, 0)
     net = Network(mlp_architecture([64, 64], "relu", 0.05), 4, 3, "classification")

@@ -1,9 +1,9 @@
 //! The live page (`/`) in a real browser: headless Chromium driven through chromedriver.
 //! A run submitted through the form grows live (trial count and chart points) until it
 //! succeeds; a trial's curves show on click; the trials table sorts; a second run is
-//! cancelled from the page; a bad spec shows the API's message; screenshots of a laptop
-//! and a phone go to `target/screenshots/`; the console has no errors. A second test goes
-//! through the token form.
+//! cancelled from the page; a pruned trial's row says so, with its epochs; a bad spec shows
+//! the API's message; screenshots of a laptop and a phone go to `target/screenshots/`; the
+//! console has no errors. A second test goes through the token form.
 
 mod driver;
 
@@ -49,7 +49,8 @@ return {
   curve_title: text("curve-title"),
   best_architecture: text("best-architecture"),
   trials: rows("#trials tbody tr[data-trial-id]").map((r) => ({
-    id: r.dataset.trialId, index: r.cells[0].textContent, objective: r.cells[2].textContent,
+    id: r.dataset.trialId, index: r.cells[0].textContent, status: r.cells[1].textContent,
+    objective: r.cells[2].textContent,
   })),
   objective_sort: document.querySelector('#trials th[data-sort="objective"]').getAttribute("aria-sort"),
   overflow_x: document.documentElement.scrollWidth - window.innerWidth,
@@ -108,6 +109,7 @@ async fn the_page_follows_runs_live_in_a_real_browser() {
     sort_by_objective(&laptop, &doc).await;
 
     cancel_a_second_run(&laptop, &served, &run_id).await;
+    show_pruned_trials(&laptop, &served).await;
     refuse_a_bad_spec(&laptop, &served).await;
     let state = laptop.eval(PAGE_STATE).await;
     assert_eq!(
@@ -419,6 +421,61 @@ async fn cancel_a_second_run(browser: &Browser, served: &Served, first: &str) {
                 .iter()
                 .any(|r| r["id"] == run_id.as_str() && r["status"] == "cancelled")
         })
+        .await;
+}
+
+/// A run with the `asha` pruner (one trial at a time, so the same trials are pruned each
+/// time): each pruned trial's row reads `pruned (epoch N)`, N its epochs run in the API.
+async fn show_pruned_trials(browser: &Browser, served: &Served) {
+    let spec = common::iris_spec("browser-pruned", 6, 6)
+        .replace("parallelism = 2", "parallelism = 1")
+        + "[search]\npruner = \"asha\"\n";
+    let run_id = served.submit(&spec).await;
+    let doc = served.wait_for_status(&run_id, &["succeeded"], WAIT).await;
+    let mut expected: Vec<(String, String)> = doc["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| t["status"] == "pruned")
+        .map(|t| {
+            let epochs = t["metrics"]["epochs_run"]
+                .as_u64()
+                .expect("a pruned trial's epochs");
+            (
+                t["trial_id"].as_str().unwrap().to_owned(),
+                format!("pruned (epoch {epochs})"),
+            )
+        })
+        .collect();
+    expected.sort();
+    assert!(!expected.is_empty(), "asha pruned a trial: {doc:#}");
+    click(
+        browser,
+        &format!(r#"#runs tr[data-run-id="{run_id}"] td.status"#),
+    )
+    .await;
+    browser
+        .wait_for(
+            PAGE_STATE,
+            &format!("run {run_id}'s pruned trials"),
+            WAIT,
+            |s| {
+                let mut shown: Vec<(String, String)> = s["trials"]
+                    .as_array()
+                    .unwrap()
+                    .iter()
+                    .filter(|t| t["status"].as_str().unwrap().starts_with("pruned"))
+                    .map(|t| {
+                        (
+                            t["id"].as_str().unwrap().to_owned(),
+                            t["status"].as_str().unwrap().to_owned(),
+                        )
+                    })
+                    .collect();
+                shown.sort();
+                s["detail_run"] == run_id.as_str() && shown == expected
+            },
+        )
         .await;
 }
 

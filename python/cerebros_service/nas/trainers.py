@@ -19,7 +19,7 @@ from .datasets import Dataset
 from .network import Network
 from .rules import RULES, check_value
 from .search_space import Architecture
-from .trainer import TrainResult, blas_threads, train
+from .trainer import TrainResult, blas_threads, one_training_at_a_time, train
 
 __all__ = ["ARTIFACT_SUFFIX", "Fitted", "check_trainer", "fit"]
 
@@ -77,7 +77,7 @@ def fit(
             ),
         )
     net = Network(arch, data.n_features, data.n_outputs, data.task)
-    with blas_threads(), np.errstate(all="ignore"):
+    with one_training_at_a_time(), blas_threads(), np.errstate(all="ignore"):
         result = train(net, data, **settings, on_epoch=on_epoch)
     arrays = {"x_mean": data.x_mean, "x_std": data.x_std}
     return Fitted(
