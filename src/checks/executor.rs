@@ -16,10 +16,7 @@ const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
 /// The `executor` check.
 pub(super) fn check_executor(config: &Config) -> Check {
     if config.executor.kind == ExecutorKind::Local {
-        return Check::ok(
-            "executor",
-            format!("local: trials run in {} mode", config.mode.as_str()),
-        );
+        return Check::ok("executor", local_detail(config.mode));
     }
     let settings = ExecutorSettings::from_config(config);
     let shown = settings
@@ -65,5 +62,32 @@ pub(super) fn check_executor(config: &Config) -> Check {
             let message: String = err.message.chars().take(400).collect();
             Check::fail("executor", message, hint)
         }
+    }
+}
+
+/// Where local trials run; under `in_process`, that parallel trials share one
+/// interpreter (the numpy trainer trains one at a time there).
+fn local_detail(mode: Mode) -> String {
+    let shared = match mode {
+        Mode::InProcess => {
+            "; one interpreter, so the numpy trainer trains one trial at a time \
+             (mode = \"worker_process\" trains parallel trials at once)"
+        }
+        _ => "",
+    };
+    format!("local: trials run in {} mode{shared}", mode.as_str())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_local_executor_says_when_trials_share_one_interpreter() {
+        assert!(local_detail(Mode::InProcess).contains("one trial at a time"));
+        assert_eq!(
+            local_detail(Mode::WorkerProcess),
+            "local: trials run in worker_process mode"
+        );
     }
 }
