@@ -141,10 +141,8 @@ impl Bridge {
             cache_key,
             max_retries,
         };
-        let watch_signals = on_main_thread(py);
         let (inner, op) = (self.inner.clone(), op.to_owned());
-        let outcome =
-            py.detach(move || wait_for(&inner.client, &op, payload, options, watch_signals));
+        let outcome = py.detach(move || wait_for(&inner.client, &op, payload, options));
         match outcome {
             Ok(Ok(value)) => Ok(pythonize::pythonize(py, &value)?),
             Ok(Err(err)) => Err(to_py_err(py, &err)),
@@ -347,27 +345,18 @@ fn system_error(message: String) -> BridgeError {
     BridgeError::new(ErrorClass::SystemError, message)
 }
 
-/// Whether this is the interpreter's main thread (the only one signal handlers run on).
-fn on_main_thread(py: Python<'_>) -> bool {
-    let check = || -> PyResult<bool> {
-        let threading = py.import("threading")?;
-        let main = threading.call_method0("main_thread")?;
-        let current = threading.call_method0("current_thread")?;
-        Ok(main.is(&current))
-    };
-    check().unwrap_or(false)
-}
-
 /// Runs the call to completion on this thread's runtime (detached from the
-/// interpreter). With `watch_signals`, checks for signals every [`SIGNAL_POLL`]: when a
-/// handler raises (Ctrl-C's `KeyboardInterrupt`), the call is dropped, which cancels it,
-/// and the exception is returned.
+/// interpreter), checking for signals every [`SIGNAL_POLL`]: when a handler raises
+/// (Ctrl-C's `KeyboardInterrupt`), the call is dropped, which cancels it, and the
+/// exception is returned. Off the main thread the check does nothing (CPython runs signal
+/// handlers on the main thread only). It is not skipped there by asking `threading` which
+/// thread this is: that runs Python code, where a signal arriving at that moment would be
+/// handled and its exception lost.
 fn wait_for(
     client: &Client,
     op: &str,
     payload: Value,
     options: CallOptions,
-    watch_signals: bool,
 ) -> Result<Result<Value, BridgeError>, PyErr> {
     thread_local! {
         static RUNTIME: OnceCell<Result<tokio::runtime::Runtime, String>> = const { OnceCell::new() };
@@ -389,9 +378,6 @@ fn wait_for(
         };
         runtime.block_on(async {
             let call = client.call_with(op, payload, options);
-            if !watch_signals {
-                return Ok(call.await);
-            }
             tokio::pin!(call);
             loop {
                 match tokio::time::timeout(SIGNAL_POLL, &mut call).await {

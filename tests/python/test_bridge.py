@@ -12,6 +12,7 @@ import json
 import math
 import os
 import platform
+import signal
 import subprocess
 import sys
 import textwrap
@@ -443,6 +444,9 @@ def test_a_sleeping_op_costs_its_worker_and_the_pool_keeps_its_size() -> None:
 
 
 def test_ctrl_c_interrupts_a_waiting_call_and_cancels_it() -> None:
+    # Python's own Ctrl-C handler, whatever started the tests: a shell's background job
+    # (`make test &`) starts with SIGINT ignored, and then `interrupt_main` does nothing.
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
     with fresh_faults() as bridge:
         timer = threading.Timer(0.3, _thread.interrupt_main)
         started = time.monotonic()
@@ -452,6 +456,7 @@ def test_ctrl_c_interrupts_a_waiting_call_and_cancels_it() -> None:
                 bridge.call("spin", {}, timeout_ms=10_000)
         finally:
             timer.cancel()
+            signal.signal(signal.SIGINT, previous)
         assert time.monotonic() - started < 2.0
         time.sleep(0.5)
         stats = bridge.stats()
