@@ -39,16 +39,72 @@ def test_an_unreachable_address_is_a_config_error_naming_it():
 
 def test_waiting_on_an_unknown_handle_ends_it_with_a_contract_error_at_once():
     pytest.importorskip("ray")
-    done = ray_executor.wait({"handles": ["nope"], "timeout_ms": 1000})["done"]
+    run = ray_executor._Run(("sklearn:iris", {}, 1), _FakeRef())
+    ray_executor._runs["r-unknown"] = run
+    try:
+        payload = {"run_id": "r-unknown", "handles": ["nope"], "timeout_ms": 1000}
+        done = ray_executor.wait(payload)["done"]
+    finally:
+        ray_executor._runs.pop("r-unknown")
     assert [(d["handle"], d["error"]["class"]) for d in done] == [("nope", "contract")]
+
+
+def test_waiting_on_a_run_not_started_is_a_contract_error_naming_it():
+    pytest.importorskip("ray")
+    with pytest.raises(OpError) as raised:
+        ray_executor.wait({"run_id": "r-never", "handles": [], "timeout_ms": 0})
+    assert raised.value.error_class == "contract" and "r-never" in raised.value.message
 
 
 @pytest.mark.parametrize(
     "payload",
-    [{"handles": "h1"}, {"handles": [1]}, {"handles": ["h"], "timeout_ms": "5"}, {}],
+    [
+        {"run_id": "r", "handles": "h1"},
+        {"run_id": "r", "handles": [1]},
+        {"run_id": "r", "handles": ["h"], "timeout_ms": "5"},
+        {"handles": []},
+        {},
+    ],
 )
 def test_a_malformed_wait_is_a_contract_error(payload):
     pytest.importorskip("ray")
     with pytest.raises(OpError) as raised:
         ray_executor.wait(payload)
     assert raised.value.error_class == "contract"
+
+
+def test_a_submission_without_its_handle_is_a_contract_error():
+    with pytest.raises(OpError) as raised:
+        ray_executor.submit({"trial": {"run_id": "r"}, "module": "m"})
+    assert raised.value.error_class == "contract" and "handle" in raised.value.message
+
+
+class _FakeRef:
+    """Stands for the ObjectRef of a run's dataset (only its id is read)."""
+
+    def hex(self) -> str:
+        return "00ff"
+
+
+def test_a_worker_asks_for_the_runs_dataset_once_then_runs_without_it(monkeypatch):
+    # The task is sent without the dataset's ref; a worker that has not fetched the run's
+    # dataset answers that it needs it (the driver then sends the ref once).
+    import sys
+    import types
+
+    service = types.ModuleType("fake_trial_service")
+    service.run_trial = lambda trial: {"trial_id": trial["trial_id"], "provided": True}
+    monkeypatch.setitem(sys.modules, "fake_trial_service", service)
+    monkeypatch.setattr(ray_executor, "_fetched", {})
+    monkeypatch.setattr(ray_executor, "_worker_placement", {"node_id": "n", "host": "h"})
+    key = ("sklearn:iris", {}, 5)
+    trial = {"trial_id": "r-t000"}
+    ask = ray_executor._run_trial_task("fake_trial_service", trial, key, "aa", None)
+    assert ask == {"needs_dataset": True}
+    ray_executor._fetched[repr(key)] = ("aa", object())  # as fetched with the ref
+    ran = ray_executor._run_trial_task("fake_trial_service", trial, key, "aa", None)
+    assert ran["report"] == {"trial_id": "r-t000", "provided": True}
+    assert ran["placement"] == {"node_id": "n", "host": "h"}
+    # Another run shares its dataset as another object: asked for again.
+    again = ray_executor._run_trial_task("fake_trial_service", trial, key, "bb", None)
+    assert again == {"needs_dataset": True}

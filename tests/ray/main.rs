@@ -179,6 +179,33 @@ fn eight_trials_spread_over_both_nodes_with_the_results_of_the_local_executor() 
 }
 
 #[test]
+fn a_trial_that_ends_before_its_submission_is_acknowledged_is_recorded_once() {
+    // The driver replies to each submission 50 ms late, so the trivial trial has ended,
+    // and the run's wait returned it, before the host hears it was submitted: its end
+    // must still reach its trial, and only once.
+    let cluster = cluster();
+    cluster.knob("trivial", "1");
+    cluster.knob("slow_submit", "0.05");
+    let scratch = Scratch::new(16, "");
+    let spec = std::fs::read_to_string(scratch.spec()).unwrap();
+    std::fs::write(
+        scratch.spec(),
+        spec.replace("parallelism = 2", "parallelism = 4"),
+    )
+    .unwrap();
+    let mut command = scratch.command(&["run", &scratch.spec(), "--json"], Some(&cluster));
+    command.env("RAY_FIXTURE_DIR", &cluster.knobs);
+    let (code, doc, stderr) = Scratch::outcome(command);
+    assert_eq!(code, 0, "{stderr}");
+    assert_eq!(doc["run"]["trials_completed"], 16, "{}", doc["run"]);
+    for trial in trials_by_index(&doc) {
+        assert_eq!(trial["status"], "succeeded", "{trial}");
+        assert_eq!(trial["attempts"], 1, "{trial}");
+        assert!(trial["placement"]["worker_pid"].as_u64().unwrap() > 0, "{trial}");
+    }
+}
+
+#[test]
 fn a_trial_past_its_timeout_is_killed_and_the_run_goes_on() {
     let cluster = cluster();
     cluster.knob("spin", "1");

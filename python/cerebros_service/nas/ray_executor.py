@@ -7,11 +7,13 @@ bridge it calls the ops of :mod:`cerebros_service` that land here:
   ``HOST:PORT``, or ``None`` for a local Ray started here), with the service's folders on the
   workers' ``PYTHONPATH``; an unreachable cluster is a ``config`` error naming the address;
 * ``ray_start_run``: loads the run's dataset once and puts it in the object store;
-* ``ray_submit``: one trial as a remote task (``max_retries=0``: the store is the one record
-  of attempts) with the spec's CPUs, GPUs and memory; returns a handle at once;
-* ``ray_wait``: one call for every trial in flight: waits on their futures (at most
-  ``timeout_ms``) until any has ended, then returns each ended one's report and where it ran
-  (node id, host name, worker pid), or its error (``subprocess_exit`` when its worker died);
+* ``ray_submit``: one trial as a remote task under the caller's handle (``max_retries=0``:
+  the store is the one record of attempts) with the spec's CPUs, GPUs and memory; returns
+  at once;
+* ``ray_wait``: one call for every trial of a run in flight: blocks (at most
+  ``timeout_ms``) until any has ended, submitted before the call or during it, then returns
+  each ended one's report and where it ran (node id, host name, worker pid), or its error
+  (``subprocess_exit`` when its worker died);
 * ``ray_cancel``: ``ray.cancel(ref, force=True)``, which kills the worker running it;
 * ``ray_end_run``: forgets the run's dataset;
 * ``ray_disconnect``: ``ray.shutdown()`` before the host exits (Ray's threads must not be
@@ -26,12 +28,12 @@ from __future__ import annotations
 
 import importlib
 import os
+import queue
 import socket
 import threading
-import uuid
+import time
 from collections.abc import Mapping
-from concurrent.futures import FIRST_COMPLETED, Future
-from concurrent.futures import wait as futures_wait
+from concurrent.futures import Future
 from pathlib import Path
 from typing import Any
 
@@ -43,12 +45,33 @@ __all__ = ["cancel", "connect", "disconnect", "end_run", "start_run", "submit", 
 #: The oldest Ray this executor is tested with (``pip install cerebros_service[ray]``).
 MIN_RAY_VERSION = (2, 60)
 
+
+class _Run:
+    """A run started on Ray: its dataset in the object store, and the queue its trials'
+    handles are put on when their tasks end (by Ray's thread, through the futures)."""
+
+    def __init__(self, dataset_key: tuple, dataset_ref: Any) -> None:
+        self.dataset_key = dataset_key  # (dataset id, options, run seed)
+        self.dataset_ref = dataset_ref
+        self.dataset_hex = dataset_ref.hex()
+        self.ended: queue.SimpleQueue[str] = queue.SimpleQueue()
+
+
+class _Submitted:
+    """One trial's current task: the arguments it was submitted with and its future."""
+
+    def __init__(self, run: _Run, task: Any, args: tuple) -> None:
+        self.run, self.task, self.args = run, task, args
+        self.ref: Any = None
+        self.future: Future | None = None
+
+
 _lock = threading.Lock()
 _connected: dict[str, Any] = {}
-#: handle -> (ObjectRef, its Future) of a submitted trial, until it ended or is cancelled.
-_refs: dict[str, tuple[Any, Future]] = {}
-#: run id -> (dataset id, dataset options, run seed, ObjectRef of the loaded dataset).
-_runs: dict[str, tuple[Any, dict, int, Any]] = {}
+#: handle -> the submitted trial, until it ended and was waited for, or was cancelled.
+_refs: dict[str, _Submitted] = {}
+#: run id -> what its trials share: its dataset's key and ObjectRef, its ended trials.
+_runs: dict[str, _Run] = {}
 #: The trial task per resource shape (CPUs, GPUs, memory in MB).
 _tasks: dict[tuple, Any] = {}
 #: In a Ray worker: where it runs, found on its first trial.
@@ -162,7 +185,7 @@ def start_run(payload: Mapping[str, Any]) -> dict:
     dataset_id = payload.get("dataset_id")
     data = load_dataset(dataset_id, options, seed)
     with _lock:
-        _runs[run_id] = (dataset_id, options, seed, ray.put(data))
+        _runs[run_id] = _Run((dataset_id, options, seed), ray.put(data))
     return info
 
 
@@ -191,30 +214,44 @@ def _remote_task(cpus: float, gpus: float, memory_mb: Any) -> Any:
 
 
 def submit(payload: Mapping[str, Any]) -> dict:
-    """Submit one trial as a Ray task; returns ``{"handle"}`` at once."""
+    """Submit one trial as a Ray task under ``handle`` (the caller's name for this
+    submission, unique in the process); returns ``{"handle"}`` at once."""
+    handle = req_str(payload, "handle")
     trial = opt_mapping(payload, "trial")
     run_id = req_str(trial, "run_id")
     module = req_str(payload, "module")
     resources = opt_mapping(payload, "resources")
     with _lock:
-        shared = _runs.get(run_id)
-    if shared is None:
+        run = _runs.get(run_id)
+    if run is None:
         raise OpError("contract", f"run {run_id} was not started on Ray (ray_start_run)")
-    dataset_id, options, seed, dataset_ref = shared
     task = _remote_task(
         float(resources.get("cpus", 1)),
         float(resources.get("gpus", 0)),
         resources.get("memory_mb"),
     )
-    # The dataset's ref travels in a list, which Ray does not resolve: a worker fetches the
-    # dataset once per run, not once per trial (see _run_trial_task).
-    ref = task.remote(module, dict(trial), (dataset_id, options, seed), [dataset_ref])
-    handle = uuid.uuid4().hex
+    # Sent without the dataset's ObjectRef: a worker that has not fetched this run's dataset
+    # yet answers that it needs it, and only then is the task sent again with the ref (in a
+    # list, which Ray does not resolve: the worker fetches it once per run). A ref among a
+    # task's arguments costs every task ~0.2 ms of Ray's borrowing protocol.
+    args = (module, dict(trial), run.dataset_key, run.dataset_hex)
     with _lock:
-        # Ray completes the future from its own thread when the task ends (value or error),
-        # so waiting on trials never asks the raylet anything.
-        _refs[handle] = (ref, ref.future())
+        if handle in _refs:
+            raise OpError("contract", f"ray_submit: the handle {handle} is already in use")
+        _send(handle, _Submitted(run, task, args), None)
     return {"handle": handle}
+
+
+def _send(handle: str, submitted: _Submitted, shared: list | None) -> None:
+    """Submits ``submitted``'s task (with ``shared``, the dataset's ref, or without) and
+    files it under ``handle``; when the task ends, Ray's thread completes its future, which
+    puts ``(handle, future)`` on the run's queue of ended trials. Called under ``_lock``."""
+    submitted.ref = submitted.task.remote(*submitted.args, shared)
+    future = submitted.ref.future()
+    submitted.future = future
+    _refs[handle] = submitted
+    ended = submitted.run.ended
+    future.add_done_callback(lambda done: ended.put((handle, done)))
 
 
 #: The longest a ``ray_wait`` may block (its pool thread is held that long at most).
@@ -222,46 +259,59 @@ MAX_WAIT_MS = 1000
 
 
 def wait(payload: Mapping[str, Any]) -> dict:
-    """Wait up to ``timeout_ms`` for any of the trials ``handles`` to end, then return every
-    one that has ended: ``{"done": [{"handle", "report", "placement"} | {"handle",
-    "error"}]}``, ``error`` being an ``OpError``'s dict (class ``subprocess_exit`` when the
-    task's worker or node died, ``cancelled`` when it was cancelled). A handle this process
-    does not know is ended with a ``contract`` error. The wait is on the tasks' futures,
-    which Ray completes from its own thread: the GIL is released while waiting."""
+    """Wait up to ``timeout_ms`` for any trial of the run ``run_id`` to end (one submitted
+    during the wait included), then return every one that has ended: ``{"done": [{"handle",
+    "report", "placement"} | {"handle", "error"}]}``, ``error`` being an ``OpError``'s dict
+    (class ``subprocess_exit`` when the task's worker or node died, ``cancelled`` when it
+    was cancelled). ``handles``, the trials the caller awaits: one this process does not
+    know is ended at once with a ``contract`` error. The wait is on a queue that Ray's own
+    thread fills as tasks end: the GIL is released while waiting, the raylet never asked."""
     ray = _ray()
-    handles = payload.get("handles")
+    run_id = req_str(payload, "run_id")
+    handles = payload.get("handles", [])
     if not isinstance(handles, list) or not all(isinstance(h, str) for h in handles):
         raise OpError("contract", "ray_wait: handles must be a list of strings")
     timeout_ms = payload.get("timeout_ms", 0)
     if isinstance(timeout_ms, bool) or not isinstance(timeout_ms, int):
         raise OpError("contract", "ray_wait: timeout_ms must be a whole number")
-    timeout_ms = min(max(timeout_ms, 0), MAX_WAIT_MS)
+    deadline = time.monotonic() + min(max(timeout_ms, 0), MAX_WAIT_MS) / 1000
     done: list[dict] = []
-    futures: dict[Future, str] = {}
     with _lock:
+        run = _runs.get(run_id)
         for handle in handles:
-            submitted = _refs.get(handle)
-            if submitted is None:
+            if handle not in _refs:
                 error = OpError("contract", f"no Ray trial has the handle {handle}")
                 done.append({"handle": handle, "error": error.to_dict()})
+    if run is None:
+        raise OpError("contract", f"run {run_id} was not started on Ray (ray_start_run)")
+    while True:
+        try:
+            if done:
+                handle, future = run.ended.get_nowait()
             else:
-                futures[submitted[1]] = handle
-    if futures:
-        timeout = 0 if done else timeout_ms / 1000
-        ended, _ = futures_wait(futures, timeout=timeout, return_when=FIRST_COMPLETED)
-        for future in ended:
-            handle = futures[future]
-            with _lock:
-                _refs.pop(handle, None)
+                handle, future = run.ended.get(timeout=max(deadline - time.monotonic(), 0))
+        except queue.Empty:
+            return {"done": done}
+        with _lock:
+            submitted = _refs.get(handle)
+            if submitted is None or submitted.future is not future:
+                continue  # cancelled, or an earlier task of the trial
             try:
-                done.append({"handle": handle, **_outcome(ray, future)})
+                outcome = _outcome(ray, future)
             except OpError as err:
+                del _refs[handle]
                 done.append({"handle": handle, "error": err.to_dict()})
-    return {"done": done}
+                continue
+            if outcome.get("needs_dataset"):
+                _send(handle, submitted, [run.dataset_ref])
+                continue
+            del _refs[handle]
+        done.append({"handle": handle, **outcome})
 
 
 def _outcome(ray: Any, future: Future) -> dict:
-    """The report and placement of an ended task, or the ``OpError`` of its failure."""
+    """The report and placement of an ended task, ``{"needs_dataset": True}`` when its
+    worker has not fetched the run's dataset yet, or the ``OpError`` of its failure."""
     try:
         outcome = future.result()
     except ray.exceptions.TaskCancelledError as exc:
@@ -281,6 +331,8 @@ def _outcome(ray: Any, future: Future) -> dict:
         raise OpError(
             "system_error", f"Ray failed the trial: {type(exc).__name__}: {exc}"
         ) from None
+    if outcome.get("needs_dataset"):
+        return outcome
     if "error" in outcome:
         error = outcome["error"]  # an OpError's to_dict(), from the task
         error_class = error["class"]
@@ -298,7 +350,7 @@ def cancel(payload: Mapping[str, Any]) -> dict:
             submitted = _refs.pop(str(handle), None)
         if submitted is not None:
             try:
-                ray.cancel(submitted[0], force=True)
+                ray.cancel(submitted.ref, force=True)
             except Exception:  # already finished, or its owner is gone
                 continue
             cancelled += 1
@@ -324,21 +376,27 @@ def _placement(ray: Any) -> dict:
     return dict(_worker_placement)
 
 
-def _run_trial_task(module: str, trial: dict, dataset_key: tuple, shared: list) -> dict:
-    """The remote task: run the service's ``run_trial`` on this node, with the dataset
-    the driver shared (``shared``: its ObjectRef, fetched once per run by each worker).
-    Failures come back as values (an ``OpError`` does not pickle)."""
+def _run_trial_task(
+    module: str, trial: dict, dataset_key: tuple, dataset_hex: str, shared: list | None
+) -> dict:
+    """The remote task: run the service's ``run_trial`` on this node with the run's dataset
+    (``dataset_hex``: the id of the object the driver shared it as). A worker that has not
+    fetched that object yet needs ``shared``, its ObjectRef (in a list, fetched once per
+    run by each worker); sent without it, the task answers ``{"needs_dataset": True}`` and
+    the driver sends it again with it. Failures come back as values (an ``OpError`` does
+    not pickle)."""
     import ray
 
     from . import datasets
 
-    dataset_id, options, seed = dataset_key
-    (dataset_ref,) = shared
     key = repr(dataset_key)
     fetched = _fetched.get(key)
-    if fetched is None or fetched[0] != dataset_ref.hex():
+    if fetched is None or fetched[0] != dataset_hex:
+        if shared is None:
+            return {"needs_dataset": True}
+        dataset_id, options, seed = dataset_key
         # Provided once per fetch: datasets keeps more provided datasets than _fetched.
-        fetched = (dataset_ref.hex(), ray.get(dataset_ref))
+        fetched = (dataset_hex, ray.get(shared[0]))
         datasets.provide_dataset(dataset_id, options, seed, fetched[1])
         _fetched.pop(key, None)
         _fetched[key] = fetched

@@ -1,10 +1,10 @@
 //! Trials as Ray tasks (the `ray` executor, DESIGN §12), for one drive of one run.
 //!
 //! A trial is submitted (`ray_submit`, which returns a handle at once) and handed to the
-//! drive's one waiter task: it calls `ray_wait` with every handle in flight, which blocks
-//! (GIL released) until any of them ends or [`WAIT_SLICE`] passes and returns all that
-//! ended, so the trials in flight hold one pool thread between them, never one each, and
-//! cost one call per wake-up, not one per trial. At a trial's deadline its task is
+//! drive's one waiter task: it calls `ray_wait` for the run, which blocks (GIL released)
+//! until any of its trials ends — one submitted during the wait included — or
+//! [`WAIT_SLICE`] passes, and returns all that ended, so the trials in flight hold one pool
+//! thread between them, never one each, and cost one call per wake-up, not one per trial. At a trial's deadline its task is
 //! force-cancelled (`ray_cancel`: Ray kills the worker process running it) and the attempt
 //! fails with class `timeout`; the client's retry policy then decides, per trial, whether
 //! to submit it again (Ray's own retries are off). Handles still in flight when the drive
@@ -19,22 +19,35 @@ use crate::nas::store::Placement;
 use crate::process::protocol::error_from_wire;
 use serde_json::{json, Value};
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, Notify};
 use tokio::task::JoinHandle;
 use tracing::Instrument;
 
-/// The longest one `ray_wait` blocks: how late a trial submitted during a wait is first
-/// watched, and how long the waiter may hold its pool thread at a time.
-const WAIT_SLICE: Duration = Duration::from_millis(20);
+/// The longest one `ray_wait` blocks, so the longest the waiter holds its pool thread at a
+/// time (a trial that ends, whenever it was submitted, ends the wait at once).
+const WAIT_SLICE: Duration = Duration::from_millis(200);
 /// Deadline of the short calls (submit, wait, cancel) through the bridge.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// How an attempt ended: the service's report and where it ran, or its error.
 type Ended = Result<(TrialReportedV1, Placement)>;
+/// Submissions made by this process, which number the handles (unique in the interpreter,
+/// which outlives a drive: a service runs and resumes many runs).
+static SUBMISSIONS: AtomicU64 = AtomicU64::new(0);
+
 /// How an ended attempt reaches the trial task awaiting it.
 type Delivery = oneshot::Sender<Ended>;
+
+/// A handle the drive awaits: filed before its `ray_submit` is sent (its task may end,
+/// and a wait return it, before that call returns), watched once the submission is known.
+struct Awaited {
+    deliver: Delivery,
+    /// Whether `ray_submit` returned: only then is the handle one the service must know.
+    submitted: bool,
+}
 
 /// A trial that ran to its end on Ray (succeeded or not, as its report says).
 pub(super) struct RayOutcome {
@@ -57,8 +70,8 @@ struct Shared {
     client: Arc<Client>,
     settings: ExecutorSettings,
     run_id: String,
-    /// Handle of each submitted attempt not yet ended, and where its end goes.
-    in_flight: Mutex<HashMap<String, Delivery>>,
+    /// Handle of each attempt not yet ended, and where its end goes.
+    in_flight: Mutex<HashMap<String, Awaited>>,
     /// Rung when a handle is added, so an idle waiter starts waiting on it.
     submitted: Notify,
 }
@@ -139,7 +152,10 @@ impl RayTrials {
         timeout: Duration,
     ) -> Ended {
         let started = Instant::now();
+        let number = SUBMISSIONS.fetch_add(1, Ordering::Relaxed);
+        let handle = format!("{}#{number}", request.trial_id);
         let payload = json!({
+            "handle": handle,
             "trial": request.to_value(),
             "module": self.shared.settings.module,
             "resources": {
@@ -148,14 +164,19 @@ impl RayTrials {
                 "memory_mb": budget.trial_memory_mb,
             },
         });
-        let submitted = self.shared.call("ray_submit", payload).await?;
-        let handle = submitted
-            .get("handle")
-            .and_then(Value::as_str)
-            .ok_or_else(|| parse_error("ray_submit returned no handle"))?
-            .to_owned();
         let (deliver, ended) = oneshot::channel();
-        self.shared.lock().insert(handle.clone(), deliver);
+        let awaited = Awaited {
+            deliver,
+            submitted: false,
+        };
+        self.shared.lock().insert(handle.clone(), awaited);
+        if let Err(err) = self.shared.call("ray_submit", payload).await {
+            self.shared.lock().remove(&handle);
+            return Err(err);
+        }
+        if let Some(awaited) = self.shared.lock().get_mut(&handle) {
+            awaited.submitted = true; // unless a wait already returned its end
+        }
         self.shared.submitted.notify_one();
         let left = timeout.saturating_sub(started.elapsed());
         match tokio::time::timeout(left, ended).await {
@@ -231,7 +252,7 @@ impl Shared {
         self.client.call_with(op, payload, options).await
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Delivery>> {
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, Awaited>> {
         self.in_flight.lock().unwrap_or_else(|e| e.into_inner())
     }
 }
@@ -242,12 +263,17 @@ impl Shared {
 async fn wait_for_trials(shared: Arc<Shared>) {
     let slice = WAIT_SLICE.as_millis() as u64;
     loop {
-        let handles: Vec<String> = shared.lock().keys().cloned().collect();
+        let handles: Vec<String> = shared
+            .lock()
+            .iter()
+            .filter(|(_, awaited)| awaited.submitted)
+            .map(|(handle, _)| handle.clone())
+            .collect();
         if handles.is_empty() {
             shared.submitted.notified().await;
             continue;
         }
-        let payload = json!({"handles": handles, "timeout_ms": slice});
+        let payload = json!({"run_id": shared.run_id, "handles": handles, "timeout_ms": slice});
         match shared
             .call("ray_wait", payload)
             .await
@@ -256,14 +282,14 @@ async fn wait_for_trials(shared: Arc<Shared>) {
             Ok(ended) => {
                 let mut in_flight = shared.lock();
                 for (handle, outcome) in ended {
-                    if let Some(deliver) = in_flight.remove(&handle) {
-                        let _ = deliver.send(outcome); // its trial task may be gone
+                    if let Some(awaited) = in_flight.remove(&handle) {
+                        let _ = awaited.deliver.send(outcome); // its trial task may be gone
                     }
                 }
             }
             Err(err) => {
                 tracing::warn!(run_id = %shared.run_id, "waiting on Ray trials failed: {err}");
-                let lost: Vec<(String, Delivery)> = {
+                let lost: Vec<(String, Awaited)> = {
                     let mut in_flight = shared.lock();
                     handles
                         .iter()
@@ -271,8 +297,8 @@ async fn wait_for_trials(shared: Arc<Shared>) {
                         .collect()
                 };
                 let handles = lost.iter().map(|(h, _)| h.clone()).collect();
-                for (_, deliver) in lost {
-                    let _ = deliver.send(Err(err.clone()));
+                for (_, awaited) in lost {
+                    let _ = awaited.deliver.send(Err(err.clone()));
                 }
                 shared.cancel(handles).await;
             }
