@@ -108,3 +108,16 @@ def test_a_worker_asks_for_the_runs_dataset_once_then_runs_without_it(monkeypatc
     # Another run shares its dataset as another object: asked for again.
     again = ray_executor._run_trial_task("fake_trial_service", trial, key, "bb", None)
     assert again == {"needs_dataset": True}
+
+
+def test_a_trial_cancelled_before_its_submission_arrives_is_never_sent(monkeypatch):
+    # The host cancels every handle it awaits, a submission still on its way included.
+    pytest.importorskip("ray")
+    monkeypatch.setattr(ray_executor, "_cancelled_early", {})
+    monkeypatch.setitem(ray_executor._runs, "r", ray_executor._Run(("d", {}, 1), _FakeRef()))
+    assert ray_executor.cancel({"handles": ["r-t003#7"]}) == {"cancelled": 0}
+    submission = {"handle": "r-t003#7", "trial": {"run_id": "r"}, "module": "m"}
+    with pytest.raises(OpError) as raised:
+        ray_executor.submit(submission)
+    assert raised.value.error_class == "cancelled"
+    assert ray_executor._cancelled_early == {}  # remembered until its submission came

@@ -238,6 +238,9 @@ def submit(payload: Mapping[str, Any]) -> dict:
     with _lock:
         if handle in _refs:
             raise OpError("contract", f"ray_submit: the handle {handle} is already in use")
+        if handle in _cancelled_early:
+            del _cancelled_early[handle]
+            raise OpError("cancelled", f"the trial {handle} was cancelled before it was sent")
         _send(handle, _Submitted(run, task, args), None)
     return {"handle": handle}
 
@@ -340,14 +343,31 @@ def _outcome(ray: Any, future: Future) -> dict:
     return {"report": outcome["report"], "placement": outcome["placement"]}
 
 
+#: Handles cancelled before they were submitted (the host cancels what it awaits, and a
+#: submission may still be on its way here), so that submission is refused: oldest first.
+_cancelled_early: dict[str, None] = {}
+#: How many such handles are remembered (one per trial in flight is plenty).
+_CANCELLED_EARLY_MAX = 4096
+
+
+def _remember_cancelled(handle: str) -> None:
+    """Called under ``_lock``."""
+    _cancelled_early[handle] = None
+    while len(_cancelled_early) > _CANCELLED_EARLY_MAX:
+        del _cancelled_early[next(iter(_cancelled_early))]
+
+
 def cancel(payload: Mapping[str, Any]) -> dict:
-    """Force-cancel the trials ``handles`` (their worker processes are killed)."""
+    """Force-cancel the trials ``handles`` (their worker processes are killed); a handle
+    not submitted yet is remembered, and its submission, when it comes, refused."""
     ray = _ray()
     handles = payload.get("handles") or []
     cancelled = 0
     for handle in handles:
         with _lock:
             submitted = _refs.pop(str(handle), None)
+            if submitted is None:
+                _remember_cancelled(str(handle))
         if submitted is not None:
             try:
                 ray.cancel(submitted.ref, force=True)
