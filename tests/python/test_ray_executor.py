@@ -86,30 +86,6 @@ class _FakeRef:
         return "00ff"
 
 
-def test_a_worker_asks_for_the_runs_dataset_once_then_runs_without_it(monkeypatch):
-    # The task is sent without the dataset's ref; a worker that has not fetched the run's
-    # dataset answers that it needs it (the driver then sends the ref once).
-    import sys
-    import types
-
-    service = types.ModuleType("fake_trial_service")
-    service.run_trial = lambda trial: {"trial_id": trial["trial_id"], "provided": True}
-    monkeypatch.setitem(sys.modules, "fake_trial_service", service)
-    monkeypatch.setattr(ray_executor, "_fetched", {})
-    monkeypatch.setattr(ray_executor, "_worker_placement", {"node_id": "n", "host": "h"})
-    key = ("sklearn:iris", {}, 5)
-    trial = {"trial_id": "r-t000"}
-    ask = ray_executor._run_trial_task("fake_trial_service", trial, key, "aa", None)
-    assert ask == {"needs_dataset": True}
-    ray_executor._fetched[repr(key)] = ("aa", object())  # as fetched with the ref
-    ran = ray_executor._run_trial_task("fake_trial_service", trial, key, "aa", None)
-    assert ran["report"] == {"trial_id": "r-t000", "provided": True}
-    assert ran["placement"] == {"node_id": "n", "host": "h"}
-    # Another run shares its dataset as another object: asked for again.
-    again = ray_executor._run_trial_task("fake_trial_service", trial, key, "bb", None)
-    assert again == {"needs_dataset": True}
-
-
 def test_a_trial_cancelled_before_its_submission_arrives_is_never_sent(monkeypatch):
     # The host cancels every handle it awaits, a submission still on its way included.
     pytest.importorskip("ray")

@@ -48,28 +48,28 @@ MIN_RAY_VERSION = (2, 60)
 
 class _Run:
     """A run started on Ray: its dataset in the object store, and the queue its trials'
-    handles are put on when their tasks end (by Ray's thread, through the futures)."""
+    handles are put on when their tasks end (by Ray's thread, through their futures)."""
 
     def __init__(self, dataset_key: tuple, dataset_ref: Any) -> None:
         self.dataset_key = dataset_key  # (dataset id, options, run seed)
         self.dataset_ref = dataset_ref
-        self.dataset_hex = dataset_ref.hex()
-        self.ended: queue.SimpleQueue[str] = queue.SimpleQueue()
+        self.ended: queue.SimpleQueue[tuple[str, Future]] = queue.SimpleQueue()
 
-
-class _Submitted:
-    """One trial's current task: the arguments it was submitted with and its future."""
-
-    def __init__(self, run: _Run, task: Any, args: tuple) -> None:
-        self.run, self.task, self.args = run, task, args
-        self.ref: Any = None
-        self.future: Future | None = None
+    def send(self, handle: str, task: Any, args: tuple) -> None:
+        """Submits ``task`` with ``args`` and files its ref under ``handle``; when the task
+        ends, Ray's thread completes its future, which puts the handle and the future on
+        this run's queue of ended trials. Called under ``_lock``."""
+        ref = task.remote(*args)
+        _refs[handle] = ref
+        ended = self.ended
+        ref.future().add_done_callback(lambda done: ended.put((handle, done)))
 
 
 _lock = threading.Lock()
 _connected: dict[str, Any] = {}
-#: handle -> the submitted trial, until it ended and was waited for, or was cancelled.
-_refs: dict[str, _Submitted] = {}
+#: handle -> the ObjectRef of a submitted trial, until it ended and was waited for, or was
+#: cancelled.
+_refs: dict[str, Any] = {}
 #: run id -> what its trials share: its dataset's key and ObjectRef, its ended trials.
 _runs: dict[str, _Run] = {}
 #: The trial task per resource shape (CPUs, GPUs, memory in MB).
@@ -230,31 +230,17 @@ def submit(payload: Mapping[str, Any]) -> dict:
         float(resources.get("gpus", 0)),
         resources.get("memory_mb"),
     )
-    # Sent without the dataset's ObjectRef: a worker that has not fetched this run's dataset
-    # yet answers that it needs it, and only then is the task sent again with the ref (in a
-    # list, which Ray does not resolve: the worker fetches it once per run). A ref among a
-    # task's arguments costs every task ~0.2 ms of Ray's borrowing protocol.
-    args = (module, dict(trial), run.dataset_key, run.dataset_hex)
+    # The dataset's ref travels in a list, which Ray does not resolve: a worker fetches the
+    # dataset once per run, not once per trial (see _run_trial_task).
+    args = (module, dict(trial), run.dataset_key, [run.dataset_ref])
     with _lock:
         if handle in _refs:
             raise OpError("contract", f"ray_submit: the handle {handle} is already in use")
         if handle in _cancelled_early:
             del _cancelled_early[handle]
             raise OpError("cancelled", f"the trial {handle} was cancelled before it was sent")
-        _send(handle, _Submitted(run, task, args), None)
+        run.send(handle, task, args)
     return {"handle": handle}
-
-
-def _send(handle: str, submitted: _Submitted, shared: list | None) -> None:
-    """Submits ``submitted``'s task (with ``shared``, the dataset's ref, or without) and
-    files it under ``handle``; when the task ends, Ray's thread completes its future, which
-    puts ``(handle, future)`` on the run's queue of ended trials. Called under ``_lock``."""
-    submitted.ref = submitted.task.remote(*submitted.args, shared)
-    future = submitted.ref.future()
-    submitted.future = future
-    _refs[handle] = submitted
-    ended = submitted.run.ended
-    future.add_done_callback(lambda done: ended.put((handle, done)))
 
 
 #: The longest a ``ray_wait`` may block (its pool thread is held that long at most).
@@ -296,25 +282,16 @@ def wait(payload: Mapping[str, Any]) -> dict:
         except queue.Empty:
             return {"done": done}
         with _lock:
-            submitted = _refs.get(handle)
-            if submitted is None or submitted.future is not future:
-                continue  # cancelled, or an earlier task of the trial
-            try:
-                outcome = _outcome(ray, future)
-            except OpError as err:
-                del _refs[handle]
-                done.append({"handle": handle, "error": err.to_dict()})
-                continue
-            if outcome.get("needs_dataset"):
-                _send(handle, submitted, [run.dataset_ref])
-                continue
-            del _refs[handle]
-        done.append({"handle": handle, **outcome})
+            if _refs.pop(handle, None) is None:
+                continue  # cancelled meanwhile
+        try:
+            done.append({"handle": handle, **_outcome(ray, future)})
+        except OpError as err:
+            done.append({"handle": handle, "error": err.to_dict()})
 
 
 def _outcome(ray: Any, future: Future) -> dict:
-    """The report and placement of an ended task, ``{"needs_dataset": True}`` when its
-    worker has not fetched the run's dataset yet, or the ``OpError`` of its failure."""
+    """The report and placement of an ended task, or the ``OpError`` of its failure."""
     try:
         outcome = future.result()
     except ray.exceptions.TaskCancelledError as exc:
@@ -334,8 +311,6 @@ def _outcome(ray: Any, future: Future) -> dict:
         raise OpError(
             "system_error", f"Ray failed the trial: {type(exc).__name__}: {exc}"
         ) from None
-    if outcome.get("needs_dataset"):
-        return outcome
     if "error" in outcome:
         error = outcome["error"]  # an OpError's to_dict(), from the task
         error_class = error["class"]
@@ -365,12 +340,12 @@ def cancel(payload: Mapping[str, Any]) -> dict:
     cancelled = 0
     for handle in handles:
         with _lock:
-            submitted = _refs.pop(str(handle), None)
-            if submitted is None:
+            ref = _refs.pop(str(handle), None)
+            if ref is None:
                 _remember_cancelled(str(handle))
-        if submitted is not None:
+        if ref is not None:
             try:
-                ray.cancel(submitted.ref, force=True)
+                ray.cancel(ref, force=True)
             except Exception:  # already finished, or its owner is gone
                 continue
             cancelled += 1
@@ -396,27 +371,21 @@ def _placement(ray: Any) -> dict:
     return dict(_worker_placement)
 
 
-def _run_trial_task(
-    module: str, trial: dict, dataset_key: tuple, dataset_hex: str, shared: list | None
-) -> dict:
-    """The remote task: run the service's ``run_trial`` on this node with the run's dataset
-    (``dataset_hex``: the id of the object the driver shared it as). A worker that has not
-    fetched that object yet needs ``shared``, its ObjectRef (in a list, fetched once per
-    run by each worker); sent without it, the task answers ``{"needs_dataset": True}`` and
-    the driver sends it again with it. Failures come back as values (an ``OpError`` does
-    not pickle)."""
+def _run_trial_task(module: str, trial: dict, dataset_key: tuple, shared: list) -> dict:
+    """The remote task: run the service's ``run_trial`` on this node, with the dataset
+    the driver shared (``shared``: its ObjectRef, fetched once per run by each worker).
+    Failures come back as values (an ``OpError`` does not pickle)."""
     import ray
 
     from . import datasets
 
+    dataset_id, options, seed = dataset_key
+    (dataset_ref,) = shared
     key = repr(dataset_key)
     fetched = _fetched.get(key)
-    if fetched is None or fetched[0] != dataset_hex:
-        if shared is None:
-            return {"needs_dataset": True}
-        dataset_id, options, seed = dataset_key
+    if fetched is None or fetched[0] != dataset_ref.hex():
         # Provided once per fetch: datasets keeps more provided datasets than _fetched.
-        fetched = (dataset_hex, ray.get(shared[0]))
+        fetched = (dataset_ref.hex(), ray.get(dataset_ref))
         datasets.provide_dataset(dataset_id, options, seed, fetched[1])
         _fetched.pop(key, None)
         _fetched[key] = fetched
