@@ -201,7 +201,10 @@ fn a_trial_that_ends_before_its_submission_is_acknowledged_is_recorded_once() {
     for trial in trials_by_index(&doc) {
         assert_eq!(trial["status"], "succeeded", "{trial}");
         assert_eq!(trial["attempts"], 1, "{trial}");
-        assert!(trial["placement"]["worker_pid"].as_u64().unwrap() > 0, "{trial}");
+        assert!(
+            trial["placement"]["worker_pid"].as_u64().unwrap() > 0,
+            "{trial}"
+        );
     }
 }
 
