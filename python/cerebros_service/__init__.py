@@ -140,15 +140,17 @@ def ray_start_run(payload: dict) -> dict:
 
 
 def ray_submit(payload: dict) -> dict:
-    """Submit one trial (``trial``: a ``TrialRequestedV1``) as a Ray task; ``{"handle"}``."""
+    """Submit one trial (``trial``: a ``TrialRequestedV1``) as a Ray task under the caller's
+    ``handle``; returns ``{"handle"}`` at once."""
     from .nas import ray_executor
 
     return ray_executor.submit(payload)
 
 
 def ray_wait(payload: dict) -> dict:
-    """Wait at most ``timeout_ms`` for any of the submitted trials ``handles`` to end; every
-    ended one's report and node, or its error (one call for all trials in flight)."""
+    """Wait at most ``timeout_ms`` for any trial of the run ``run_id`` to end; every ended
+    one's report and node, or its error (one call for all trials in flight; ``handles``
+    the caller awaits that this process does not know end with a ``contract`` error)."""
     from .nas import ray_executor
 
     return ray_executor.wait(payload)

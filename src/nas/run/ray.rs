@@ -1,14 +1,16 @@
 //! Trials as Ray tasks (the `ray` executor, DESIGN §12), for one drive of one run.
 //!
-//! A trial is submitted (`ray_submit`, which returns a handle at once) and handed to the
-//! drive's one waiter task: it calls `ray_wait` for the run, which blocks (GIL released)
-//! until any of its trials ends — one submitted during the wait included — or
-//! [`WAIT_SLICE`] passes, and returns all that ended, so the trials in flight hold one pool
-//! thread between them, never one each, and cost one call per wake-up, not one per trial. At a trial's deadline its task is
+//! Each attempt of a trial is named by a handle of its own and filed as awaited, then
+//! submitted (`ray_submit`, which returns at once); the drive's one waiter task calls
+//! `ray_wait` for the run, which blocks (GIL released) until any of its trials ends — one
+//! submitted during the wait included — or [`WAIT_SLICE`] passes, and returns all that
+//! ended, so the trials in flight hold one pool thread between them, never one each, and
+//! cost one call per wake-up, not one per trial. At a trial's deadline its task is
 //! force-cancelled (`ray_cancel`: Ray kills the worker process running it) and the attempt
 //! fails with class `timeout`; the client's retry policy then decides, per trial, whether
 //! to submit it again (Ray's own retries are off). Handles still in flight when the drive
-//! stops (cancelled run, failed run) are cancelled together by [`RayTrials::cancel_all`].
+//! stops (cancelled run, failed run) are cancelled together by [`RayTrials::cancel_all`],
+//! one whose submission has not reached the driver yet included (the driver then refuses it).
 
 use crate::client::{CallOptions, Client};
 use crate::core::contracts::{ContractV1, TrialReportedV1, TrialRequestedV1};
@@ -32,12 +34,12 @@ const WAIT_SLICE: Duration = Duration::from_millis(200);
 /// Deadline of the short calls (submit, wait, cancel) through the bridge.
 const CALL_TIMEOUT: Duration = Duration::from_secs(30);
 
-/// How an attempt ended: the service's report and where it ran, or its error.
-type Ended = Result<(TrialReportedV1, Placement)>;
 /// Submissions made by this process, which number the handles (unique in the interpreter,
 /// which outlives a drive: a service runs and resumes many runs).
 static SUBMISSIONS: AtomicU64 = AtomicU64::new(0);
 
+/// How an attempt ended: the service's report and where it ran, or its error.
+type Ended = Result<(TrialReportedV1, Placement)>;
 /// How an ended attempt reaches the trial task awaiting it.
 type Delivery = oneshot::Sender<Ended>;
 
