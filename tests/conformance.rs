@@ -134,6 +134,10 @@ fn unreadable_results_are_parse_errors(mode: Mode) {
         "return_set",
         "return_object",
         "return_nan",
+        "return_infinity",
+        "return_uuid",
+        "return_enum",
+        "return_date",
         "return_list",
         "return_int",
     ] {

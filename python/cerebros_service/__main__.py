@@ -44,12 +44,15 @@ from types import ModuleType
 from typing import BinaryIO
 
 from ._dispatch import TRACEPARENT_ENV, OpError, call_op, encode_error, encode_result
+from ._wire_json import dumps_result, loads_request
 
 PAYLOAD_ENV = "CEREBROS_BRIDGE_PAYLOAD"
 DEFAULT_MODULE = "cerebros_service"
 EXIT_CONTRACT = 2
 EXIT_FAILURE = 1
 READY_ID = 0
+# JSON values a request id cannot be (an id is an integer or a string).
+_NOT_AN_ID = (bool, float, dict, list)
 
 
 def _read_payload() -> object:
@@ -123,14 +126,14 @@ def _reply(module: ModuleType, line: bytes, resolved: dict | None = None) -> byt
     """The reply line (without its newline) to one request line; ``resolved`` keeps the
     ops resolved by earlier requests (see ``call_op``)."""
     try:
-        request = json.loads(line)
+        request = loads_request(line)
     except ValueError as exc:
         return _error_line(None, OpError("contract", f"request is not valid JSON: {exc}"))
     if not isinstance(request, dict):
         kind = type(request).__name__
         return _error_line(None, OpError("contract", f"request must be an object, got {kind}"))
     request_id = request.get("id")
-    if request_id is None or isinstance(request_id, bool | float | dict | list):
+    if request_id is None or isinstance(request_id, _NOT_AN_ID):
         return _error_line(
             None, OpError("contract", "request has no valid id (an integer or a string)")
         )
@@ -141,15 +144,13 @@ def _reply(module: ModuleType, line: bytes, resolved: dict | None = None) -> byt
         payload = request.get("payload", {})
         traceparent = request.get("traceparent")
         result = call_op(module, op, payload, resolved, traceparent)  # SystemExit too
-        text = encode_result(op, result)
+        text = dumps_result(result) or encode_result(op, result).encode("ascii")
     except OpError as err:
         if err.error_class == "contract":
             err.details.setdefault("op", op)
         return _error_line(request_id, err)
-    return b'{"id": %s, "ok": true, "result": %s}' % (
-        json.dumps(request_id).encode("ascii"),
-        text.encode("ascii"),
-    )
+    wire_id = b"%d" % request_id if type(request_id) is int else json.dumps(request_id).encode()
+    return b'{"id": %s, "ok": true, "result": %s}' % (wire_id, text)
 
 
 def _take_protocol_fds() -> tuple[BinaryIO, BinaryIO]:

@@ -276,7 +276,7 @@ def call_op(
     token = enter_trace(traceparent)
     try:
         result = func(payload)
-        if inspect.isawaitable(result):
+        if type(result) is not dict and inspect.isawaitable(result):  # a dict never is
             import asyncio  # only async ops pay for it (~35 ms of a process's start-up)
 
             awaitable = result if inspect.iscoroutine(result) else _await(result)

@@ -1,6 +1,7 @@
 //! The three threads on a child's pipes: the reader of its replies (which also
 //! notices its exit through its pidfd), the forwarder of its stderr to `tracing`, and
-//! the writer of what `Worker::send` could not write at once.
+//! the writer of what `Worker::send` could not write at once; and the [`Inbox`] of
+//! reply bytes the reader shares with a spinning caller.
 
 use super::worker::Worker;
 use super::Event;
@@ -12,27 +13,68 @@ use std::io;
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::sync::atomic::Ordering;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 /// Longest stderr line forwarded to `tracing` as it is (longer ones are cut).
 const LOG_LINE_CHARS: usize = 4096;
 
+/// The child's stdout and the reply bytes read from it but not handled yet. Its reader
+/// thread reads it when `poll` says there is something to read; the caller of the only
+/// request in flight reads it too while it spins for its reply ([`Worker::poll_replies`]),
+/// so that the reply needs no wake-up of the reader thread. Whoever holds the lock reads.
+pub(super) struct Inbox {
+    /// Closed (`None`) by the reader thread when it ends, under the lock.
+    stdout: Option<OwnedFd>,
+    buf: Vec<u8>,
+    pending: Vec<u8>,
+    /// How much of `pending` holds no newline.
+    scanned: usize,
+}
+
+impl Inbox {
+    pub(super) fn new(stdout: OwnedFd) -> Inbox {
+        Inbox {
+            stdout: Some(stdout),
+            buf: vec![0u8; 256 * 1024],
+            pending: Vec::new(),
+            scanned: 0,
+        }
+    }
+
+    /// Reads what the pipe holds now and handles every complete reply line; true when
+    /// stdout has ended (or is closed, or broken).
+    pub(super) fn read_available(&mut self, worker: &Worker) -> bool {
+        let Some(fd) = self.stdout.as_ref().map(AsRawFd::as_raw_fd) else {
+            return true;
+        };
+        let ended = loop {
+            match child::read_some(fd, &mut self.buf) {
+                Ok(0) => break true,
+                Ok(n) => {
+                    self.pending.extend_from_slice(&self.buf[..n]);
+                    // A short read took all there was; `poll` reports what comes next.
+                    if n < self.buf.len() {
+                        break false;
+                    }
+                }
+                Err(err) if err.kind() == io::ErrorKind::Interrupted => {}
+                Err(err) => break err.kind() != io::ErrorKind::WouldBlock,
+            }
+        };
+        dispatch_lines(worker, &mut self.pending, &mut self.scanned);
+        ended
+    }
+}
+
 /// Reads reply lines until the child's stdout ends or the child exits, then reports
 /// the death to the supervisor with the requests that were in flight.
-pub(super) fn read_replies(
-    worker: Arc<Worker>,
-    stdout: OwnedFd,
-    pidfd: Option<OwnedFd>,
-    events: Sender<Event>,
-) {
-    let fd = stdout.as_raw_fd();
-    let mut buf = vec![0u8; 256 * 1024];
-    let mut pending: Vec<u8> = Vec::new();
-    let mut scanned = 0;
-    let mut ended = false;
+pub(super) fn read_replies(worker: Arc<Worker>, pidfd: Option<OwnedFd>, events: Sender<Event>) {
+    // Only this thread closes stdout (at its end), so the number stays valid until then.
+    let fd = worker.inbox.lock().stdout.as_ref().map(AsRawFd::as_raw_fd);
+    let mut ended = fd.is_none();
     while !ended {
         let mut fds = [
-            child::poll_entry(Some(fd), libc::POLLIN),
+            child::poll_entry(fd, libc::POLLIN),
             child::poll_entry(pidfd.as_ref().map(AsRawFd::as_raw_fd), libc::POLLIN),
         ];
         if child::poll(&mut fds, None).is_err() {
@@ -40,14 +82,11 @@ pub(super) fn read_replies(
         }
         let exited = fds[1].revents != 0;
         if fds[0].revents != 0 || exited {
-            let far = Instant::now() + Duration::from_secs(3600);
-            ended = child::drain(fd, &mut buf, far, |data| {
-                pending.extend_from_slice(data);
-            });
-            dispatch_lines(&worker, &mut pending, &mut scanned);
+            ended = worker.inbox.lock().read_available(&worker);
         }
         ended |= exited;
     }
+    worker.inbox.lock().stdout = None;
     worker.alive.store(false, Ordering::Release);
     let orphans = worker.close_pending();
     let _ = events.send(Event::Died {

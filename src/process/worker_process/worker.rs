@@ -2,7 +2,8 @@
 //! to go in, its state as the threads and the supervisor see it; and starting it with
 //! its three threads ([`spawn`]).
 
-use super::{pipes, shut_down_error, system_error, Reply, Shared};
+use super::pipes::{self, Inbox};
+use super::{shut_down_error, system_error, Reply, Shared};
 use crate::core::error::Result;
 use crate::core::payload::EXCERPT_CHARS;
 use crate::inprocess::reply::ReplySlot;
@@ -31,6 +32,8 @@ pub(super) struct Worker {
     pub(super) writer: Mutex<Writer>,
     /// Wakes the writer thread when bytes are queued or stdin is closed.
     pub(super) writer_wake: Condvar,
+    /// Its stdout and the reply bytes not handled yet.
+    pub(super) inbox: Mutex<Inbox>,
     pending: Mutex<Pending>,
     /// The number of requests in `pending` (read without the lock to pick a child).
     pub(super) in_flight: AtomicUsize,
@@ -108,6 +111,15 @@ impl Worker {
         let orphans: Vec<Reply> = pending.replies.drain().map(|(_, r)| r).collect();
         self.in_flight.fetch_sub(orphans.len(), Ordering::AcqRel);
         orphans
+    }
+
+    /// Reads and handles the replies the child has written so far, unless the reader
+    /// thread is doing so: lets the caller spinning for a reply take it without waiting
+    /// for the reader thread to wake up.
+    pub(super) fn poll_replies(&self) {
+        if let Some(mut inbox) = self.inbox.try_lock() {
+            inbox.read_available(self);
+        }
     }
 
     /// Writes `line` without blocking: what the pipe does not take now is queued for
@@ -219,6 +231,7 @@ pub(super) fn spawn(shared: &Arc<Shared>, slot: usize, generation: u64) -> Resul
             offset: 0,
         }),
         writer_wake: Condvar::new(),
+        inbox: Mutex::new(Inbox::new(stdout)),
         pending: Mutex::new(Pending {
             closed: false,
             replies: HashMap::new(),
@@ -240,7 +253,7 @@ pub(super) fn spawn(shared: &Arc<Shared>, slot: usize, generation: u64) -> Resul
     let threads = [
         spawn_thread(name("out"), 8 << 20, {
             let (worker, events) = (worker.clone(), shared.events.clone());
-            move || pipes::read_replies(worker, stdout, pidfd, events)
+            move || pipes::read_replies(worker, pidfd, events)
         }),
         spawn_thread(name("err"), 256 << 10, {
             let worker = worker.clone();
