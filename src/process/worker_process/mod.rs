@@ -8,7 +8,10 @@
 //!   flight per child; the child answers them in order.
 //! * **Replies.** One reader thread per child reads reply lines and fills the
 //!   [`ReplySlot`] registered under the reply's id. It watches the child's pidfd too, so
-//!   an exit is noticed even when a process the child started still holds the pipe.
+//!   an exit is noticed even when a process the child started still holds the pipe. The
+//!   caller of the only request in flight spins briefly for its reply and reads the
+//!   child's stdout itself meanwhile (whoever holds the pipe's lock reads), so a quick
+//!   reply costs no wake-up of the reader thread nor of the caller.
 //! * **Stderr.** One thread per child forwards its stderr, line by line, to `tracing`
 //!   (target `cerebros.bridge.worker`, with the child's pid), keeping the last 64 KiB
 //!   for error reports. The child points fd 1 and `sys.stdout` at stderr, so what ops
