@@ -12,32 +12,18 @@ from pathlib import Path
 
 import pytest
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 import cerebros_service
 import fault_service
 from cerebros_service import __main__ as cli
 from cerebros_service._dispatch import OpError, call_op, encode_result, resolve_op
+from json_strategies import json_objects, json_values
 
 PYTHON_DIR = Path(__file__).resolve().parents[2] / "python"
 
 # -- strategies -----------------------------------------------------------------------------
 
-json_scalars = (
-    st.none()
-    | st.booleans()
-    | st.integers()
-    | st.floats(allow_nan=False, allow_infinity=False)
-    | st.text()
-)
-json_values = st.recursive(
-    json_scalars,
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(), children, max_size=5)
-    ),
-    max_leaves=25,
-)
-json_payloads = st.dictionaries(st.text(), json_values, max_size=8)
+json_payloads = json_objects(json_values())
 
 
 # -- health and echo ------------------------------------------------------------------------
