@@ -1,11 +1,15 @@
 """Per-epoch time of the Keras trainer against the numpy trainer on digits.
 
     .venv/bin/python benches/trainer_epochs.py [--epochs 10] [--json]
+        [--dataset sklearn:digits] [--option KEY=VALUE ...] [--batch 64]
+
+``--dataset`` and ``--option`` pick another dataset the way a spec's ``dataset_id`` and
+``[dataset_options]`` do (``--dataset synthetic:classification --option samples=20000``).
 
 For each architecture (plain MLPs and candidates sampled from examples/digits.toml's search
 space, laterals and skips included) both trainers train the same architecture on the same
-split (batch 64, the architecture's learning rate, no early stopping) and every epoch is
-timed, the validation pass included:
+split (batch 64 unless ``--batch`` says otherwise, the architecture's learning rate, no early
+stopping) and every epoch is timed, the validation pass included:
 
 * numpy: the whole ``train`` call divided by the epochs (nothing to compile);
 * Keras: the model's build, the **first epoch** (JIT compilation of the train and predict
@@ -51,7 +55,7 @@ DIGITS_SPACE = {
     "activation": ["relu", "elu"],
     "learning_rate": [0.001, 0.01],
 }
-BATCH = 64
+BATCH = 64  #: the default ``--batch``
 
 
 def architectures() -> list[tuple[str, object]]:
@@ -67,7 +71,7 @@ def architectures() -> list[tuple[str, object]]:
     return named
 
 
-def time_numpy(arch, data, epochs: int) -> float:
+def time_numpy(arch, data, epochs: int, batch: int) -> float:
     """Seconds per epoch of the numpy trainer (best of 3 whole trainings)."""
     best = float("inf")
     for _ in range(3):
@@ -78,7 +82,7 @@ def time_numpy(arch, data, epochs: int) -> float:
                 net,
                 data,
                 epochs=epochs,
-                batch_size=BATCH,
+                batch_size=batch,
                 patience=None,
                 learning_rate=arch.learning_rate,
                 seed=1,
@@ -87,7 +91,7 @@ def time_numpy(arch, data, epochs: int) -> float:
     return best
 
 
-def time_keras(arch, data, epochs: int) -> dict[str, float]:
+def time_keras(arch, data, epochs: int, batch: int) -> dict[str, float]:
     """Build seconds, first-epoch seconds and the median later epoch of the Keras trainer."""
     started = time.perf_counter()
     model = keras_trainer.build_model(arch, data.n_features, data.n_outputs, seed=1)
@@ -102,7 +106,7 @@ def time_keras(arch, data, epochs: int) -> dict[str, float]:
         model,
         data,
         epochs=epochs,
-        batch_size=BATCH,
+        batch_size=batch,
         patience=None,
         learning_rate=arch.learning_rate,
         seed=1,
@@ -116,17 +120,32 @@ def time_keras(arch, data, epochs: int) -> dict[str, float]:
     }
 
 
+def option(text: str) -> tuple[str, object]:
+    """``KEY=VALUE`` with VALUE read as JSON when it parses (numbers), else as text."""
+    key, sep, value = text.partition("=")
+    if not sep or not key:
+        raise argparse.ArgumentTypeError(f"expected KEY=VALUE, got {text!r}")
+    try:
+        return key, json.loads(value)
+    except json.JSONDecodeError:
+        return key, value
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--epochs", type=int, default=10)
     parser.add_argument("--json", action="store_true")
+    parser.add_argument("--dataset", default="sklearn:digits")
+    parser.add_argument("--batch", type=int, default=BATCH)
+    parser.add_argument("--option", action="append", default=[], type=option, metavar="KEY=VALUE")
     args = parser.parse_args()
     keras = keras_trainer.require_keras()
-    data = load_dataset("sklearn:digits", {}, 42)
+    data = load_dataset(args.dataset, dict(args.option), 42)
     rows = []
     for name, arch in architectures():
-        row = {"architecture": name, "numpy_epoch_ms": time_numpy(arch, data, args.epochs) * 1e3}
-        timed = time_keras(arch, data, args.epochs)
+        numpy_s = time_numpy(arch, data, args.epochs, args.batch)
+        row = {"architecture": name, "numpy_epoch_ms": numpy_s * 1e3}
+        timed = time_keras(arch, data, args.epochs, args.batch)
         row.update(
             keras_build_ms=timed["build_s"] * 1e3,
             keras_first_epoch_ms=timed["first_epoch_s"] * 1e3,
@@ -135,10 +154,18 @@ def main() -> None:
         row["ratio"] = row["keras_epoch_ms"] / row["numpy_epoch_ms"]
         rows.append(row)
     if args.json:
-        doc = {"backend": keras.backend.backend(), "devices": keras_trainer.devices(), "rows": rows}
+        doc = {
+            "dataset": data.summary(),
+            "backend": keras.backend.backend(),
+            "devices": keras_trainer.devices(),
+            "rows": rows,
+        }
         print(json.dumps(doc, indent=2))
         return
-    print(f"digits, batch {BATCH}, {args.epochs} epochs, Keras backend {keras.backend.backend()}")
+    print(
+        f"{args.dataset}, batch {args.batch}, {args.epochs} epochs, Keras backend "
+        f"{keras.backend.backend()} on {keras_trainer.devices()}"
+    )
     header = ["architecture", "numpy ms/ep", "keras build ms", "keras 1st ep ms", "keras ms/ep"]
     print(f"{header[0]:<24}" + "".join(f"{h:>17}" for h in header[1:]) + f"{'ratio':>8}")
     for row in rows:

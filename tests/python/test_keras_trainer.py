@@ -74,6 +74,23 @@ def test_the_model_wires_units_as_the_numpy_network_does():
             assert not np.array_equal(mine, different)
 
 
+def test_a_unit_that_feeds_nothing_counts_in_neither_trainer():
+    # unit (1,1) reads the input but neither (2,0) nor a lateral reads it.
+    dead = Architecture(
+        levels=((5, 3), (4,)),
+        inputs=((((0, 0),), ((0, 0),)), (((1, 0),),)),
+        laterals=(((), ()), ((),)),
+        activation="relu",
+        learning_rate=0.01,
+    )
+    assert dead.live_units() == {(1, 0), (2, 0)}
+    model = keras_trainer.build_model(dead, 4, 3, seed=1)
+    assert "unit_1_1" not in {layer.name for layer in model.layers}
+    expected = (4 * 5 + 5) + (5 * 4 + 4) + (4 * 3 + 3)
+    assert keras_trainer.n_params(model) == expected
+    assert Network(dead, 4, 3, "classification").n_params == expected
+
+
 def test_the_epoch_hook_sees_every_epoch_and_can_prune():
     data = load_dataset("sklearn:iris", {}, 1)
     model = keras_trainer.build_model(ARCH, data.n_features, data.n_outputs, seed=1)

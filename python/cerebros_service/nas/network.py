@@ -124,11 +124,22 @@ class Network:
 
     @property
     def n_params(self) -> int:
-        """Trainable parameters actually connected (masked-out weights not counted)."""
+        """Trainable parameters that shape the output: masked-out weights and the units
+        whose output reaches nothing (:meth:`~.search_space.Architecture.live_units`) are not
+        counted, so the Keras model of the same architecture has exactly as many."""
+        live = self.arch.live_units()
         total = self.out_weight.size + self.out_bias.size
         for stage in self.stages:
-            n_w = stage.weight.size if stage.mask is None else int(stage.mask.sum())
-            total += n_w + stage.bias.size
+            for unit in stage.units:
+                if unit not in live:
+                    continue
+                c0, c1 = self.columns[unit]
+                rows = stage.hi - stage.lo
+                if stage.mask is None:
+                    total += rows * (c1 - c0)
+                else:
+                    total += int(stage.mask[:, c0 - stage.start : c1 - stage.start].sum())
+                total += c1 - c0
         return int(total)
 
     def initialize(self, rng: np.random.Generator) -> None:

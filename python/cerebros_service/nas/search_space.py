@@ -106,6 +106,19 @@ class Architecture:
         """Number of lateral connections."""
         return sum(len(lat) for level in self.laterals for lat in level)
 
+    def live_units(self) -> frozenset[tuple[int, int]]:
+        """The units ``(level, index)`` whose output reaches the model's output: every unit of
+        the last level and, recursively, what feeds a live unit. A unit that feeds nothing
+        can still be sampled; it changes no prediction, so it is left out of parameter counts
+        (a Keras model leaves it out altogether)."""
+        live = {(len(self.levels), j) for j in range(len(self.levels[-1]))}
+        for k in range(len(self.levels), 0, -1):
+            for j in range(len(self.levels[k - 1])):
+                if (k, j) in live:
+                    live.update(p for p in self.inputs[k - 1][j] if p[0] > 0)
+                    live.update((k, i) for i in self.laterals[k - 1][j])
+        return frozenset(live)
+
     def to_dict(self) -> dict:
         """A JSON-ready description (lists only)."""
         return {
