@@ -871,13 +871,13 @@ def test_divergence_gives_a_failed_trial(tmp_path, monkeypatch):
         result = train(net, data, epochs=5, batch_size=8, patience=None, learning_rate=1e20, seed=0)
     assert result.diverged and not result.ok
 
-    real_suggest = ops.suggest_architecture
+    real_plan = ops.plan_trial
 
     def reckless(space, seed, *search):
-        arch = real_suggest(space, seed, *search)
-        return Architecture.from_dict({**arch.to_dict(), "learning_rate": 1e20})
+        arch, on_epoch = real_plan(space, seed, *search)
+        return Architecture.from_dict({**arch.to_dict(), "learning_rate": 1e20}), on_epoch
 
-    monkeypatch.setattr(ops, "suggest_architecture", reckless)
+    monkeypatch.setattr(ops, "plan_trial", reckless)
     payload = trial_payload(tmp_path, dataset_id="sklearn:iris")
     report = call_op(cerebros_service, "run_trial", payload)
     json.loads(encode_result("run_trial", report))  # no NaN leaks into the result
@@ -900,3 +900,32 @@ def test_concurrent_trials_match_sequential_ones(tmp_path):
     with ThreadPoolExecutor(2) as pool:
         parallel = list(pool.map(one, range(4)))
     assert parallel == [one(seed) for seed in range(4)]
+
+
+def test_blas_threads_limits_blas_pools_and_scans_the_libraries_once(monkeypatch):
+    import threadpoolctl
+
+    from cerebros_service.nas import trainer
+
+    monkeypatch.setenv(trainer.BLAS_THREADS_ENV, "1")
+    made = []
+    real = threadpoolctl.ThreadpoolController
+
+    def counting() -> threadpoolctl.ThreadpoolController:
+        made.append(1)
+        return real()
+
+    monkeypatch.setattr(threadpoolctl, "ThreadpoolController", counting)
+    monkeypatch.setattr(trainer, "_blas_controller", None)
+    for _ in range(3):
+        with trainer.blas_threads():
+            blas = [pool for pool in real().info() if pool["user_api"] == "blas"]
+            assert blas and all(pool["num_threads"] == 1 for pool in blas)
+    assert len(made) == 1  # kept while no module was imported
+    sys.modules["_cerebros_test_new_module"] = sys  # as an import would
+    try:
+        with trainer.blas_threads():
+            pass
+    finally:
+        del sys.modules["_cerebros_test_new_module"]
+    assert len(made) == 2

@@ -357,3 +357,56 @@ def test_unknown_strategies_and_pruners_are_refused_naming_the_key(tmp_path, sea
         ops.start_run(payload)
     assert info.value.error_class == "contract"
     assert info.value.details["key"] == key
+
+
+@pytest.mark.parametrize(
+    ("strategy", "pruner"), [("tpe", "asha"), ("cmaes", "median"), ("tpe", "median")]
+)
+def test_one_study_plans_a_trial_as_the_two_separate_studies_do(strategy, pruner, monkeypatch):
+    """With an Optuna strategy and a pruner, ``plan_trial`` builds one study for both: the
+    same architecture as ``suggest_architecture`` and the same decisions as ``epoch_hook``."""
+    from cerebros_service.nas import planning
+
+    space = normalize_search_space(SPACES[1])
+    # Enough finished trials with curves for the median rule to decide.
+    history = check_history(
+        [finished(i, 300 + i, 0.4 + 0.05 * i) for i in range(8)]
+        + [{"index": 8, "status": "running"}]
+    )
+    search = {"strategy": strategy, "pruner": pruner}
+    builds = []
+    real_build = planning.build_study
+
+    def counting(*args, **kwargs):
+        builds.append(1)
+        return real_build(*args, **kwargs)
+
+    monkeypatch.setattr(planning, "build_study", counting)
+    arch, hook = planning.plan_trial(space, 21, search, history, "maximize", "val_accuracy", 3)
+    assert len(builds) == 1
+    assert arch == suggest_architecture(space, 21, strategy, history, "maximize")
+    separate = epoch_hook(pruner, history, "maximize", "val_accuracy", epochs=3)
+    assert hook is not None and separate is not None
+    decisions = []
+    for epoch, value in [(1, 0.33), (2, 0.36)]:
+        decisions.append(hook(epoch, {"val_accuracy": value}))
+        assert decisions[-1] == separate(epoch, {"val_accuracy": value})
+    assert any(decisions)  # a poor curve is pruned: the comparison was not vacuous
+
+
+def test_without_an_optuna_pair_the_plan_is_the_strategy_and_the_pruner_alone():
+    from cerebros_service.nas.planning import plan_trial
+
+    space = normalize_search_space(SPACES[1])
+    arch, hook = plan_trial(
+        space, 5, {"strategy": "random", "pruner": "none"}, HISTORY, "maximize", "val_accuracy", 3
+    )
+    assert arch == sample_architecture(space, 5) and hook is None
+    arch, hook = plan_trial(
+        space, 5, {"strategy": "tpe", "pruner": "none"}, HISTORY, "maximize", "val_accuracy", 3
+    )
+    assert arch == suggest_architecture(space, 5, "tpe", HISTORY, "maximize") and hook is None
+    arch, hook = plan_trial(
+        space, 5, {"strategy": "random", "pruner": "asha"}, HISTORY, "maximize", "val_accuracy", 3
+    )
+    assert arch == sample_architecture(space, 5) and hook is not None

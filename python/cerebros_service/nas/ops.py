@@ -24,10 +24,10 @@ from .checks import (
     req_str,
 )
 from .datasets import Dataset, load_dataset, normalize_dataset_options
-from .pruning import epoch_hook
+from .planning import plan_trial
 from .rules import OBJECTIVES, check_section
 from .search_space import normalize_search_space
-from .strategies import require, suggest_architecture
+from .strategies import require
 from .study import check_history, import_optuna
 from .trainers import ARTIFACT_SUFFIX, check_trainer, fit
 
@@ -161,8 +161,9 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
     )
     ensure_dir(path.parent)  # fail before training, not after
 
-    arch = suggest_architecture(space, seed, search["strategy"], history, direction)
-    on_epoch = epoch_hook(search["pruner"], history, direction, objective, budget["epochs"])
+    arch, on_epoch = plan_trial(
+        space, seed, search, history, direction, objective, budget["epochs"]
+    )
     fitted = fit(trainer, arch, data, budget=budget, seed=seed, on_epoch=on_epoch)
     result = fitted.result
     metric = "val_accuracy" if data.task == "classification" else "val_rmse"

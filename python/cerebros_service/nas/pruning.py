@@ -24,7 +24,15 @@ from typing import Any
 from .rules import RULES
 from .study import build_study, import_optuna
 
-__all__ = ["ASHA_MIN_RESOURCE", "ASHA_REDUCTION_FACTOR", "PRUNERS", "EpochHook", "epoch_hook"]
+__all__ = [
+    "ASHA_MIN_RESOURCE",
+    "ASHA_REDUCTION_FACTOR",
+    "PRUNERS",
+    "EpochHook",
+    "epoch_hook",
+    "hook_for",
+    "pruning",
+]
 
 #: The pruners a spec may name (``spec_rules.json``).
 PRUNERS: tuple[str, ...] = tuple(RULES["search"]["pruner"]["values"])
@@ -46,6 +54,19 @@ def epoch_hook(
     if pruner == "none":
         return None
     optuna = import_optuna()
+    study = build_study(
+        history,
+        direction,
+        sampler=optuna.samplers.RandomSampler(seed=0),
+        **pruning(pruner, epochs),
+    )
+    return hook_for(study.ask(), objective, epochs)
+
+
+def pruning(pruner: str, epochs: int) -> dict[str, Any]:
+    """:func:`~.study.build_study`'s ``pruner`` (Optuna's rule for ``pruner``, not
+    ``none``) and ``rung_steps`` (the epochs of successive halving's rungs)."""
+    optuna = import_optuna()
     rung_steps: list[int] = []
     if pruner == "median":
         rule: Any = optuna.pruners.MedianPruner()
@@ -57,14 +78,12 @@ def epoch_hook(
         while step <= epochs:
             rung_steps.append(step)
             step *= ASHA_REDUCTION_FACTOR
-    study = build_study(
-        history,
-        direction,
-        sampler=optuna.samplers.RandomSampler(seed=0),
-        pruner=rule,
-        rung_steps=rung_steps,
-    )
-    trial = study.ask()
+    return {"pruner": rule, "rung_steps": rung_steps}
+
+
+def hook_for(trial: Any, objective: str, epochs: int) -> EpochHook:
+    """The per-epoch hook that reports to the Optuna ``trial`` of a study built with a
+    pruner, and stops when its rule says so (never at the last epoch)."""
 
     def on_epoch(epoch: int, values: dict[str, float]) -> bool:
         value = values.get(objective)

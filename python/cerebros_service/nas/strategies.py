@@ -30,7 +30,14 @@ from .search_space import (
 )
 from .study import build_study, import_optuna, params_of
 
-__all__ = ["STRATEGIES", "OptunaChoices", "require", "suggest_architecture"]
+__all__ = [
+    "STRATEGIES",
+    "OptunaChoices",
+    "architecture_of",
+    "require",
+    "sampling",
+    "suggest_architecture",
+]
 
 #: The strategies a spec may name (``spec_rules.json``).
 STRATEGIES: tuple[str, ...] = tuple(RULES["search"]["strategy"]["values"])
@@ -89,6 +96,15 @@ def suggest_architecture(
     checked ``history`` (ignored by ``random``)."""
     if strategy == "random":
         return sample_architecture(space, seed)
+    study = build_study(history, direction, **sampling(space, seed, strategy, history))
+    return architecture_of(space, seed, study.ask())
+
+
+def sampling(
+    space: Mapping[str, Any], seed: int, strategy: str, history: list[dict]
+) -> dict[str, Any]:
+    """:func:`~.study.build_study`'s ``sampler`` and ``distributions`` for ``strategy``
+    (``tpe`` or ``cmaes``), the sampler seeded from the trial's ``seed``."""
     require(strategy)
     optuna = import_optuna()
     sampler_seed = seed % 2**32
@@ -102,10 +118,11 @@ def suggest_architecture(
         if entry["architecture"] is not None
         for name in params_of(entry["architecture"])
     }
-    study = build_study(
-        history, direction, sampler=sampler, distributions=_distributions(optuna, space, names)
-    )
-    trial = study.ask()
+    return {"sampler": sampler, "distributions": _distributions(optuna, space, names)}
+
+
+def architecture_of(space: Mapping[str, Any], seed: int, trial: Any) -> Architecture:
+    """The architecture whose shape the Optuna ``trial`` suggests, connected from ``seed``."""
     return build_architecture(space, OptunaChoices(trial), seeded_rng(seed, ARCH_STREAM))
 
 

@@ -31,6 +31,7 @@ from __future__ import annotations
 import contextlib
 import math
 import os
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -64,6 +65,10 @@ BLAS_THREADS_ENV = "CEREBROS_NAS_BLAS_THREADS"
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limiter: Any = None
+#: threadpoolctl's controller and ``len(sys.modules)`` when it was made: making one scans
+#: the process's libraries (~2 ms, once per trial before), so it is kept until a module
+#: import could have loaded another thread pool.
+_blas_controller: tuple[Any, int] | None = None
 
 
 def _blas_limit() -> int | None:
@@ -87,9 +92,7 @@ def blas_threads() -> Iterator[None]:
     with _blas_lock:
         if _blas_users == 0:
             try:
-                from threadpoolctl import threadpool_limits
-
-                _blas_limiter = threadpool_limits(limits=limit, user_api="blas")
+                _blas_limiter = _controller().limit(limits=limit, user_api="blas")
             except Exception:  # threadpoolctl missing or unable: train anyway
                 _blas_limiter = None
         _blas_users += 1
@@ -101,6 +104,18 @@ def blas_threads() -> Iterator[None]:
             if _blas_users == 0 and _blas_limiter is not None:
                 _blas_limiter.restore_original_limits()
                 _blas_limiter = None
+
+
+def _controller() -> Any:
+    """threadpoolctl's controller of the thread pools loaded now (called under
+    ``_blas_lock``)."""
+    global _blas_controller
+    loaded = len(sys.modules)
+    if _blas_controller is None or _blas_controller[1] != loaded:
+        from threadpoolctl import ThreadpoolController
+
+        _blas_controller = (ThreadpoolController(), len(sys.modules))
+    return _blas_controller[0]
 
 
 _training_lock = threading.Lock()
