@@ -213,3 +213,29 @@ def test_the_numpy_trainer_stays_the_default_and_never_imports_keras(tmp_path):
     assert uri.endswith("/trial-0.npz")
     assert not imported
     assert "devices" not in health
+
+
+@pytest.mark.parametrize(
+    ("setting", "expected"),
+    [
+        ({}, "false"),
+        ({"XLA_PYTHON_CLIENT_PREALLOCATE": "true"}, "true"),
+        ({"XLA_CLIENT_MEM_FRACTION": ".3"}, None),
+    ],
+)
+def test_jax_takes_gpu_memory_as_needed_unless_the_user_says(setting, expected):
+    """Parallel trial processes share a GPU: JAX's default (75 % of it at the first
+    operation) would starve the second one."""
+    names = ("XLA_PYTHON_CLIENT_PREALLOCATE", "XLA_CLIENT_MEM_FRACTION")
+    env = {k: v for k, v in os.environ.items() if k not in names} | setting
+    code = (
+        "import os\n"
+        "from cerebros_service.nas import keras_trainer\n"
+        "keras_trainer.require_keras()\n"
+        "print(os.environ.get('XLA_PYTHON_CLIENT_PREALLOCATE'))\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=120
+    )
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.strip().splitlines()[-1] == str(expected)

@@ -67,13 +67,28 @@ META_ENTRY = "cerebros_meta.json"
 _DEFAULT_BACKEND = "jax"
 _PACKAGE = RULES["trainer_packages"]["keras"]
 _PREDICT_BATCH = 4096
+#: The variables by which a user tells JAX how to take GPU memory (left as they are).
+_JAX_MEMORY_SETTINGS = (
+    "XLA_PYTHON_CLIENT_PREALLOCATE",
+    "XLA_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_MEM_FRACTION",
+    "XLA_PYTHON_CLIENT_ALLOCATOR",
+)
 
 EpochHook = Callable[[int, dict[str, float]], bool]
 
 
 def _import_keras() -> Any:
-    """keras, imported with the JAX backend unless ``KERAS_BACKEND`` names another."""
+    """keras, imported with the JAX backend unless ``KERAS_BACKEND`` names another.
+
+    JAX on a GPU takes 75 % of the GPU's memory at its first operation unless told
+    otherwise, and with parallel trials in processes (``worker_process``, Ray) the next
+    process on that GPU runs out of memory (JAX's documentation names this case); so unless
+    the environment sets how JAX allocates, it allocates as it needs (a candidate needs
+    little)."""
     os.environ.setdefault("KERAS_BACKEND", _DEFAULT_BACKEND)
+    if not any(name in os.environ for name in _JAX_MEMORY_SETTINGS):
+        os.environ["XLA_PYTHON_CLIENT_PREALLOCATE"] = "false"
     import keras
 
     return keras
