@@ -929,3 +929,32 @@ def test_blas_threads_limits_blas_pools_and_scans_the_libraries_once(monkeypatch
     finally:
         del sys.modules["_cerebros_test_new_module"]
     assert len(made) == 2
+
+
+def test_live_units_follow_lateral_and_skip_connections_backwards():
+    # The last level is live; both its units read (1,0): (1,1) and (1,2) feed nothing.
+    arch = Architecture(
+        levels=((4, 4, 4), (3, 3)),
+        inputs=(
+            (((0, 0),), ((0, 0),), ((0, 0),)),
+            (((1, 0),), ((1, 0),)),
+        ),
+        laterals=(((), (), ()), ((), ())),
+        activation="relu",
+        learning_rate=0.01,
+    )
+    assert arch.live_units() == {(1, 0), (2, 0), (2, 1)}
+    # A unit of an earlier level read only by a unit that is itself live through a lateral.
+    chained = Architecture(
+        levels=((4, 4), (3, 3), (2,)),
+        inputs=(
+            (((0, 0),), ((0, 0),)),
+            (((1, 0),), ((1, 1),)),
+            (((2, 1),),),
+        ),
+        laterals=(((), ()), ((), (0,)), ((),)),
+        activation="relu",
+        learning_rate=0.01,
+    )
+    # (3,0) reads (2,1); (2,1) reads (1,1) and, laterally, (2,0); (2,0) reads (1,0).
+    assert chained.live_units() == {(3, 0), (2, 1), (2, 0), (1, 1), (1, 0)}

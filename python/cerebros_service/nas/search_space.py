@@ -112,8 +112,9 @@ class Architecture:
         can still be sampled; it changes no prediction, so it is left out of parameter counts
         (a Keras model leaves it out altogether)."""
         live = {(len(self.levels), j) for j in range(len(self.levels[-1]))}
+        # Backwards: a unit's sources lie in earlier levels or, laterally, at lower indices.
         for k in range(len(self.levels), 0, -1):
-            for j in range(len(self.levels[k - 1])):
+            for j in reversed(range(len(self.levels[k - 1]))):
                 if (k, j) in live:
                     live.update(p for p in self.inputs[k - 1][j] if p[0] > 0)
                     live.update((k, i) for i in self.laterals[k - 1][j])
