@@ -20,6 +20,7 @@
 //! With [`RunWorker::with_executor`] set to `ray` (DESIGN §12), each trial runs as a Ray
 //! task (`ray`); everything else — store, retries, timeouts, events, outbox — stays here.
 
+mod book;
 mod history;
 mod ray;
 mod report;
@@ -36,6 +37,7 @@ use crate::nas::store::{
     TrialState, HEARTBEAT_EVERY,
 };
 use crate::nas::sync::{SyncSettings, SyncWorker};
+use book::TrialBook;
 use ray::RayTrials;
 use report::{check_report, CheckedReport, Expected};
 use serde::Serialize;
@@ -120,6 +122,8 @@ struct TrialContext {
     deadline: Option<Instant>,
     /// The trials in flight on Ray, under the `ray` executor.
     ray: Option<RayTrials>,
+    /// The run's trials as the store holds them (for the histories trials are sent).
+    book: TrialBook,
 }
 
 impl RunWorker {
@@ -315,6 +319,8 @@ impl RunWorker {
         } else {
             None
         };
+        let book = TrialBook::new(self.read_trials(run_id).await?);
+        let finished: std::collections::HashSet<u32> = book.finished().into_iter().collect();
         let context = Arc::new(TrialContext {
             worker: self.clone(),
             run_id: run_id.to_owned(),
@@ -323,14 +329,8 @@ impl RunWorker {
             parameters,
             deadline,
             ray,
+            book,
         });
-        let finished: std::collections::HashSet<u32> = self
-            .read_trials(run_id)
-            .await?
-            .into_iter()
-            .filter(|t| t.status.is_completed())
-            .map(|t| t.index)
-            .collect();
         let pending: Vec<u32> = (0..spec.budget.trials)
             .filter(|i| !finished.contains(i))
             .collect();
@@ -523,11 +523,14 @@ async fn record_cancelled(context: &TrialContext, index: u32) -> Result<()> {
         mlflow_run_id: None,
         placement: None,
     };
+    let stored = record.clone();
     context
         .worker
         .calls
-        .run(move |store| store.record_trial(&record, None))
-        .await
+        .run(move |store| store.record_trial(&stored, None))
+        .await?;
+    context.book.recorded(&record);
+    Ok(())
 }
 
 /// Runs trial `index` and records its outcome, whatever it is.
@@ -540,16 +543,14 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     calls
         .run(move |store| store.trial_started(&id, &started_trial, index, seed))
         .await?;
+    context.book.started(run_id, &trial_id, index, seed);
     let mut request = TrialRequestedV1::new(run_id.clone(), trial_id.clone(), index, seed);
     request.dataset_id = Some(context.spec.dataset.clone());
     request.search_space = context.search_space.clone();
     request.budget = budget_map(&context.spec.budget);
     request.parameters = context.parameters.clone();
-    if !context.spec.search.is_default() {
-        let trials = context.worker.read_trials(run_id).await?;
-        if let Some(history) = history::history(&context.spec, &trials, index) {
-            request.parameters.insert("history".into(), history);
-        }
+    if let Some(history) = context.book.history(&context.spec, index) {
+        request.parameters.insert("history".into(), history);
     }
     let timeout = Duration::from_millis(context.spec.budget.trial_timeout_ms);
     let started_at = now_rfc3339();
@@ -621,6 +622,7 @@ async fn record_or_fail(
         .run(move |store| store.record_trial(&stored, artifact.as_ref()))
         .await
     else {
+        context.book.recorded(&record);
         return Ok(record);
     };
     tracing::warn!(run_id = %context.run_id, trial_id = %record.trial_id, "cannot record the trial: {err}");
@@ -642,6 +644,7 @@ async fn record_or_fail(
     calls
         .run(move |store| store.record_trial(&stored, None))
         .await?;
+    context.book.recorded(&failed);
     Ok(failed)
 }
 

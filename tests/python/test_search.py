@@ -142,6 +142,67 @@ def test_a_rebuilt_study_equals_one_told_through_optunas_public_api():
     assert fast.ask().suggest_int("levels", 1, 6) == slow.ask().suggest_int("levels", 1, 6)
 
 
+def long_history(n: int = 40) -> list[dict]:
+    """``n`` finished trials (a few pruned), enough for TPE to leave its startup trials."""
+    sent = [finished(i, 300 + i, 0.4 + 0.5 * ((i * 37) % 11) / 11) for i in range(n)]
+    sent += [finished(n + i, 400 + i, 0.1, "pruned") for i in range(4)]
+    return check_history(sent)
+
+
+def test_tpe_splitting_once_per_trial_suggests_what_optuna_does():
+    """A built study keeps TPE's split of its trials (one for all the parameters of a
+    trial); without the kept splits, Optuna's own path gives the same architecture."""
+    from cerebros_service.nas.strategies import architecture_of, sampling
+    from cerebros_service.nas.study import TPE_SPLITS, build_study
+
+    space = normalize_search_space(SPACES[1])
+    history = long_history()
+    for seed in (1, 2, 3):
+        shared = build_study(history, "maximize", **sampling(space, seed, "tpe", history))
+        own = build_study(history, "maximize", **sampling(space, seed, "tpe", history))
+        delattr(own, TPE_SPLITS)
+        assert architecture_of(space, seed, shared.ask()) == architecture_of(space, seed, own.ask())
+        # Two shapes of split (the parameters all trials have, and each further one, see
+        # TPE's n_below) instead of one per suggested parameter.
+        assert 1 <= len(getattr(shared, TPE_SPLITS)) <= 2
+
+
+def test_a_finished_trials_record_is_made_once_and_remade_when_the_entry_changes():
+    from cerebros_service.nas.strategies import sampling
+    from cerebros_service.nas.study import build_study
+
+    space = normalize_search_space(SPACES[1])
+    history = long_history()
+
+    def trials(entries):
+        study = build_study(entries, "maximize", **sampling(space, 1, "tpe", entries))
+        return study.get_trials(deepcopy=False)
+
+    first, again = trials(history), trials(history)
+    assert all(a.params is b.params for a, b in zip(first, again, strict=True))
+    changed = [dict(entry) for entry in history]
+    changed[3]["value"] = 0.123
+    changed[4]["architecture"] = {**changed[4]["architecture"], "learning_rate": 0.05}
+    remade = trials(changed)
+    assert remade[3].value == 0.123 and first[3].value != 0.123
+    assert remade[4].params["learning_rate"] == 0.05
+    assert remade[5].params is first[5].params
+
+
+def test_param_names_are_the_names_params_of_gives():
+    from cerebros_service.nas.study import param_names, params_of
+
+    history = long_history(60) + [{"index": 99, "status": "running", "architecture": None}]
+    expected = {
+        name
+        for entry in history
+        if entry["architecture"]
+        for name in params_of(entry["architecture"])
+    }
+    assert param_names(history) == expected
+    assert param_names([]) == set()
+
+
 def test_tpe_learns_from_the_history():
     """After its startup trials TPE proposes near the best trials, not uniformly: with the
     history favouring one activation, most suggestions use it."""

@@ -28,7 +28,13 @@ from .search_space import (
     sample_architecture,
     seeded_rng,
 )
-from .study import build_study, import_optuna, params_of
+from .study import (
+    build_study,
+    import_optuna,
+    neurons_name,
+    param_names,
+    units_name,
+)
 
 __all__ = [
     "STRATEGIES",
@@ -53,11 +59,11 @@ class OptunaChoices:
         return int(self._trial.suggest_int("levels", low, high))
 
     def units(self, level: int, low: int, high: int) -> int:
-        return int(self._trial.suggest_int(f"units_{level}", low, high))
+        return int(self._trial.suggest_int(units_name(level), low, high))
 
     def neurons(self, level: int, units: int, low: int, high: int) -> list[int]:
         return [
-            int(self._trial.suggest_int(f"neurons_{level}_{j}", low, high)) for j in range(units)
+            int(self._trial.suggest_int(neurons_name(level, j), low, high)) for j in range(units)
         ]
 
     def activation(self, names: list[str]) -> str:
@@ -112,13 +118,10 @@ def sampling(
         sampler = optuna.samplers.TPESampler(seed=sampler_seed)
     else:
         sampler = optuna.samplers.CmaEsSampler(seed=sampler_seed, warn_independent_sampling=False)
-    names = {
-        name
-        for entry in history
-        if entry["architecture"] is not None
-        for name in params_of(entry["architecture"])
+    return {
+        "sampler": sampler,
+        "distributions": _distributions(optuna, space, param_names(history)),
     }
-    return {"sampler": sampler, "distributions": _distributions(optuna, space, names)}
 
 
 def architecture_of(space: Mapping[str, Any], seed: int, trial: Any) -> Architecture:

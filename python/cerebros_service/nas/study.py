@@ -21,15 +21,26 @@ Optuna is imported only here (and by the modules that use a study), so a run wit
 from __future__ import annotations
 
 import functools
+import inspect
 import math
 from collections.abc import Mapping
 from datetime import datetime
-from typing import Any
+from typing import Any, NamedTuple
 
 from .._dispatch import OpError
 from .checks import as_int, contract_error
 
-__all__ = ["HISTORY_STATUSES", "build_study", "check_history", "import_optuna", "params_of"]
+__all__ = [
+    "HISTORY_STATUSES",
+    "TPE_SPLITS",
+    "build_study",
+    "check_history",
+    "import_optuna",
+    "neurons_name",
+    "param_names",
+    "params_of",
+    "units_name",
+]
 
 #: The statuses a history entry may have, and the Optuna state of each.
 HISTORY_STATUSES = ("succeeded", "failed", "pruned", "running")
@@ -98,14 +109,49 @@ def params_of(architecture: Mapping[str, Any]) -> dict[str, Any]:
     levels = architecture.get("levels") or []
     params: dict[str, Any] = {"levels": len(levels)}
     for k, level in enumerate(levels, start=1):
-        params[f"units_{k}"] = len(level)
+        params[units_name(k)] = len(level)
         for j, neurons in enumerate(level):
-            params[f"neurons_{k}_{j}"] = int(neurons)
+            params[neurons_name(k, j)] = int(neurons)
     if "activation" in architecture:
         params["activation"] = architecture["activation"]
     if "learning_rate" in architecture:
         params["learning_rate"] = float(architecture["learning_rate"])
     return params
+
+
+def param_names(history: list[dict]) -> set[str]:
+    """The names of :func:`params_of` over the architectures of ``history``, from their
+    layouts (a run has a few dozen layouts and hundreds of trials)."""
+    layouts = {
+        (
+            tuple(len(level) for level in entry["architecture"].get("levels") or []),
+            "activation" in entry["architecture"],
+            "learning_rate" in entry["architecture"],
+        )
+        for entry in history
+        if entry["architecture"] is not None
+    }
+    names: set[str] = set()
+    for units, activation, learning_rate in layouts:
+        names.add("levels")
+        for k, count in enumerate(units, start=1):
+            names.add(units_name(k))
+            names.update(neurons_name(k, j) for j in range(count))
+        if activation:
+            names.add("activation")
+        if learning_rate:
+            names.add("learning_rate")
+    return names
+
+
+def units_name(level: int) -> str:
+    """The parameter of the number of units of ``level`` (from 1)."""
+    return f"units_{level}"
+
+
+def neurons_name(level: int, unit: int) -> str:
+    """The parameter of the neurons of ``unit`` (from 0) of ``level`` (from 1)."""
+    return f"neurons_{level}_{unit}"
 
 
 def build_study(
@@ -123,45 +169,177 @@ def build_study(
     parameters: those of its architecture that lie in their distribution. ``rung_steps``
     (the promotion steps of a successive-halving pruner) records, for each finished trial,
     its value at each rung its curve reached, as Optuna's pruner would have while it ran.
+
+    A finished trial's record is made once per process (:class:`_FinishedTrials`): a run's
+    next trial sends the same history plus a few entries, and remaking the record of every
+    entry was most of the rebuild.
     """
     optuna = import_optuna()
-    from optuna.pruners._successive_halving import _completed_rung_key
-
     storage = _history_storage_class()()
     study = optuna.create_study(
         storage=storage, direction=direction, sampler=sampler, pruner=pruner
     )
+    _share_tpe_splits()
+    setattr(study, TPE_SPLITS, {})
     study_id = storage.get_study_id_from_name(study.study_name)
+    records = _FINISHED.records_for(distributions, rung_steps)
+    now = datetime.now()
     for entry in history:
         if entry["status"] == "running":
             storage.create_new_trial(study_id)
-            continue
+        else:
+            storage.add_finished_trial(study_id, records.record(entry), now)
+    return study
+
+
+#: The attribute of a study built by :func:`build_study` that holds its TPE splits.
+TPE_SPLITS = "_cerebros_tpe_splits"
+
+
+@functools.cache
+def _share_tpe_splits() -> None:
+    """Lets TPE split a built study's trials into its good and bad ones once per trial.
+
+    Optuna's TPE sorts all finished trials into "below" and "above" (``_split_trials``)
+    for every parameter it samples: up to 14 times per trial here, on the same trials,
+    for the same result, and at a few hundred trials the largest part of a suggestion.
+    The split is kept in the study's :data:`TPE_SPLITS` table, keyed by what it depends
+    on; studies without that table (none but ours have it) split as Optuna does. With
+    another Optuna whose function differs, nothing is changed.
+    """
+    from optuna.samplers._tpe import sampler as tpe
+
+    split = getattr(tpe, "_split_trials", None)
+    if split is None or list(inspect.signature(split).parameters) != [
+        "study",
+        "trials",
+        "n_below",
+    ]:
+        return
+
+    def shared_split(study: Any, trials: list, n_below: int) -> tuple[list, list]:
+        splits = getattr(study, TPE_SPLITS, None)
+        if splits is None:
+            return split(study, trials, n_below)
+        key = (n_below, tuple((trial.number, trial.state) for trial in trials))
+        made = splits.get(key)
+        if made is None:
+            made = splits[key] = split(study, trials, n_below)
+        return list(made[0]), list(made[1])
+
+    tpe._split_trials = shared_split
+
+
+class _FinishedRecord(NamedTuple):
+    """What a finished history entry becomes in a study, whatever its position."""
+
+    state: Any
+    value: float | None
+    params: dict[str, Any]
+    distributions: dict[str, Any]
+    intermediate_values: dict[int, float]
+    system_attrs: dict[str, Any]
+
+
+class _Records:
+    """The records of finished entries for one set of ``distributions`` and
+    ``rung_steps``, each made once and shared by the studies built after (records are
+    never changed: Optuna's storage replaces a trial rather than editing it)."""
+
+    #: Records kept at most (a history holds at most 1 000 finished trials, the host's
+    #: ``HISTORY_LIMIT``); past it the table starts afresh.
+    LIMIT = 2_500
+
+    def __init__(self, distributions: Mapping[str, Any] | None, rung_steps: list[int]) -> None:
+        from optuna.pruners._successive_halving import _completed_rung_key
+
+        self._distributions = distributions
+        self._rungs = [(_completed_rung_key(rung), step) for rung, step in enumerate(rung_steps)]
+        self._made: dict[tuple, _FinishedRecord] = {}
+
+    def record(self, entry: Mapping[str, Any]) -> _FinishedRecord:
+        """The record of the finished ``entry``."""
+        key = _entry_key(entry)
+        if key is None:
+            return self._make(entry)
+        made = self._made.get(key)
+        if made is None:
+            if len(self._made) >= self.LIMIT:
+                self._made.clear()
+            made = self._made[key] = self._make(entry)
+        return made
+
+    def _make(self, entry: Mapping[str, Any]) -> _FinishedRecord:
         params: dict[str, Any] = {}
         trial_distributions: dict[str, Any] = {}
-        if distributions is not None and entry["architecture"] is not None:
+        if self._distributions is not None and entry["architecture"] is not None:
             for name, value in params_of(entry["architecture"]).items():
-                dist = distributions.get(name)
+                dist = self._distributions.get(name)
                 if dist is not None and _contains(dist, value):
                     params[name] = value
                     trial_distributions[name] = dist
         curve = {
             step: value for step, value in enumerate(entry["curve"], start=1) if value is not None
         }
-        rungs = {
-            _completed_rung_key(rung): curve[step]
-            for rung, step in enumerate(rung_steps or [])
-            if step in curve
-        }
-        storage.add_finished_trial(
-            study_id,
+        rungs = {key: curve[step] for key, step in self._rungs if step in curve}
+        return _FinishedRecord(
             _finished_state(entry),
             entry["value"] if entry["status"] == "succeeded" else None,
-            params=params,
-            distributions=trial_distributions,
-            intermediate_values=curve,
-            system_attrs=rungs,
+            params,
+            trial_distributions,
+            curve,
+            rungs,
         )
-    return study
+
+
+class _FinishedTrials:
+    """The per-process tables of :class:`_Records`, one per set of distributions and
+    rung steps (a run's set grows with the parameter names its history has seen; a few
+    sets are kept for runs that share the process)."""
+
+    #: Tables kept at most, the least recently used dropped first.
+    TABLES = 4
+
+    def __init__(self) -> None:
+        self._tables: dict[tuple, _Records] = {}
+
+    def records_for(
+        self, distributions: Mapping[str, Any] | None, rung_steps: list[int] | None
+    ) -> _Records:
+        steps = list(rung_steps or [])
+        key = (
+            None if distributions is None else tuple(sorted(distributions.items())),
+            tuple(steps),
+        )
+        table = self._tables.pop(key, None)
+        if table is None:
+            table = _Records(distributions, steps)
+            if len(self._tables) >= self.TABLES:
+                del self._tables[next(iter(self._tables))]
+        self._tables[key] = table
+        return table
+
+
+_FINISHED = _FinishedTrials()
+
+
+def _entry_key(entry: Mapping[str, Any]) -> tuple | None:
+    """Everything a finished entry's record depends on, hashable; ``None`` for an entry
+    whose architecture does not have the stored shape (its record is made each time)."""
+    architecture = entry["architecture"]
+    shape = None
+    if architecture is not None:
+        try:
+            shape = (
+                tuple(architecture),
+                tuple(map(tuple, architecture.get("levels") or [])),
+                architecture.get("activation"),
+                architecture.get("learning_rate"),
+            )
+            hash(shape)
+        except TypeError:
+            return None
+    return (entry["status"], entry["value"], tuple(entry["curve"]), shape)
 
 
 def _finished_state(entry: Mapping[str, Any]) -> Any:
@@ -188,37 +366,35 @@ def _history_storage_class() -> type:
         intermediate value and attribute (quadratic in a trial's size, and the largest cost
         of a suggestion at a few hundred trials); a finished trial of the history never
         changes, so it is built once and stored as built. This reaches into the storage's
-        private ``_set_trial``/``_update_cache`` (Optuna is pinned; the study tests cover it).
+        private fields as ``create_new_trial`` uses them (Optuna is pinned; the study tests
+        compare with a study filled through the public API).
         """
 
-        def add_finished_trial(
-            self,
-            study_id: int,
-            state: Any,
-            value: float | None,
-            *,
-            params: dict[str, Any],
-            distributions: dict[str, Any],
-            intermediate_values: dict[int, float],
-            system_attrs: dict[str, Any],
-        ) -> None:
-            trial_id = self.create_new_trial(study_id)
-            now = datetime.now()
-            trial = FrozenTrial(
-                number=self.get_trial_number_from_id(trial_id),
-                state=state,
-                value=value,
-                datetime_start=now,
-                datetime_complete=now,
-                params=params,
-                distributions=distributions,
-                user_attrs={},
-                system_attrs=system_attrs,
-                intermediate_values=intermediate_values,
-                trial_id=trial_id,
-            )
+        def add_finished_trial(self, study_id: int, record: Any, now: datetime) -> None:
+            """Appends a trial that ended as ``record`` (a :class:`_FinishedRecord`), as
+            ``create_new_trial`` appends one, without its copy of a template."""
             with self._lock:
-                self._set_trial(trial_id, trial)
+                self._check_study_id(study_id)
+                self._max_trial_id += 1
+                trial_id = self._max_trial_id
+                trials = self._studies[study_id].trials
+                number = len(trials)
+                trials.append(
+                    FrozenTrial(
+                        number=number,
+                        state=record.state,
+                        value=record.value,
+                        datetime_start=now,
+                        datetime_complete=now,
+                        params=record.params,
+                        distributions=record.distributions,
+                        user_attrs={},
+                        system_attrs=record.system_attrs,
+                        intermediate_values=record.intermediate_values,
+                        trial_id=trial_id,
+                    )
+                )
+                self._trial_id_to_study_id_and_number[trial_id] = (study_id, number)
                 self._update_cache(trial_id, study_id)
 
     return HistoryStorage

@@ -26,11 +26,15 @@ const ARCHITECTURE_KEYS: [&str; 3] = ["levels", "activation", "learning_rate"];
 
 /// The history for trial `index` of a run with `spec`, from the run's stored `trials`
 /// (all but `index` itself), ordered by index; `None` when the spec's search needs none.
-pub fn history(spec: &RunSpec, trials: &[TrialRecord], index: u32) -> Option<Value> {
+pub fn history<'a>(
+    spec: &RunSpec,
+    trials: impl IntoIterator<Item = &'a TrialRecord>,
+    index: u32,
+) -> Option<Value> {
     if spec.search.is_default() {
         return None;
     }
-    let mut others: Vec<&TrialRecord> = trials.iter().filter(|t| t.index != index).collect();
+    let mut others: Vec<&TrialRecord> = trials.into_iter().filter(|t| t.index != index).collect();
     others.sort_by_key(|t| t.index);
     let finished: Vec<&TrialRecord> = others
         .iter()
