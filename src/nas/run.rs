@@ -319,8 +319,13 @@ impl RunWorker {
         } else {
             None
         };
-        let book = TrialBook::new(self.read_trials(run_id).await?);
-        let finished: std::collections::HashSet<u32> = book.finished().into_iter().collect();
+        let trials = self.read_trials(run_id).await?;
+        let finished: std::collections::HashSet<u32> = trials
+            .iter()
+            .filter(|t| t.status.is_completed())
+            .map(|t| t.index)
+            .collect();
+        let book = TrialBook::new(spec, trials);
         let context = Arc::new(TrialContext {
             worker: self.clone(),
             run_id: run_id.to_owned(),
