@@ -554,7 +554,7 @@ async fn run_one_trial(context: &TrialContext, index: u32) -> Result<()> {
     request.search_space = context.search_space.clone();
     request.budget = budget_map(&context.spec.budget);
     request.parameters = context.parameters.clone();
-    if let Some(history) = context.book.history(&context.spec, index) {
+    if let Some(history) = context.book.history(index) {
         request.parameters.insert("history".into(), history);
     }
     let timeout = Duration::from_millis(context.spec.budget.trial_timeout_ms);

@@ -246,8 +246,8 @@ class _Records:
     ``rung_steps``, each made once and shared by the studies built after (records are
     never changed: Optuna's storage replaces a trial rather than editing it)."""
 
-    #: Records kept at most (a history holds at most 1 000 finished trials, the host's
-    #: ``HISTORY_LIMIT``); past it the table starts afresh.
+    #: Records kept at most (a history holds at most 275 finished trials, the host's
+    #: ``RECENT_LIMIT`` and ``BEST_LIMIT``); past it the table starts afresh.
     LIMIT = 2_500
 
     def __init__(self, distributions: Mapping[str, Any] | None, rung_steps: list[int]) -> None:

@@ -5,11 +5,12 @@
 //! when a drive starts (so `runs resume` sees what earlier drives recorded), then updated
 //! with every trial row the drive writes, exactly as the store's upserts change the row.
 //!
-//! It holds what a history can contain: the trials in flight and the finished trials of
-//! highest index (a few more than [`HISTORY_LIMIT`]), and nothing for a run whose search
+//! It holds what a history can contain — the trials in flight, and the finished trials a
+//! history keeps ([`history::kept_finished`]: the latest and the best; a finished trial
+//! left out of them never comes back) with some slack — and nothing for a run whose search
 //! sends no history.
 
-use super::history::{self, HISTORY_LIMIT};
+use super::history::{self, BEST_LIMIT, RECENT_LIMIT};
 use crate::nas::spec::RunSpec;
 use crate::nas::store::{TrialRecord, TrialState};
 use parking_lot::Mutex;
@@ -18,6 +19,8 @@ use std::collections::BTreeMap;
 
 /// The trials of one run a history may need, by index.
 pub struct TrialBook {
+    /// The run's spec (its search, objective and direction decide what is kept).
+    spec: RunSpec,
     /// Whether the run's search sends a history at all.
     keeps: bool,
     trials: Mutex<BTreeMap<u32, TrialRecord>>,
@@ -29,6 +32,7 @@ impl TrialBook {
         let keeps = !spec.search.is_default();
         let kept = trials.into_iter().filter(|_| keeps);
         let book = TrialBook {
+            spec: spec.clone(),
             keeps,
             trials: Mutex::new(kept.map(|t| (t.index, t)).collect()),
         };
@@ -74,22 +78,29 @@ impl TrialBook {
     }
 
     /// The history to send with trial `index` (see [`history::history`]).
-    pub fn history(&self, spec: &RunSpec, index: u32) -> Option<Value> {
-        history::history(spec, self.trials.lock().values(), index)
+    pub fn history(&self, index: u32) -> Option<Value> {
+        history::history(&self.spec, self.trials.lock().values(), index)
     }
 
-    /// Drops the finished trials no history will hold (a history keeps the
-    /// [`HISTORY_LIMIT`] finished ones of highest index, and a trial once finished stays
-    /// so within a drive), once they are twice as many as it keeps.
+    /// Drops the finished trials no history will hold, once the book holds twice as many
+    /// trials as a history keeps. Within a drive a finished trial stays finished, and one
+    /// that is neither among the latest nor the best never becomes so again.
     fn forget_old(&self, trials: &mut BTreeMap<u32, TrialRecord>) {
-        if trials.len() <= 2 * HISTORY_LIMIT {
+        if trials.len() <= 2 * (RECENT_LIMIT + BEST_LIMIT) {
             return;
         }
-        let finished = trials.values().filter(|t| t.status.is_completed());
-        let old: Vec<u32> = finished.map(|t| t.index).collect();
-        let excess = old.len().saturating_sub(HISTORY_LIMIT);
-        for index in &old[..excess] {
-            trials.remove(index);
+        let finished: Vec<&TrialRecord> = trials
+            .values()
+            .filter(|t| t.status.is_completed())
+            .collect();
+        let kept = history::kept_finished(&self.spec, &finished);
+        let old: Vec<u32> = finished
+            .iter()
+            .map(|t| t.index)
+            .filter(|index| !kept.contains(index))
+            .collect();
+        for index in old {
+            trials.remove(&index);
         }
     }
 }
@@ -138,12 +149,12 @@ mod tests {
         ];
         for index in 0..5 {
             assert_eq!(
-                book.history(&spec, index),
+                book.history(index),
                 history::history(&spec, &rows, index),
                 "trial {index}"
             );
         }
-        let sent = book.history(&spec, 4).unwrap();
+        let sent = book.history(4).unwrap();
         let statuses: Vec<&str> = sent
             .as_array()
             .unwrap()
@@ -157,7 +168,7 @@ mod tests {
     fn a_long_run_keeps_what_its_histories_hold_and_a_random_one_nothing() {
         let mut tpe = spec("r");
         tpe.search.strategy = "tpe".into();
-        let limit = HISTORY_LIMIT as u32;
+        let limit = (RECENT_LIMIT + BEST_LIMIT) as u32;
         let book = TrialBook::new(&tpe, Vec::new());
         let mut rows = Vec::new();
         for index in 0..3 * limit {
@@ -171,15 +182,12 @@ mod tests {
             metrics: json!({}),
             ..trial_with("r", 9999, TrialState::Running, json!({}))
         });
-        assert!(book.trials.lock().len() <= 2 * HISTORY_LIMIT + 1);
-        assert_eq!(
-            book.history(&tpe, 10_000),
-            history::history(&tpe, &rows, 10_000)
-        );
+        assert!(book.trials.lock().len() <= 2 * (RECENT_LIMIT + BEST_LIMIT) + 1);
+        assert_eq!(book.history(10_000), history::history(&tpe, &rows, 10_000));
         let random = spec("r");
         let book = TrialBook::new(&random, rows);
         book.recorded(&finished(5, TrialState::Succeeded, 0.5));
         assert!(book.trials.lock().is_empty());
-        assert_eq!(book.history(&random, 1), None);
+        assert_eq!(book.history(1), None);
     }
 }

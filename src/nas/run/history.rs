@@ -8,15 +8,27 @@
 //! trial in flight), and for a finished trial `value` (the objective at its best epoch),
 //! `architecture` (`levels`, `activation`, `learning_rate`; only for a learning strategy)
 //! and `curve` (the objective after each epoch; only with a pruner). Skipped and cancelled
-//! trials are left out. The payload stays small: at most [`HISTORY_LIMIT`] finished trials
-//! (those of highest index), each curve at most [`CURVE_LIMIT`] epochs.
+//! trials are left out.
+//!
+//! Of the finished trials a history holds the [`RECENT_LIMIT`] of highest index and the
+//! [`BEST_LIMIT`] best by the objective (see [`kept_finished`]), each curve at most
+//! [`CURVE_LIMIT`] epochs. The service's time per trial grows with the history (Optuna's
+//! TPE rebuilds its estimators from every trial it is given), and so does the payload; the
+//! best ones are what TPE models as good (its "below" group is the best 10 % of the trials,
+//! at most 25: once 25 trials have succeeded, the best 25 of the whole run), and the recent
+//! ones what it models as bad, where it weighs recent trials most anyway.
 
-use crate::nas::spec::RunSpec;
+use crate::nas::spec::{Direction, RunSpec};
 use crate::nas::store::{TrialRecord, TrialState};
 use serde_json::{json, Map, Value};
+use std::collections::HashSet;
 
-/// The most finished trials a history holds (a few hundred bytes each).
-pub const HISTORY_LIMIT: usize = 1000;
+/// The finished trials of highest index a history holds.
+pub const RECENT_LIMIT: usize = 250;
+
+/// The best finished trials a history holds besides the recent ones (TPE's largest
+/// "below" group).
+pub const BEST_LIMIT: usize = 25;
 
 /// The most epochs of a curve a history holds (pruning rules look at the first epochs).
 pub const CURVE_LIMIT: usize = 256;
@@ -41,9 +53,7 @@ pub fn history<'a>(
         .copied()
         .filter(|t| t.status.is_completed())
         .collect();
-    let keep_from = finished.len().saturating_sub(HISTORY_LIMIT);
-    let kept = finished[keep_from..].iter().map(|t| t.index);
-    let kept: std::collections::HashSet<u32> = kept.collect();
+    let kept = kept_finished(spec, &finished);
     let entries = others
         .into_iter()
         .filter_map(|t| match t.status {
@@ -53,6 +63,28 @@ pub fn history<'a>(
         })
         .collect();
     Some(Value::Array(entries))
+}
+
+/// The indexes of the `finished` trials (in index order) a history holds: the
+/// [`RECENT_LIMIT`] last and the [`BEST_LIMIT`] best succeeded ones by the spec's objective
+/// and direction (the earlier of equal ones first).
+pub fn kept_finished(spec: &RunSpec, finished: &[&TrialRecord]) -> HashSet<u32> {
+    let recent_from = finished.len().saturating_sub(RECENT_LIMIT);
+    let mut kept: HashSet<u32> = finished[recent_from..].iter().map(|t| t.index).collect();
+    let mut ranked: Vec<(f64, u32)> = finished
+        .iter()
+        .filter(|t| t.status == TrialState::Succeeded)
+        .filter_map(|t| Some((t.metrics.get(&spec.objective)?.as_f64()?, t.index)))
+        .collect();
+    ranked.sort_by(|(a, i), (b, j)| {
+        let better = match spec.direction {
+            Direction::Maximize => b.total_cmp(a),
+            Direction::Minimize => a.total_cmp(b),
+        };
+        better.then(i.cmp(j))
+    });
+    kept.extend(ranked.iter().take(BEST_LIMIT).map(|(_, index)| index));
+    kept
 }
 
 fn finished_entry(spec: &RunSpec, trial: &TrialRecord) -> Value {
@@ -141,14 +173,70 @@ mod tests {
         );
     }
 
+    fn with_accuracy(index: u32, accuracy: f64) -> TrialRecord {
+        let mut trial = stored(index, TrialState::Succeeded);
+        trial.metrics["val_accuracy"] = json!(accuracy);
+        trial
+    }
+
+    fn sent_indexes(spec: &RunSpec, trials: &[TrialRecord]) -> Vec<u64> {
+        let sent = history(spec, trials, 99_999).unwrap();
+        let sent = sent.as_array().unwrap().iter();
+        sent.map(|e| e["index"].as_u64().unwrap()).collect()
+    }
+
     #[test]
-    fn a_history_keeps_the_latest_finished_trials_only() {
-        let trials: Vec<TrialRecord> = (0..HISTORY_LIMIT as u32 + 5)
+    fn a_history_keeps_the_latest_and_the_best_finished_trials() {
+        let n = (RECENT_LIMIT + 100) as u32;
+        // Accuracy rises with the index, except that trials 10..40 are the best of all.
+        let trials: Vec<TrialRecord> = (0..n)
+            .map(|i| {
+                let best = (10..40).contains(&i);
+                with_accuracy(
+                    i,
+                    if best {
+                        2.0 - f64::from(i) / 100.0
+                    } else {
+                        f64::from(i) / 1e4
+                    },
+                )
+            })
+            .chain([
+                stored(n, TrialState::Running),
+                stored(n + 1, TrialState::Failed),
+            ])
+            .collect();
+        let spec = search_spec("tpe", "median");
+        let sent = sent_indexes(&spec, &trials);
+        let best: Vec<u64> = (10..10 + BEST_LIMIT as u64).collect();
+        // The latest finished are n - 249 ..= n + 1 but for n, which is running (and sent).
+        let latest: Vec<u64> =
+            (u64::from(n) + 1 - RECENT_LIMIT as u64..=u64::from(n) + 1).collect();
+        assert_eq!(
+            sent,
+            [best, latest].concat(),
+            "in index order, running included"
+        );
+        // Minimised, the best are the lowest: the earliest ones but 10..40.
+        let mut loss = spec.clone();
+        loss.direction = Direction::Minimize;
+        let sent = sent_indexes(&loss, &trials);
+        let lowest: Vec<u64> = (0..10).chain(40..40 + BEST_LIMIT as u64 - 10).collect();
+        assert_eq!(&sent[..BEST_LIMIT], lowest);
+        assert_eq!(
+            sent.len(),
+            BEST_LIMIT + RECENT_LIMIT + 1,
+            "and the running one"
+        );
+    }
+
+    #[test]
+    fn without_successes_a_history_keeps_the_latest_finished_trials_only() {
+        let trials: Vec<TrialRecord> = (0..RECENT_LIMIT as u32 + 5)
             .map(|i| stored(i, TrialState::Failed))
             .collect();
-        let sent = history(&search_spec("tpe", "median"), &trials, 99_999).unwrap();
-        let sent = sent.as_array().unwrap();
-        assert_eq!(sent.len(), HISTORY_LIMIT);
-        assert_eq!(sent[0]["index"], 5);
+        let sent = sent_indexes(&search_spec("tpe", "median"), &trials);
+        assert_eq!(sent.len(), RECENT_LIMIT);
+        assert_eq!(sent[0], 5);
     }
 }
