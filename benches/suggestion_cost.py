@@ -21,6 +21,10 @@ import sys
 import time
 from pathlib import Path
 
+# The demo's search space, as the comparison uses it (its import puts this checkout's
+# service on the path: CEREBROS_REPO goes before it below).
+from search_compare import SPACE
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, os.environ.get("CEREBROS_REPO", str(ROOT / "python")))
 
@@ -31,17 +35,6 @@ from cerebros_service.nas.search_space import (  # noqa: E402
 )
 from cerebros_service.nas.study import check_history  # noqa: E402
 
-#: The demo's search space (``examples/digits.toml``).
-SPACE = {
-    "minimum_levels": 1,
-    "maximum_levels": 3,
-    "minimum_units_per_level": 1,
-    "maximum_units_per_level": 3,
-    "minimum_neurons_per_unit": 8,
-    "maximum_neurons_per_unit": 64,
-    "activation": ["relu", "tanh"],
-    "learning_rate": [0.001, 0.01],
-}
 EPOCHS = 10
 SEARCH = {"strategy": "tpe", "pruner": "asha"}
 
