@@ -52,6 +52,30 @@ fn client_rows(
     );
 }
 
+/// Issue #13's typed helper: `Client::record_trial` with a `TrialReportedV1` (the contract
+/// payload's report), from a plain thread through a current-thread runtime, as
+/// `call_blocking` does. Each call names another trial, so none is a cache hit; the service's
+/// `record_trial` checks the report in Python before acknowledging it.
+fn typed_record_trial(
+    client: &cerebros_bridge::client::Client,
+    contract: &Value,
+    calls: u64,
+) -> Summary {
+    use cerebros_bridge::core::contracts::{ContractV1, TrialReportedV1};
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_time()
+        .build()
+        .unwrap();
+    let mut report =
+        TrialReportedV1::from_value(contract).expect("the contract payload is a report");
+    let mut index = 0u64;
+    bench::sequential(calls, || {
+        index += 1;
+        report.trial_id = format!("trial-{index}");
+        runtime.block_on(client.record_trial(&report)).unwrap();
+    })
+}
+
 fn main() {
     let quick = std::env::args().any(|a| a == "--quick");
     if std::env::args().any(|a| a == "--concurrency-only") {
@@ -106,6 +130,10 @@ fn main() {
         );
         client_rows(&rt, &client, "", name, payload, n);
     }
+    row(
+        "plain thread, typed client.record_trial, contract",
+        typed_record_trial(&client, &contract, n),
+    );
     // The option not taken: hand-offs through the kernel only (no busy-waiting).
     let parking = Arc::new(common::parking_client());
     for (name, payload) in [("contract", &contract), ("small", &small)] {

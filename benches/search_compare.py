@@ -112,6 +112,19 @@ def spec_text(dataset: str, options: dict, seed: int, search: dict, args) -> str
 
 
 def run_ours(side: str, dataset: str, options: dict, seed: int, args) -> dict:
+    doc, wall = run_document(side, dataset, options, seed, args)
+    statuses = [t["status"] for t in doc["trials"]]
+    return {
+        "best": doc["run"]["best_metric"],
+        "completed": doc["run"]["trials_completed"],
+        "pruned": statuses.count("pruned"),
+        "wall_s": wall,
+    }
+
+
+def run_document(side: str, dataset: str, options: dict, seed: int, args) -> tuple[dict, float]:
+    """``cerebros-bridge run --json`` of one of our sides: its document (the run and every
+    trial, curves included) and the command's wall time in seconds."""
     with tempfile.TemporaryDirectory() as tmp:
         spec = Path(tmp, "spec.toml")
         spec.write_text(spec_text(dataset, options, seed, OURS[side], args))
@@ -133,14 +146,7 @@ def run_ours(side: str, dataset: str, options: dict, seed: int, args) -> dict:
         wall = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"{side} seed {seed} failed ({done.returncode}): {done.stderr[-2000:]}")
-    doc = json.loads(done.stdout)
-    statuses = [t["status"] for t in doc["trials"]]
-    return {
-        "best": doc["run"]["best_metric"],
-        "completed": doc["run"]["trials_completed"],
-        "pruned": statuses.count("pruned"),
-        "wall_s": wall,
-    }
+    return json.loads(done.stdout), wall
 
 
 def run_anchor(dataset: str, options: dict, seed: int, args) -> dict:
