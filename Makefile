@@ -12,7 +12,8 @@ export PYO3_PYTHON := $(VENV_PY)
 
 .PHONY: run setup setup-dev browser build test test-rust test-python test-host test-pythons lint fmt bench clean
 
-## run: set up, build (release) and run the main job: the digits NAS demo
+## run: set up what the main job needs (.venv with requirements.txt), build the release
+## binary and run the main job: the digits NAS demo
 run: build
 	$(BIN) validate
 	$(BIN) run examples/digits.toml
@@ -54,8 +55,9 @@ browser:
 	  $$sudo apt-get update -qq && \
 	  DEBIAN_FRONTEND=noninteractive $$sudo apt-get install -y -qq chromium chromium-driver >/dev/null; }
 
-## build: the release binary
-build: setup
+## build: the release binary (the CLI embeds the venv's interpreter and finds the service
+## in python/: it needs the packages, not the native module)
+build: $(VENV)/.installed
 	cargo build --release
 
 ## test: set up, lint, and run every test (Rust unit, integration and doc tests; pytest;
