@@ -23,6 +23,7 @@ mod worker;
 
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::core::invoker::PoolStats;
+use crate::inprocess::convert;
 use crate::inprocess::reply::ReplySlot;
 use crossbeam_channel::Sender;
 use parking_lot::Mutex;
@@ -83,6 +84,10 @@ struct Job {
     id: u64,
     op: String,
     payload: Arc<Value>,
+    /// The payload as JSON text, made on the caller's thread when the workers can read it
+    /// (`orjson`) and the payload is worth it ([`convert::sent_as_text`]); the worker then
+    /// converts the text and never touches the tree.
+    text: Option<Vec<u8>>,
     /// The call's W3C trace context, entered in Python while the op runs.
     traceparent: Option<String>,
     deadline: Instant,
@@ -99,6 +104,8 @@ struct Shared {
     next_job: AtomicU64,
     /// Calls whose caller is still waiting for the reply.
     waiting_callers: AtomicUsize,
+    /// Whether the workers read payloads as JSON text (a worker imported `orjson`).
+    text_payloads: AtomicBool,
     submitted: AtomicU64,
     retired: AtomicU64,
     stuck: AtomicU64,
@@ -152,6 +159,7 @@ impl Pool {
             supervisor: supervisor_tx,
             next_job: AtomicU64::new(1),
             waiting_callers: AtomicUsize::new(0),
+            text_payloads: AtomicBool::new(false),
             submitted: AtomicU64::new(0),
             retired: AtomicU64::new(0),
             stuck: AtomicU64::new(0),
@@ -197,10 +205,16 @@ impl Pool {
         let id = self.shared.next_job.fetch_add(1, Ordering::Relaxed);
         let reply = ReplySlot::new();
         let deadline = Instant::now() + timeout;
+        let payload: Arc<Value> = payload.into();
+        let text = (self.shared.text_payloads.load(Ordering::Relaxed)
+            && convert::sent_as_text(&payload))
+        .then(|| serde_json::to_vec(&*payload).ok())
+        .flatten();
         let job = Job {
             id,
             op: op.to_owned(),
-            payload: payload.into(),
+            payload,
+            text,
             traceparent,
             deadline,
             reply: reply.clone(),

@@ -181,6 +181,9 @@ fn run(shared: Arc<Shared>, state: Arc<WorkerState>) {
         let ident = unsafe { pyo3::ffi::PyThread_get_thread_ident() } as u64;
         state.py_ident.store(ident, Ordering::Release);
         let mut ops = OpTable::new(shared.module.bind(py).clone());
+        if ops.loads.is_some() {
+            shared.text_payloads.store(true, Ordering::Relaxed);
+        }
         loop {
             if state.is_retired() {
                 return;
@@ -258,7 +261,14 @@ fn call_op<'py>(
     job: &Job,
 ) -> Result<Value> {
     let func = ops.resolve(&job.op)?;
-    let argument = convert::to_python(py, &job.payload)?;
+    let from_text = match (&job.text, &ops.loads) {
+        (Some(text), Some(loads)) => convert::text_to_python(loads, text),
+        _ => None,
+    };
+    let argument = match from_text {
+        Some(argument) => argument,
+        None => convert::to_python(py, &job.payload)?,
+    };
     let trace = job
         .traceparent
         .as_deref()
@@ -289,19 +299,28 @@ fn call_op<'py>(
     }
 }
 
-/// The ops a worker has resolved, and its asyncio event loop for `async def` ops.
+/// The ops a worker has resolved, its asyncio event loop for `async def` ops, and
+/// `orjson.loads` for payloads sent as text.
 struct OpTable<'py> {
     module: Bound<'py, PyModule>,
     resolved: HashMap<String, Bound<'py, PyAny>>,
     event_loop: Option<Bound<'py, PyAny>>,
+    /// `orjson.loads`, for payloads sent as text (`None` when orjson is not installed).
+    loads: Option<Bound<'py, PyAny>>,
 }
 
 impl<'py> OpTable<'py> {
     fn new(module: Bound<'py, PyModule>) -> Self {
+        let loads = module
+            .py()
+            .import("orjson")
+            .and_then(|orjson| orjson.getattr("loads"))
+            .ok();
         OpTable {
             module,
             resolved: HashMap::new(),
             event_loop: None,
+            loads,
         }
     }
 
