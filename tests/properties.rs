@@ -1,8 +1,9 @@
 //! Property tests (issue 9): the decoders of untrusted input — payload text
 //! (`payload`), contracts (`contracts`) and what a child writes (`process::protocol`) —
 //! never panic on arbitrary JSON or near-JSON (deep nesting, integers beyond 64 bits,
-//! NaN, lone surrogates, odd strings), and every execution mode gives the same value or
-//! the same error class for the same generated `echo` payload.
+//! NaN, lone surrogates, odd strings), every execution mode gives the same value or
+//! the same error class for the same generated `echo` payload, and a payload an
+//! `in_process` worker reads as JSON text becomes the same Python objects as its tree.
 
 mod common;
 
@@ -13,9 +14,11 @@ use cerebros_bridge::core::error::{BridgeError, ErrorClass};
 use cerebros_bridge::core::payload::{
     check_value, parse_payload, scan_json, value_depth, MAX_DEPTH,
 };
+use cerebros_bridge::inprocess::{convert, interpreter};
 use cerebros_bridge::process::protocol::{decode_reply, read_one_shot, OneShotOutput};
 use proptest::prelude::*;
 use proptest::test_runner::Config as ProptestConfig;
+use pyo3::types::PyAnyMethods;
 use serde_json::{Map, Number, Value};
 use std::sync::OnceLock;
 
@@ -308,5 +311,32 @@ proptest! {
             let got = outcome(client.call_blocking("echo", payload.clone()));
             prop_assert_eq!(&got, &expected, "{}", mode);
         }
+    }
+}
+
+// -- a payload sent as text becomes what its tree becomes ----------------------------------
+
+proptest! {
+    #![proptest_config(config())]
+
+    /// What `in_process` workers do with a contract-sized payload (`orjson.loads` of the
+    /// text `serde_json` writes) builds exactly the objects the tree conversion builds:
+    /// `repr` tells ints from floats and bools, `-0.0` from `0.0`, and shows key order.
+    #[test]
+    fn text_and_tree_give_the_same_python(value in json_value(), extra in json_value()) {
+        interpreter::ensure_started(None).expect("the interpreter starts");
+        let payload = serde_json::json!({"v": [value, extra], "z": -0.0, "n": u64::MAX});
+        prop_assert!(convert::sent_as_text(&payload));
+        pyo3::Python::attach(|py| {
+            let loads = py.import("orjson").and_then(|m| m.getattr("loads")).expect("orjson");
+            let text = serde_json::to_vec(&payload).unwrap();
+            let from_text = convert::text_to_python(&loads, &text).expect("orjson reads it");
+            let from_tree = convert::to_python(py, &payload).unwrap();
+            prop_assert_eq!(
+                from_text.repr().unwrap().to_string(),
+                from_tree.repr().unwrap().to_string()
+            );
+            Ok(())
+        })?;
     }
 }

@@ -32,7 +32,7 @@ pub fn to_python<'py>(py: Python<'py>, payload: &Value) -> Result<Bound<'py, PyA
 /// and the caller then reuses memory the worker touched. Serialized on the caller's thread
 /// it is a few contiguous lines, which the worker's `orjson.loads` turns into the same
 /// dict (BENCHMARKS.md, "Issue #13 re-measured").
-pub(crate) fn sent_as_text(payload: &Value) -> bool {
+pub fn sent_as_text(payload: &Value) -> bool {
     match payload {
         Value::Object(map) => {
             map.len() > TEXT_MIN_KEYS
@@ -52,10 +52,7 @@ const TEXT_MIN_KEYS: usize = 8;
 /// their kind, since `serde_json` writes every float with a `.` or an exponent; keys keep
 /// their order). `None` when `loads` refuses it (nesting beyond orjson's limit): the
 /// caller then converts the tree.
-pub(crate) fn text_to_python<'py>(
-    loads: &Bound<'py, PyAny>,
-    text: &[u8],
-) -> Option<Bound<'py, PyAny>> {
+pub fn text_to_python<'py>(loads: &Bound<'py, PyAny>, text: &[u8]) -> Option<Bound<'py, PyAny>> {
     let bytes = pyo3::types::PyBytes::new(loads.py(), text);
     loads.call1((bytes,)).ok()
 }
@@ -343,56 +340,6 @@ pub fn exception_error(py: Python<'_>, err: &PyErr) -> BridgeError {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use proptest::prelude::*;
-
-    fn scalar() -> impl Strategy<Value = Value> {
-        prop_oneof![
-            Just(Value::Null),
-            any::<bool>().prop_map(Value::Bool),
-            any::<i64>().prop_map(Value::from),
-            any::<u64>().prop_map(Value::from),
-            any::<f64>().prop_filter_map("finite", |f| Number::from_f64(f).map(Value::Number)),
-            Just(Value::from(-0.0)),
-            Just(Value::from(1.0)),
-            any::<String>().prop_map(Value::String),
-            "[a-z\\u{0}\"\\\\😀]{0,6}".prop_map(Value::String),
-        ]
-    }
-
-    fn payload() -> impl Strategy<Value = Value> {
-        let value = scalar().prop_recursive(4, 40, 6, |inner| {
-            prop_oneof![
-                proptest::collection::vec(inner.clone(), 0..6).prop_map(Value::Array),
-                proptest::collection::btree_map(any::<String>(), inner, 0..6)
-                    .prop_map(|entries| Value::Object(entries.into_iter().collect())),
-            ]
-        });
-        proptest::collection::btree_map(any::<String>(), value, 0..12)
-            .prop_map(|entries| Value::Object(entries.into_iter().collect()))
-    }
-
-    proptest! {
-        #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
-
-        /// A payload sent as text reaches the op as exactly the objects the tree conversion
-        /// builds: `repr` tells ints from floats and bools, `-0.0` from `0.0`, and shows
-        /// the keys' order.
-        #[test]
-        fn text_and_tree_give_the_same_python(payload in payload()) {
-            crate::inprocess::interpreter::ensure_started(None).expect("the interpreter starts");
-            Python::attach(|py| {
-                let loads = py.import("orjson").and_then(|m| m.getattr("loads")).expect("orjson");
-                let text = serde_json::to_vec(&payload).unwrap();
-                let from_text = text_to_python(&loads, &text).expect("orjson reads serde_json");
-                let from_tree = to_python(py, &payload).unwrap();
-                prop_assert_eq!(
-                    from_text.repr().unwrap().to_string(),
-                    from_tree.repr().unwrap().to_string()
-                );
-                Ok(())
-            })?;
-        }
-    }
 
     #[test]
     fn contracts_go_as_text_and_small_flat_payloads_as_trees() {
