@@ -219,6 +219,12 @@ proptest! {
         prop_assert_eq!(scan_json(text.as_bytes()).depth, value_depth(&value));
         prop_assert_eq!(scan_json(text.as_bytes()).big_int, None);
         let checked = check_value(&value, MAX_BYTES);
+        if value_depth(&value) <= MAX_DEPTH {
+            // The size limit holds to the byte (check_value skips counting when a quick
+            // ceiling is under the limit: the ceiling must never be below the size).
+            prop_assert!(check_value(&value, text.len()).is_ok());
+            prop_assert!(check_value(&value, text.len() - 1).is_err());
+        }
         match parse_payload(&text, MAX_BYTES) {
             Ok(parsed) => {
                 prop_assert!(checked.is_ok());

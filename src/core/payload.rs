@@ -60,7 +60,11 @@ pub fn parse_payload(text: &str, max_bytes: usize) -> Result<Value> {
 /// ```
 pub fn check_value(value: &Value, max_bytes: usize) -> Result<()> {
     require_object(value)?;
-    check_depth(value_depth(value))?;
+    let shape = shape(value);
+    check_depth(shape.depth)?;
+    if shape.size_ceiling <= max_bytes && numbers_fit_the_ceiling() {
+        return Ok(());
+    }
     check_size(serialized_len(value), max_bytes)
 }
 
@@ -262,6 +266,58 @@ pub fn value_depth(value: &Value) -> usize {
         deepest = deepest.max(depth);
     }
     deepest
+}
+
+/// A value's nesting depth (as [`value_depth`] counts it) and a ceiling on the length of
+/// its compact JSON, found in one walk: [`check_value`] serializes a payload to count its
+/// bytes only when the ceiling is over the limit (a contract payload's walk costs a sixth
+/// of its serialization).
+struct Shape {
+    depth: usize,
+    size_ceiling: usize,
+}
+
+/// The longest compact JSON of a number `serde_json` writes (`-2.2250738585072014e-308`).
+const NUMBER_CEILING: usize = 24;
+/// The longest JSON of one byte of a string: a control character as `\u00XX`.
+const STRING_BYTE_CEILING: usize = 6;
+
+/// Whether every number `serde_json` holds writes in at most [`NUMBER_CEILING`] bytes: not
+/// so when a crate in the build turns on its `arbitrary_precision` feature (numbers then
+/// keep their text, however long); asked once.
+fn numbers_fit_the_ceiling() -> bool {
+    static FIT: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *FIT.get_or_init(|| {
+        let long = "1.000000000000000000000000000000001e-300";
+        serde_json::from_str::<Value>(long).is_ok_and(|v| v.to_string().len() <= NUMBER_CEILING)
+    })
+}
+
+fn shape(value: &Value) -> Shape {
+    let string = |s: &str| 2 + STRING_BYTE_CEILING * s.len();
+    let mut result = Shape {
+        depth: 0,
+        size_ceiling: 0,
+    };
+    let mut stack = vec![(value, 1usize)];
+    while let Some((value, depth)) = stack.pop() {
+        result.size_ceiling += match value {
+            Value::Null | Value::Bool(_) => 5,
+            Value::Number(_) => NUMBER_CEILING,
+            Value::String(s) => string(s),
+            Value::Array(items) => {
+                stack.extend(items.iter().map(|child| (child, depth + 1)));
+                result.depth = result.depth.max(depth);
+                2 + items.len()
+            }
+            Value::Object(map) => {
+                stack.extend(map.values().map(|child| (child, depth + 1)));
+                result.depth = result.depth.max(depth);
+                2 + map.keys().map(|key| string(key) + 2).sum::<usize>()
+            }
+        };
+    }
+    result
 }
 
 /// The length of a value's compact JSON serialization.

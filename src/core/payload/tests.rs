@@ -169,6 +169,21 @@ fn check_value_requires_an_object() {
 }
 
 #[test]
+fn the_size_ceiling_is_never_below_the_serialized_size() {
+    assert!(numbers_fit_the_ceiling());
+    for value in [
+        json!({}),
+        json!({"a": "\u{0}\u{1f}\"\\é😀", "": [null, true, false, [], {}]}),
+        json!({"n": [i64::MIN, u64::MAX, -2.2250738585072014e-308, 1.7976931348623157e308]}),
+        json!({"deep": [[[[{"k": -0.0}]]]]}),
+    ] {
+        let shape = shape(&value);
+        assert!(shape.size_ceiling >= serialized_len(&value), "{value}");
+        assert_eq!(shape.depth, value_depth(&value), "{value}");
+    }
+}
+
+#[test]
 fn check_value_counts_the_serialized_size() {
     let value = json!({"a": "é"});
     assert_eq!(
