@@ -318,20 +318,66 @@ fn validate_text_shows_fail_and_hint() {
 }
 
 #[test]
-fn validate_with_a_bad_config_goes_on_with_defaults() {
+fn validate_reports_every_bad_variable_and_goes_on_with_the_rest() {
     let mut cmd = bridge(&["validate", "--json"]);
-    cmd.env("CEREBROS_POOL_SIZE", "0");
+    cmd.env("CEREBROS_POOL_SIZE", "0")
+        .env("CEREBROS_EXECUTOR", "bogus")
+        .env("CEREBROS_REPO", root().join("tests/fixtures"))
+        .env("CEREBROS_MODULE", "fault_service");
     let out = run(cmd);
     out.expect_code(1);
     let doc = out.json();
     let checks = doc["checks"].as_array().unwrap();
     assert_eq!(checks[0]["name"], "config");
     assert_eq!(checks[0]["status"], "fail");
-    assert!(checks[0]["detail"]
-        .as_str()
-        .unwrap()
-        .contains("invoke.pool_size"));
+    let detail = checks[0]["detail"].as_str().unwrap();
+    assert!(detail.contains("invoke.pool_size"), "{detail}");
+    assert!(detail.contains("executor.kind"), "{detail}");
+    let hint = checks[0]["hint"].as_str().unwrap();
+    assert!(hint.contains("CEREBROS_POOL_SIZE"), "{hint}");
+    assert!(hint.contains("CEREBROS_EXECUTOR"), "{hint}");
+    // The variables that are right still count: the service module named by them loads.
+    let failed: Vec<&Value> = checks.iter().filter(|c| c["status"] == "fail").collect();
+    assert_eq!(failed.len(), 1, "only the config fails: {failed:?}");
     let module = checks.iter().find(|c| c["name"] == "module").unwrap();
+    assert_eq!(module["status"], "ok", "{module}");
+    assert!(
+        module["detail"]
+            .as_str()
+            .unwrap()
+            .starts_with("fault_service"),
+        "{module}"
+    );
+}
+
+#[test]
+fn validate_with_a_bad_config_file_goes_on_with_defaults() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("cerebros.toml");
+    std::fs::write(&file, "[invoke]\npool_size = \"two\"\n").unwrap();
+    let out = run(bridge(&[
+        "validate",
+        "--json",
+        "--config",
+        file.to_str().unwrap(),
+    ]));
+    out.expect_code(1);
+    let doc = out.json();
+    let config = &doc["checks"][0];
+    assert_eq!(config["status"], "fail", "{config}");
+    assert!(
+        config["hint"]
+            .as_str()
+            .unwrap()
+            .ends_with("later checks use the defaults"),
+        "{config}"
+    );
+    let module = doc["checks"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["name"] == "module")
+        .unwrap();
     assert_eq!(module["status"], "ok", "{module}");
 }
 

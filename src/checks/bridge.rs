@@ -44,29 +44,82 @@ pub(super) fn run_all(config_path: Option<&Path>) -> Vec<Check> {
     checks
 }
 
-/// `config`: the configuration loads and validates; on failure the later checks use
-/// the built-in defaults.
+/// `config`: the configuration loads and validates. An environment variable set to a bad
+/// value is reported and left out, and the configuration is loaded again without it, so
+/// one mistake shows every other bad variable and the later checks still see the file and
+/// the variables that are right; any other failure (the file) leaves the later checks the
+/// built-in defaults.
 fn check_config(path: Option<&Path>) -> (Check, Config) {
-    match Config::load(path) {
-        Ok(config) => {
-            let detail = format!("source {}, mode {}", config.source, config.mode);
-            (Check::ok("config", detail), config)
-        }
-        Err(err) => {
-            let check = Check::fail("config", err.message.clone(), config_hint(&err));
-            (check, Config::default())
+    let mut left_out: Vec<String> = Vec::new();
+    let mut errors: Vec<BridgeError> = Vec::new();
+    loop {
+        let env = |name: &str| {
+            (!left_out.iter().any(|v| v == name))
+                .then(|| std::env::var(name).ok())
+                .flatten()
+        };
+        let loaded = std::env::current_dir()
+            .map_err(|err| {
+                BridgeError::new(
+                    ErrorClass::Config,
+                    format!("cannot determine the working directory: {err}"),
+                )
+            })
+            .and_then(|cwd| Config::load_with(path, &env, &cwd));
+        match loaded {
+            Ok(config) if errors.is_empty() => {
+                let detail = format!("source {}, mode {}", config.source, config.mode);
+                return (Check::ok("config", detail), config);
+            }
+            Ok(config) => return (config_failure(&errors, true), config),
+            Err(err) => {
+                let variable = bad_variable(&err).filter(|v| !left_out.contains(v));
+                errors.push(err);
+                match variable {
+                    Some(variable) if left_out.len() < MAX_LEFT_OUT => left_out.push(variable),
+                    _ => return (config_failure(&errors, false), Config::default()),
+                }
+            }
         }
     }
 }
 
-/// How to fix a config error: the key and where it was set, when the error says so.
-fn config_hint(err: &BridgeError) -> String {
+/// Bad environment variables `validate` leaves out, one after the other, at most.
+const MAX_LEFT_OUT: usize = 32;
+
+/// The environment variable `err` blames, when it names one that is set.
+fn bad_variable(err: &BridgeError) -> Option<String> {
+    let source = err.details.get("source").and_then(Value::as_str)?;
+    let is_name = source
+        .bytes()
+        .all(|b| b.is_ascii_uppercase() || b.is_ascii_digit() || b == b'_');
+    (is_name && std::env::var_os(source).is_some()).then(|| source.to_owned())
+}
+
+/// The failed `config` check of `errors` (in the order found); `went_on`: the later checks
+/// use the configuration without the bad variables, else the built-in defaults.
+fn config_failure(errors: &[BridgeError], went_on: bool) -> Check {
+    let detail: Vec<&str> = errors.iter().map(|e| e.message.as_str()).collect();
+    let fixes: Vec<String> = errors.iter().map(config_fix).collect();
+    let later = if went_on {
+        "later checks use the configuration without the variables above"
+    } else {
+        "later checks use the defaults"
+    };
+    Check::fail(
+        "config",
+        detail.join("; "),
+        format!("{}; {later}", fixes.join("; ")),
+    )
+}
+
+/// How to fix one config error: the key and where it was set, when the error says so.
+fn config_fix(err: &BridgeError) -> String {
     let detail = |name: &str| err.details.get(name).and_then(Value::as_str);
     match (detail("key"), detail("source")) {
-        (Some(key), Some(source)) => format!("fix `{key}` (set in {source}); later checks use the defaults"),
-        (Some(key), None) => format!("fix `{key}`; later checks use the defaults"),
-        _ => "check the file named by --config, CEREBROS_CONFIG or ./cerebros.toml; later checks use the defaults"
-            .to_owned(),
+        (Some(key), Some(source)) => format!("fix `{key}` (set in {source})"),
+        (Some(key), None) => format!("fix `{key}`"),
+        _ => "check the file named by --config, CEREBROS_CONFIG or ./cerebros.toml".to_owned(),
     }
 }
 
