@@ -16,6 +16,10 @@ in one go:
 * ``tune``: Ray Tune running the same trivial function as a function trainable
   (``--tune-samples`` samples);
 
+with ``--rounds N``, ours and the plain tasks are measured N times in turn on the same
+cluster (Ray Tune once) and the medians are reported: on a 2-vCPU machine one round's
+figures move by 10-20 %;
+
 then the scale-out figure: ``--burn-trials`` CPU-bound trials of ``--burn`` seconds each on a
 cluster of one 1-CPU node, then of two (a second ``ray start --address`` on this machine),
 trials/s with two nodes over one (goal >= 1.8).
@@ -26,6 +30,7 @@ end (SIGTERM, then SIGKILL to that group), also on failure.
     cargo build --release
     .venv/bin/python benches/ray_overhead.py                      # the issue's sizes
     .venv/bin/python benches/ray_overhead.py --trials 200 --tune-samples 20 --burn-trials 8
+    .venv/bin/python benches/ray_overhead.py --rounds 5 --tune-samples 5 --burn-trials 2
 
 ``--bin`` picks another CLI binary (default ``target/release/cerebros-bridge``).
 """
@@ -37,6 +42,7 @@ import json
 import os
 import re
 import signal
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -163,8 +169,8 @@ def _stamp(text: str) -> float:
 
 
 def plain_and_tune(address: str, tasks: int, window: int, samples: int, work: Path) -> dict:
-    """Plain Ray tasks (all at once, then ``window`` at a time) and Ray Tune, in a driver of
-    their own on the same cluster."""
+    """Plain Ray tasks (all at once, then ``window`` at a time) and Ray Tune (``samples``;
+    none when 0), in a driver of their own on the same cluster."""
     code = f"""
 import json, time, ray
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -193,12 +199,13 @@ def trainable(config):
     return {{"val_accuracy": 0.5}}
 
 t = time.perf_counter()
-tune.Tuner(
+if {samples}:
+  tune.Tuner(
     trainable,
     param_space={{"x": tune.uniform(0, 1)}},
     tune_config=tune.TuneConfig(num_samples={samples}),
     run_config=tune.RunConfig(storage_path={str(work / "tune")!r}, verbose=0),
-).fit()
+  ).fit()
 tuned = time.perf_counter() - t
 print(json.dumps({{"plain_s": plain, "windowed_s": windowed, "tune_s": tuned}}))
 """
@@ -220,6 +227,9 @@ def main() -> int:
     parser.add_argument("--tune-samples", type=int, default=200)
     parser.add_argument("--burn", type=float, default=1.0)
     parser.add_argument("--burn-trials", type=int, default=16)
+    parser.add_argument(
+        "--rounds", type=int, default=1, help="measure ours and the plain tasks this often"
+    )
     parser.add_argument("--json", type=Path, help="write the measurements to this file")
     parser.add_argument("--bin", type=Path, default=ROOT / "target/release/cerebros-bridge")
     args = parser.parse_args()
@@ -252,10 +262,14 @@ def main() -> int:
             _wait_for_nodes(address, 1)
             (knobs / "trivial").write_text("1")
             ours(args.bin, address, work, 50, args.parallelism)  # warm-up: workers started
-            results["ours"] = ours(args.bin, address, work, args.trials, args.parallelism)
-            results.update(
-                plain_and_tune(address, args.trials, args.parallelism, args.tune_samples, work)
-            )
+            results["rounds"] = []
+            for round_ in range(max(args.rounds, 1)):
+                measured = {"ours": ours(args.bin, address, work, args.trials, args.parallelism)}
+                samples = args.tune_samples if round_ == 0 else 0
+                measured.update(
+                    plain_and_tune(address, args.trials, args.parallelism, samples, work)
+                )
+                results["rounds"].append(measured)
             (knobs / "trivial").unlink()
             for node in reversed(nodes):
                 node.stop()
@@ -287,21 +301,45 @@ def main() -> int:
             for node in reversed(nodes):
                 node.stop()
 
-    n = results["ours"]["trials"]
-    ours_steady = results["ours"]["steady_s"] / n * 1000
-    ours_total = results["ours"]["wall_s"] / n * 1000
-    plain = results["plain_s"] / n * 1000
-    windowed = results["windowed_s"] / n * 1000
-    tune_ms = results["tune_s"] / args.tune_samples * 1000
+    n = args.trials
+    rounds = [
+        {
+            "steady": r["ours"]["steady_s"] / n * 1000,
+            "total": r["ours"]["wall_s"] / n * 1000,
+            "plain": r["plain_s"] / n * 1000,
+            "windowed": r["windowed_s"] / n * 1000,
+        }
+        for r in results["rounds"]
+    ]
+    for r in rounds:
+        r["ratio"] = r["steady"] / r["plain"]
+        r["ratio_windowed"] = r["steady"] / r["windowed"]
+
+    def median(key: str) -> float:
+        return statistics.median(r[key] for r in rounds)
+
+    ours_steady, ours_total = median("steady"), median("total")
+    plain, windowed = median("plain"), median("windowed")
+    tune_ms = results["rounds"][0]["tune_s"] / args.tune_samples * 1000
     one, two = results["burn"]["one_node"], results["burn"]["two_nodes"]
     rate_one = one["trials"] / one["steady_s"]
     rate_two = two["trials"] / two["steady_s"]
-    print(f"trivial trials, per trial ({n} trials, parallelism {args.parallelism}):")
+    if len(rounds) > 1:
+        window = f"plain {args.parallelism} in flight"
+        print(f"rounds ({len(rounds)}): ours steady / plain / {window}, ms; ratios")
+        for r in rounds:
+            print(
+                f"  {r['steady']:6.2f} / {r['plain']:5.2f} / {r['windowed']:5.2f}"
+                f"   {r['ratio']:5.2f} x / {r['ratio_windowed']:5.2f} x"
+            )
+    where = "medians of the rounds" if len(rounds) > 1 else "one round"
+    print(f"trivial trials, per trial ({n} trials, parallelism {args.parallelism}; {where}):")
     print(f"  ours (ray executor)  {ours_steady:8.2f} ms steady   {ours_total:8.2f} ms total")
     print(f"  plain Ray task       {plain:8.2f} ms")
     print(f"  plain, {args.parallelism:3d} in flight {windowed:8.2f} ms (one sent as one ends)")
     print(f"  Ray Tune             {tune_ms:8.2f} ms ({args.tune_samples} samples)")
-    print(f"  ours / plain Ray     {ours_steady / plain:8.2f} x (goal <= 2)")
+    print(f"  ours / plain Ray     {median('ratio'):8.2f} x (goal <= 2)")
+    print(f"  ours / plain, window {median('ratio_windowed'):8.2f} x")
     print(f"  Tune / ours          {tune_ms / ours_steady:8.1f} x")
     print(f"CPU-bound trials of {args.burn} s ({args.burn_trials} trials, parallelism 2):")
     print(f"  1 node               {rate_one:8.3f} trials/s")
