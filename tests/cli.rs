@@ -296,14 +296,13 @@ fn validate_fails_on_a_missing_repo_path_and_goes_on() {
     out.expect_code(1);
     let doc = out.json();
     assert_eq!(doc["ok"], false);
-    let checks = doc["checks"].as_array().unwrap();
-    let repo = checks.iter().find(|c| c["name"] == "repo_path").unwrap();
+    let repo = named_check(&doc, "repo_path");
     assert_eq!(repo["status"], "fail", "{repo}");
     assert!(
         repo["hint"].as_str().is_some_and(|h| !h.is_empty()),
         "{repo}"
     );
-    let store = checks.iter().find(|c| c["name"] == "store").unwrap();
+    let store = named_check(&doc, "store");
     assert_eq!(store["status"], "ok", "later checks still run: {store}");
 }
 
@@ -339,7 +338,7 @@ fn validate_reports_every_bad_variable_and_goes_on_with_the_rest() {
     // The variables that are right still count: the service module named by them loads.
     let failed: Vec<&Value> = checks.iter().filter(|c| c["status"] == "fail").collect();
     assert_eq!(failed.len(), 1, "only the config fails: {failed:?}");
-    let module = checks.iter().find(|c| c["name"] == "module").unwrap();
+    let module = named_check(&doc, "module");
     assert_eq!(module["status"], "ok", "{module}");
     assert!(
         module["detail"]
@@ -372,13 +371,17 @@ fn validate_with_a_bad_config_file_goes_on_with_defaults() {
             .ends_with("later checks use the defaults"),
         "{config}"
     );
-    let module = doc["checks"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|c| c["name"] == "module")
-        .unwrap();
+    let module = named_check(&doc, "module");
     assert_eq!(module["status"], "ok", "{module}");
+}
+
+/// The check called `name` in a `validate --json` document.
+fn named_check<'a>(doc: &'a Value, name: &str) -> &'a Value {
+    let checks = doc["checks"].as_array().expect("a checks list");
+    checks
+        .iter()
+        .find(|c| c["name"] == name)
+        .unwrap_or_else(|| panic!("no {name} check in {doc}"))
 }
 
 #[test]
