@@ -37,6 +37,18 @@ def test_an_unreachable_address_is_a_config_error_naming_it():
     assert "127.0.0.1:1" in raised.value.message and "ray start --head" in raised.value.message
 
 
+def test_auto_that_finds_an_address_nobody_answers_is_a_config_error_naming_it(monkeypatch):
+    # `auto` takes RAY_ADDRESS, or the file the last `ray start` left, as Ray does; a cluster
+    # that is gone is refused at once, not after ray.init's minute of retries.
+    pytest.importorskip("ray")
+    monkeypatch.setenv("RAY_ADDRESS", "127.0.0.1:1")
+    with pytest.raises(OpError) as raised:
+        ray_executor.connect({"address": "auto"})
+    assert raised.value.error_class == "config"
+    # Ray names a loopback address by this host's own address: only the port is ours.
+    assert ":1, the address auto found, does not answer" in raised.value.message
+
+
 def test_waiting_on_an_unknown_handle_ends_it_with_a_contract_error_at_once():
     pytest.importorskip("ray")
     run = ray_executor._Run(("sklearn:iris", {}, 1), _FakeRef())

@@ -381,3 +381,22 @@ fn an_unreachable_cluster_is_a_config_error_naming_the_address() {
         "{message}"
     );
 }
+
+#[test]
+fn an_unset_address_starts_a_local_ray_whatever_ray_address_says() {
+    // Unset means a local Ray started by the run (DESIGN §12). Ray itself would connect to
+    // RAY_ADDRESS, or to the address file an earlier `ray start` left in /tmp/ray, and wait
+    // there for a cluster that may be long gone: here nobody listens at RAY_ADDRESS.
+    let scratch = Scratch::new(2, "");
+    let mut command = scratch.command(&["run", &scratch.spec(), "--json"], None);
+    command
+        .env("CEREBROS_EXECUTOR", "ray")
+        .env("RAY_ADDRESS", "127.0.0.1:1");
+    let started = Instant::now();
+    let (code, doc, stderr) = Scratch::outcome(command);
+    assert_eq!(code, 0, "after {:?}: {stderr}", started.elapsed());
+    assert_eq!(doc["run"]["trials_completed"], 2, "{}", doc["run"]);
+    for trial in trials_by_index(&doc) {
+        assert!(trial["placement"]["node_id"].is_string(), "{trial}");
+    }
+}

@@ -4,8 +4,9 @@ The host's run worker stays the orchestrator (store, retries, timeouts, events);
 bridge it calls the ops of :mod:`cerebros_service` that land here:
 
 * ``ray_connect``: ``ray.init`` once per process (``address``: ``auto``, ``ray://HOST:PORT``,
-  ``HOST:PORT``, or ``None`` for a local Ray started here), with the service's folders on the
-  workers' ``PYTHONPATH``; an unreachable cluster is a ``config`` error naming the address;
+  ``HOST:PORT``, or ``None`` for a local Ray started here, whatever ``RAY_ADDRESS`` says),
+  with the service's folders on the workers' ``PYTHONPATH``; an unreachable cluster is a
+  ``config`` error naming the address;
 * ``ray_start_run``: loads the run's dataset once and puts it in the object store;
 * ``ray_submit``: one trial as a remote task under the caller's handle (``max_retries=0``:
   the store is the one record of attempts) with the spec's CPUs, GPUs and memory; returns
@@ -117,6 +118,31 @@ def _check_reachable(address: str) -> None:
         pass
 
 
+def _init_address(address: str | None) -> str:
+    """What ``ray.init`` is given for ``executor.address``, checked to answer first.
+
+    Unset is a local Ray started here (DESIGN §12): ``"local"``, since Ray's own default
+    would take ``RAY_ADDRESS`` or the address file the last ``ray start`` left in
+    ``/tmp/ray``, and wait there for a cluster that may be long gone. ``auto`` is resolved
+    as Ray resolves it (that file, or ``RAY_ADDRESS``) and the address found must answer.
+    """
+    if address is None:
+        return "local"
+    if address == "auto":
+        from ray._private.services import canonicalize_bootstrap_address
+
+        found = canonicalize_bootstrap_address("auto")  # ConnectionError when none is known
+        if found is not None:
+            try:
+                _check_reachable(found)
+            except OSError as exc:
+                message = f"{found}, the address auto found, does not answer: {exc}"
+                raise ConnectionError(message) from None
+        return address
+    _check_reachable(address)
+    return address
+
+
 def connect(payload: Mapping[str, Any]) -> dict:
     """``ray.init`` once per process; returns the Ray version and the cluster's nodes."""
     ray = _ray()
@@ -127,12 +153,11 @@ def connect(payload: Mapping[str, Any]) -> dict:
     with _lock:
         if not ray.is_initialized():
             try:
-                if address not in (None, "auto"):
-                    _check_reachable(address)
+                target = _init_address(address)
                 search = [*paths, service_root]
                 env = {"PYTHONPATH": os.pathsep.join(dict.fromkeys(search))}
                 ray.init(
-                    address=address,
+                    address=target,
                     namespace=namespace,
                     ignore_reinit_error=True,
                     log_to_driver=False,
