@@ -10,8 +10,8 @@ use crate::nas::executor::ExecutorSettings;
 use serde_json::json;
 use std::time::Duration;
 
-/// Starting a local Ray (address unset) takes seconds on a busy host.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest the `ray_disconnect` after the check may take.
+const DISCONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The `executor` check.
 pub(super) fn check_executor(config: &Config) -> Check {
@@ -39,12 +39,8 @@ pub(super) fn check_executor(config: &Config) -> Check {
         max_retries: Some(0),
         ..CallOptions::default()
     };
-    let connected = client.call_blocking_with(
-        "ray_connect",
-        settings.connection(),
-        options(CONNECT_TIMEOUT),
-    );
-    let _ = client.call_blocking_with("ray_disconnect", json!({}), options(CONNECT_TIMEOUT));
+    let connected = settings.connect_blocking(&client);
+    let _ = client.call_blocking_with("ray_disconnect", json!({}), options(DISCONNECT_TIMEOUT));
     client.shutdown(Duration::from_millis(200));
     match connected {
         Ok(reply) => {

@@ -7,13 +7,18 @@
 
 use crate::client::{CallOptions, Client};
 use crate::core::config::{Config, ExecutorKind};
-use crate::core::error::Result;
+use crate::core::error::{BridgeError, ErrorClass, Result};
 use serde_json::{json, Value};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// The longest `ray_connect` may take: starting a local Ray takes seconds on a busy host.
-const CONNECT_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest `ray_connect` may take when it starts a local Ray (address unset): that takes
+/// seconds on a busy host.
+const START_TIMEOUT: Duration = Duration::from_secs(120);
+/// The longest `ray_connect` may take to join the cluster at `executor.address`: a cluster
+/// answers within seconds, so past this nothing there speaks Ray (the port may be another
+/// service's, which accepts the connection and never answers as Ray does).
+const JOIN_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The executor a run worker drives trials with.
 #[derive(Debug, Clone, Default, PartialEq)]
@@ -60,14 +65,50 @@ impl ExecutorSettings {
     /// returns the Ray version and the cluster's live nodes and resources. An unreachable
     /// cluster is a `config` error naming `executor.address`, with a hint.
     pub async fn connect(&self, client: &Client) -> Result<Value> {
-        let options = CallOptions {
-            timeout: Some(CONNECT_TIMEOUT),
+        client
+            .call_with("ray_connect", self.connection(), self.connect_options())
+            .await
+            .map_err(|err| self.connect_failure(err))
+    }
+
+    /// [`ExecutorSettings::connect`] from a thread without an async runtime (`validate`).
+    pub fn connect_blocking(&self, client: &Client) -> Result<Value> {
+        client
+            .call_blocking_with("ray_connect", self.connection(), self.connect_options())
+            .map_err(|err| self.connect_failure(err))
+    }
+
+    fn connect_options(&self) -> CallOptions {
+        let timeout = match self.address {
+            Some(_) => JOIN_TIMEOUT,
+            None => START_TIMEOUT,
+        };
+        CallOptions {
+            timeout: Some(timeout),
             max_retries: Some(0),
             ..CallOptions::default()
-        };
-        client
-            .call_with("ray_connect", self.connection(), options)
-            .await
+        }
+    }
+
+    /// A `ray_connect` that ran out of time at a given address is that address's `config`
+    /// error, as an unreachable one is; other failures are the service's own.
+    fn connect_failure(&self, err: BridgeError) -> BridgeError {
+        match &self.address {
+            Some(address) if err.class == ErrorClass::Timeout => BridgeError::new(
+                ErrorClass::Config,
+                format!(
+                    "executor.address = {address}: no Ray cluster answered there within {} s \
+                     (something else may listen on that port); hint: use the address \
+                     `ray start --head` printed (or `auto` on a cluster node), or leave \
+                     executor.address unset for a local Ray",
+                    JOIN_TIMEOUT.as_secs()
+                ),
+            )
+            .with_detail("key", "executor.address")
+            .with_detail("address", address.as_str())
+            .with_source(err),
+            _ => err,
+        }
     }
 
     /// `ray.shutdown()` of the client's interpreter, before the host exits (a no-op when

@@ -383,6 +383,44 @@ fn an_unreachable_cluster_is_a_config_error_naming_the_address() {
 }
 
 #[test]
+fn an_address_where_something_else_listens_is_a_config_error_within_the_join_deadline() {
+    // A port that accepts connections and never answers as Ray does (another service, a
+    // typo): ray.init would wait minutes; the run refuses it within 30 s, naming it.
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    let scratch = Scratch::new(1, "");
+    let mut command = scratch.command(&["run", &scratch.spec(), "--json"], None);
+    command
+        .env("CEREBROS_EXECUTOR", "ray")
+        .env("CEREBROS_EXECUTOR_ADDRESS", &address);
+    let started = Instant::now();
+    let (code, doc, stderr) = Scratch::outcome(command);
+    assert_eq!(code, 2, "{doc} {stderr}");
+    let error = &doc["error"];
+    assert_eq!(error["class"], "config", "{doc}");
+    assert_eq!(error["details"]["address"], address.as_str(), "{doc}");
+    assert!(
+        error["message"]
+            .as_str()
+            .unwrap()
+            .contains("no Ray cluster answered there within 30 s"),
+        "{doc}"
+    );
+    // The deadline is the feature: 30 s, then the run's own shutdown; far from minutes.
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn an_unset_address_starts_a_local_ray_whatever_ray_address_says() {
     // Unset means a local Ray started by the run (DESIGN §12). Ray itself would connect to
     // RAY_ADDRESS, or to the address file an earlier `ray start` left in /tmp/ray, and wait
