@@ -386,14 +386,7 @@ fn an_unreachable_cluster_is_a_config_error_naming_the_address() {
 fn an_address_where_something_else_listens_is_a_config_error_within_the_join_deadline() {
     // A port that accepts connections and never answers as Ray does (another service, a
     // typo): ray.init would wait minutes; the run refuses it within 30 s, naming it.
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let address = listener.local_addr().unwrap().to_string();
-    std::thread::spawn(move || {
-        let mut held = Vec::new();
-        for stream in listener.incoming().flatten() {
-            held.push(stream);
-        }
-    });
+    let address = silent_listener();
     let scratch = Scratch::new(1, "");
     let mut command = scratch.command(&["run", &scratch.spec(), "--json"], None);
     command
@@ -418,6 +411,62 @@ fn an_address_where_something_else_listens_is_a_config_error_within_the_join_dea
         "{:?}",
         started.elapsed()
     );
+}
+
+/// A port that accepts connections and never answers as Ray does; its address.
+fn silent_listener() -> String {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let address = listener.local_addr().unwrap().to_string();
+    std::thread::spawn(move || {
+        let mut held = Vec::new();
+        for stream in listener.incoming().flatten() {
+            held.push(stream);
+        }
+    });
+    address
+}
+
+#[test]
+fn a_run_no_command_connected_first_gets_the_same_config_error() {
+    // `serve` drives queued runs with no `ray_connect` of its own before them: the run's
+    // start connects, with the same deadline and the same error as `run`.
+    use cerebros_bridge::client::Client;
+    use cerebros_bridge::core::config::{Config, ExecutorKind};
+    use cerebros_bridge::core::error::ErrorClass;
+    use cerebros_bridge::nas::executor::ExecutorSettings;
+    use cerebros_bridge::nas::run::{CancelSignal, RunWorker};
+    use cerebros_bridge::nas::spec::RunSpec;
+    use cerebros_bridge::nas::store::{RunState, Store};
+    let address = silent_listener();
+    let dir = tempfile::tempdir().unwrap();
+    let mut config = Config {
+        module: "ray_fixture".into(),
+        repo_path: common::root().join("tests/fixtures"),
+        ..Config::default()
+    };
+    config.executor.kind = ExecutorKind::Ray;
+    config.executor.address = Some(address.clone());
+    let client = std::sync::Arc::new(Client::start(&config).unwrap());
+    let store = std::sync::Arc::new(Store::open(&dir.path().join("runs.db")).unwrap());
+    let worker = RunWorker::new(client.clone(), store, dir.path().join("artifacts"))
+        .with_executor(ExecutorSettings::from_config(&config));
+    let spec = RunSpec::from_toml_str(&common::iris_spec("w", 1, 1), &common::root()).unwrap();
+    let run_id = worker.create(&spec).unwrap();
+    let runtime = tokio::runtime::Runtime::new().unwrap();
+    let started = Instant::now();
+    let err = runtime
+        .block_on(worker.drive(&run_id, CancelSignal::new()))
+        .unwrap_err();
+    assert_eq!(err.class, ErrorClass::Config, "{err}");
+    assert_eq!(err.details["address"], address.as_str(), "{err:?}");
+    assert!(
+        started.elapsed() < Duration::from_secs(90),
+        "{:?}",
+        started.elapsed()
+    );
+    let run = worker.store().run(&run_id).unwrap();
+    assert_eq!(run.status, RunState::Failed, "{run:?}");
+    client.shutdown(Duration::from_millis(200));
 }
 
 #[test]

@@ -79,8 +79,11 @@ struct Shared {
 }
 
 impl RayTrials {
-    /// Connects to the cluster and shares the run's dataset through the object store
-    /// (`ray_start_run`: loaded once here, never read from a file on a worker node).
+    /// Connects to the cluster ([`ExecutorSettings::connect`]: its deadline, and its
+    /// `config` error for an address no cluster answers from, hold for runs that no
+    /// command connected first, such as those `serve` drives) and shares the run's dataset
+    /// through the object store (`ray_start_run`: loaded once here, never read from a file
+    /// on a worker node).
     pub(super) async fn start(
         client: Arc<Client>,
         settings: ExecutorSettings,
@@ -99,6 +102,7 @@ impl RayTrials {
             max_retries: Some(0),
             ..CallOptions::default()
         };
+        settings.connect(&client).await?;
         client.call_with("ray_start_run", payload, options).await?;
         let shared = Arc::new(Shared {
             client,
