@@ -16,7 +16,7 @@ import cerebros_service
 from cerebros_service._dispatch import OpError, call_op, encode_result
 from cerebros_service.nas import artifacts, datasets
 from cerebros_service.nas.datasets import load_dataset
-from cerebros_service.nas.network import Network
+from cerebros_service.nas.network import Network, plan_layout
 from cerebros_service.nas.search_space import (
     DEFAULT_SEARCH_SPACE,
     Architecture,
@@ -409,6 +409,43 @@ def test_parameter_count_ignores_masked_weights():
     # unit (1,0): 5*4+4; unit (1,1): (5+4)*2+2; unit (2,0): (5+2)*3+3; output: 3*2+2
     assert net.n_params == 24 + 20 + 24 + 8
     assert arch.connections == 4 and arch.lateral_connections == 1
+
+
+def test_the_planned_layout_sizes_the_parameter_vector_without_building_it():
+    space = normalize_search_space({**DEMO_SPACE, "maximum_levels": 4})
+    for seed in range(20):
+        arch = sample_architecture(space, seed)
+        net = Network(arch, 13, 3, "classification")
+        assert plan_layout(arch, 13).dense_parameters(3) == net.params.size, seed
+
+
+def test_a_network_too_large_to_train_fails_as_its_trial_at_once(tmp_path):
+    # 3 levels of 2 units of 4 096 neurons, fully connected: ~200M weights, ~4.7 GiB to
+    # train; it must fail as one trial before anything is allocated, naming what to lower.
+    space = {
+        **DEMO_SPACE,
+        "minimum_levels": 3,
+        "maximum_levels": 3,
+        "minimum_units_per_level": 2,
+        "maximum_units_per_level": 2,
+        "minimum_neurons_per_unit": 4096,
+        "maximum_neurons_per_unit": 4096,
+        "p_predecessor_connection": 1.0,
+    }
+    payload = trial_payload(tmp_path, search_space=space)
+    report = call_op(cerebros_service, "run_trial", payload)
+    assert report["status"] == "failed"
+    assert report["artifact_uri"] is None
+    assert report["metrics"]["epochs_run"] == 0
+    (reason,) = report["warnings"]
+    assert "MiB to train" in reason and "maximum_neurons_per_unit" in reason, reason
+    # A smaller budget.trial_memory_mb lowers the limit for networks that fit the default.
+    small = {**space, "minimum_neurons_per_unit": 256, "maximum_neurons_per_unit": 256}
+    fits = trial_payload(tmp_path, search_space=small, budget={"epochs": 1})
+    assert call_op(cerebros_service, "run_trial", fits)["status"] == "succeeded"
+    tight = trial_payload(tmp_path, search_space=small, budget={"epochs": 1, "trial_memory_mb": 1})
+    report = call_op(cerebros_service, "run_trial", tight)
+    assert report["status"] == "failed" and "1 MiB a trial may use" in report["warnings"][0]
 
 
 def test_trainer_learns_iris():

@@ -21,11 +21,13 @@ import numpy as np
 
 from .search_space import Architecture
 
-__all__ = ["Network", "Stage"]
+__all__ = ["Layout", "Network", "Stage", "StagePlan", "plan_layout", "training_bytes"]
 
 DTYPE = np.float32
 _GELU_C = np.float32(np.sqrt(2.0 / np.pi))
 _GELU_A = np.float32(0.044715)
+#: Rows of one forward pass when a whole split is evaluated (:meth:`Network.predict`).
+EVAL_CHUNK = 4096
 
 
 @dataclass
@@ -47,6 +49,73 @@ class Stage:
     grad_bias: np.ndarray | None = None
 
 
+@dataclass(frozen=True)
+class StagePlan:
+    """Where one stage's matmul reads and writes in the activation buffer (no arrays)."""
+
+    level: int
+    units: list[tuple[int, int]]  # (level, index) of the units it computes, in column order
+    sources: list[list[tuple[int, int]]]  # each unit's input units, in the order of ``units``
+    lo: int
+    hi: int
+    start: int
+    stop: int
+
+
+@dataclass(frozen=True)
+class Layout:
+    """The column layout of an architecture: every unit's columns, the stages, the buffer's
+    width and the first column the output layer reads."""
+
+    columns: dict[tuple[int, int], tuple[int, int]]
+    stages: list[StagePlan]
+    width: int
+    out_lo: int
+
+    def dense_parameters(self, n_outputs: int) -> int:
+        """The length of the flat parameter vector (masked-out weights included)."""
+        stages = sum((p.hi - p.lo + 1) * (p.stop - p.start) for p in self.stages)
+        return stages + (self.width - self.out_lo + 1) * n_outputs
+
+
+def plan_layout(arch: Architecture, n_inputs: int) -> Layout:
+    """The layout of ``arch`` over ``n_inputs`` features, computed without allocating."""
+    columns: dict[tuple[int, int], tuple[int, int]] = {(0, 0): (0, n_inputs)}
+    stages: list[StagePlan] = []
+    col = n_inputs
+    for k, level in enumerate(arch.levels, start=1):
+        depth: list[int] = []
+        for j in range(len(level)):
+            lats = arch.laterals[k - 1][j]
+            depth.append(1 + max(depth[i] for i in lats) if lats else 0)
+        for d in range(max(depth) + 1):
+            members = [(k, j) for j in range(len(level)) if depth[j] == d]
+            start = col
+            for unit in members:
+                columns[unit] = (col, col + level[unit[1]])
+                col += level[unit[1]]
+            sources = [
+                [*arch.inputs[k - 1][j], *((k, i) for i in arch.laterals[k - 1][j])]
+                for _, j in members
+            ]
+            lo = min(columns[s][0] for srcs in sources for s in srcs)
+            hi = max(columns[s][1] for srcs in sources for s in srcs)
+            stages.append(StagePlan(k, members, sources, lo, hi, start, col))
+    last = len(arch.levels)
+    out_lo = min(columns[(last, j)][0] for j in range(len(arch.levels[-1])))
+    return Layout(columns, stages, col, out_lo)
+
+
+def training_bytes(arch: Architecture, n_inputs: int, n_outputs: int, rows: int) -> int:
+    """About the memory training ``arch`` takes, whichever trainer: six float32 copies of the
+    parameters (weights, gradients, masks, Adam's two moments, the best epoch's weights) and
+    the activations and their gradients for ``rows`` rows, the most one pass sees (a
+    mini-batch, or an evaluation chunk of at most :data:`EVAL_CHUNK` rows)."""
+    layout = plan_layout(arch, n_inputs)
+    floats = 6 * layout.dense_parameters(n_outputs) + 2 * rows * layout.width
+    return floats * np.dtype(DTYPE).itemsize
+
+
 class Network:
     """The compiled network: layout, flat parameters, forward and backward passes."""
 
@@ -58,50 +127,33 @@ class Network:
         self.n_inputs = int(n_inputs)
         self.n_outputs = int(n_outputs)
         self.activation = arch.activation
-        self.columns: dict[tuple[int, int], tuple[int, int]] = {(0, 0): (0, self.n_inputs)}
+        layout = plan_layout(arch, self.n_inputs)
+        self.columns = layout.columns
         self.stages: list[Stage] = []
         offset = 0  # running size of the flat parameter vector
-        col = self.n_inputs
-        for k, level in enumerate(arch.levels, start=1):
-            depth: list[int] = []
-            for j in range(len(level)):
-                lats = arch.laterals[k - 1][j]
-                depth.append(1 + max(depth[i] for i in lats) if lats else 0)
-            for d in range(max(depth) + 1):
-                members = [(k, j) for j in range(len(level)) if depth[j] == d]
-                start = col
-                for unit in members:
-                    self.columns[unit] = (col, col + level[unit[1]])
-                    col += level[unit[1]]
-                sources = [
-                    [*arch.inputs[k - 1][j], *((k, i) for i in arch.laterals[k - 1][j])]
-                    for _, j in members
-                ]
-                lo = min(self.columns[s][0] for srcs in sources for s in srcs)
-                hi = max(self.columns[s][1] for srcs in sources for s in srcs)
-                mask = np.zeros((hi - lo, col - start), dtype=DTYPE)
-                for (_, j), srcs in zip(members, sources, strict=True):
-                    c0, c1 = self.columns[(k, j)]
-                    for s in srcs:
-                        s0, s1 = self.columns[s]
-                        mask[s0 - lo : s1 - lo, c0 - start : c1 - start] = 1.0
-                n_w = mask.size
-                stage = Stage(
-                    level=k,
-                    units=members,
-                    lo=lo,
-                    hi=hi,
-                    start=start,
-                    stop=col,
-                    w_slice=slice(offset, offset + n_w),
-                    b_slice=slice(offset + n_w, offset + n_w + (col - start)),
-                    mask=None if mask.all() else mask,
-                )
-                offset = stage.b_slice.stop
-                self.stages.append(stage)
-        self.width = col
-        last = len(arch.levels)
-        self.out_lo = min(self.columns[(last, j)][0] for j in range(len(arch.levels[-1])))
+        for plan in layout.stages:
+            mask = np.zeros((plan.hi - plan.lo, plan.stop - plan.start), dtype=DTYPE)
+            for (_, j), srcs in zip(plan.units, plan.sources, strict=True):
+                c0, c1 = self.columns[(plan.level, j)]
+                for s in srcs:
+                    s0, s1 = self.columns[s]
+                    mask[s0 - plan.lo : s1 - plan.lo, c0 - plan.start : c1 - plan.start] = 1.0
+            n_w = mask.size
+            stage = Stage(
+                level=plan.level,
+                units=plan.units,
+                lo=plan.lo,
+                hi=plan.hi,
+                start=plan.start,
+                stop=plan.stop,
+                w_slice=slice(offset, offset + n_w),
+                b_slice=slice(offset + n_w, offset + n_w + (plan.stop - plan.start)),
+                mask=None if mask.all() else mask,
+            )
+            offset = stage.b_slice.stop
+            self.stages.append(stage)
+        self.width = layout.width
+        self.out_lo = layout.out_lo
         n_last = self.width - self.out_lo
         self.out_w_slice = slice(offset, offset + n_last * self.n_outputs)
         self.out_b_slice = slice(self.out_w_slice.stop, self.out_w_slice.stop + self.n_outputs)
@@ -264,7 +316,7 @@ class Network:
             if first < stage.hi:
                 dbuf[:, first - n_in : stage.hi - n_in] += dz @ stage.weight[first - stage.lo :].T
 
-    def predict(self, x: np.ndarray, chunk: int = 4096) -> np.ndarray:
+    def predict(self, x: np.ndarray, chunk: int = EVAL_CHUNK) -> np.ndarray:
         """The network's raw output (logits or predictions) for all rows of ``x``."""
         outputs = []
         rows = min(chunk, max(1, x.shape[0]))

@@ -29,7 +29,8 @@ from .rules import OBJECTIVES, check_section
 from .search_space import normalize_search_space
 from .strategies import require
 from .study import check_history, import_optuna
-from .trainers import ARTIFACT_SUFFIX, check_trainer, fit
+from .trainer import TrainResult
+from .trainers import ARTIFACT_SUFFIX, check_trainer, fit, too_large
 
 __all__ = ["start_run", "run_trial", "record_trial", "finalize_run"]
 
@@ -164,8 +165,12 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
     arch, on_epoch = plan_trial(
         space, seed, search, history, direction, objective, budget["epochs"]
     )
-    fitted = fit(trainer, arch, data, budget=budget, seed=seed, on_epoch=on_epoch)
-    result = fitted.result
+    refusal = too_large(arch, data, budget)
+    if refusal is None:
+        fitted = fit(trainer, arch, data, budget=budget, seed=seed, on_epoch=on_epoch)
+        result = fitted.result
+    else:  # fails as this one trial, before a byte of it is allocated
+        fitted, result = None, TrainResult(epochs_run=0, best_epoch=0)
     metric = "val_accuracy" if data.task == "classification" else "val_rmse"
     curve = {
         "val_loss": [_finite(v) for v in result.val_loss],
@@ -178,10 +183,13 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
         metrics[metric] = result.best(result.val_metric)
         metrics["val_loss"] = result.best(result.val_loss)
         metrics["train_loss"] = result.best(result.train_loss)
-    metrics["params"] = fitted.n_params
+    if fitted is not None:
+        metrics["params"] = fitted.n_params
     metrics["epochs_run"] = result.epochs_run
     metrics["best_epoch"] = result.best_epoch
     metrics["curve"] = curve
+    if refusal is not None:
+        warnings.append(refusal)
     if result.diverged:
         warnings.append(
             f"training diverged (non-finite loss) at epoch {result.epochs_run}"
@@ -197,7 +205,7 @@ def run_trial(payload: Mapping[str, Any]) -> dict:
         trainer=trainer,
     )
     artifact_uri = None
-    if result.ok and not result.pruned:
+    if fitted is not None and result.ok and not result.pruned:
         meta = {
             "format": "cerebros-nas-artifact",
             "format_version": 1,

@@ -6,6 +6,7 @@ architecture on the same split with the same settings and report the same
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -16,12 +17,25 @@ import numpy as np
 from . import keras_trainer
 from .artifacts import save_artifact
 from .datasets import Dataset
-from .network import Network
+from .network import EVAL_CHUNK, Network, training_bytes
 from .rules import RULES, check_value
 from .search_space import Architecture
 from .trainer import TrainResult, blas_threads, one_training_at_a_time, train
 
-__all__ = ["ARTIFACT_SUFFIX", "Fitted", "check_trainer", "fit"]
+__all__ = [
+    "ARTIFACT_SUFFIX",
+    "DEFAULT_TRIAL_MEMORY_MB",
+    "Fitted",
+    "check_trainer",
+    "fit",
+    "too_large",
+]
+
+#: The memory a trial's training may take when ``budget.trial_memory_mb`` is unset.
+DEFAULT_TRIAL_MEMORY_MB = 4096
+#: The share of the machine's memory one trial may take, whatever the spec asks: several
+#: trials (processes, Ray tasks) train side by side on one machine.
+MACHINE_SHARE = 4
 
 #: The artifact file suffix of each trainer.
 ARTIFACT_SUFFIX: dict[str, str] = {"numpy": ".npz", "keras": ".keras"}
@@ -46,6 +60,43 @@ def check_trainer(value: Any, key: str) -> str:
     if name == "keras":
         keras_trainer.require_keras()
     return name
+
+
+def too_large(arch: Architecture, data: Dataset, budget: dict[str, int]) -> str | None:
+    """Why ``arch`` is too large to train on this machine within ``budget``, or ``None``.
+
+    A trial may take ``budget.trial_memory_mb`` (default :data:`DEFAULT_TRIAL_MEMORY_MB`),
+    and never more than 1/:data:`MACHINE_SHARE` of the machine's memory: a search space
+    allows networks of billions of weights, and one of them must fail as one trial, at once,
+    rather than take the machine (and the host process with ``in_process``) down."""
+    n_train, n_val = data.x_train.shape[0], data.x_val.shape[0]
+    rows = max(min(budget["batch_size"], n_train), min(EVAL_CHUNK, n_val), 1)
+    needed = training_bytes(arch, data.n_features, data.n_outputs, rows)
+    requested = budget.get("trial_memory_mb") or DEFAULT_TRIAL_MEMORY_MB
+    limit = requested * 2**20
+    machine = _machine_bytes()
+    if machine is not None:
+        limit = min(limit, machine // MACHINE_SHARE)
+    if needed <= limit:
+        return None
+    return (
+        f"the sampled network needs about {needed / 2**20:,.0f} MiB to train "
+        f"({len(arch.levels)} levels of {', '.join(str(len(level)) for level in arch.levels)} "
+        f"units, up to {max(max(level) for level in arch.levels)} neurons each, over "
+        f"{data.n_features} features), "
+        f"more than the {limit / 2**20:,.0f} MiB a trial may use here (budget.trial_memory_mb, "
+        f"default {DEFAULT_TRIAL_MEMORY_MB}, at most 1/{MACHINE_SHARE} of this machine's memory); "
+        "lower search_space.maximum_neurons_per_unit, maximum_units_per_level or "
+        "maximum_levels, or budget.batch_size"
+    )
+
+
+def _machine_bytes() -> int | None:
+    """The machine's physical memory, where the platform says."""
+    try:
+        return os.sysconf("SC_PHYS_PAGES") * os.sysconf("SC_PAGE_SIZE")
+    except (AttributeError, OSError, ValueError):
+        return None
 
 
 def fit(
