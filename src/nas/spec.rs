@@ -12,7 +12,7 @@ use crate::core::error::{BridgeError, ErrorClass, Result};
 use rules::{check_section, key_error, rules, shown, Section};
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
-use std::path::{Path, PathBuf};
+use std::path::{Component, Path, PathBuf};
 
 /// The longest run spec read (a spec is a few hundred bytes).
 const MAX_SPEC_FILE_BYTES: usize = 1024 * 1024;
@@ -445,21 +445,37 @@ impl RunSpec {
 
     /// Refuses a `csv:`/`npz:` dataset whose file does not resolve (symlinks included)
     /// inside `root`.
+    /// A client's dataset file must be a data file of its kind (`.csv`, `.npz`) inside
+    /// `root`, with no hidden part in its path, before and after links are followed: the
+    /// loaders' errors quote what they read, so any other file there (a `.env`, the store,
+    /// credentials) must never be opened. Every refusal gives the same answer, so it tells
+    /// nothing about which files exist.
     fn check_dataset_inside(&self, root: &Path) -> Result<()> {
-        let Some(file) = self.dataset_file() else {
+        let Some((kind, file)) = self.dataset_kind_and_file() else {
             return Ok(());
         };
-        let inside = match (file.canonicalize(), root.canonicalize()) {
-            (Ok(file), Ok(root)) => file.starts_with(root),
-            _ => false,
+        let acceptable = |path: &Path, root: &Path| {
+            path.strip_prefix(root).is_ok_and(|relative| {
+                let visible = relative
+                    .components()
+                    .all(|c| matches!(c, Component::Normal(part) if !part.to_string_lossy().starts_with('.')));
+                let extension = relative.extension().and_then(|e| e.to_str());
+                visible && extension.is_some_and(|e| e.eq_ignore_ascii_case(kind))
+            })
         };
-        if inside {
+        let allowed = acceptable(&file, root)
+            && match (file.canonicalize(), root.canonicalize()) {
+                (Ok(file), Ok(root)) => acceptable(&file, &root),
+                _ => false,
+            };
+        if allowed {
             return Ok(());
         }
         Err(key_error(
             "dataset",
             &format!(
-                "must be a file inside {} (the server's folder)",
+                "must be a .{kind} file inside {} (the server's folder) with no part of its \
+                 path starting with '.'",
                 root.display()
             ),
         ))
@@ -467,10 +483,15 @@ impl RunSpec {
 
     /// The run's dataset path when it is a file, for the store's records.
     pub fn dataset_file(&self) -> Option<PathBuf> {
-        ["csv:", "npz:"]
-            .iter()
-            .find_map(|p| self.dataset.strip_prefix(p))
-            .map(PathBuf::from)
+        self.dataset_kind_and_file().map(|(_, file)| file)
+    }
+
+    /// The kind (`csv`, `npz`) and path of the run's dataset when it is a file.
+    fn dataset_kind_and_file(&self) -> Option<(&'static str, PathBuf)> {
+        ["csv", "npz"].into_iter().find_map(|kind| {
+            let path = self.dataset.strip_prefix(kind)?.strip_prefix(':')?;
+            Some((kind, PathBuf::from(path)))
+        })
     }
 
     /// The `start_run` contract of this spec.

@@ -304,3 +304,47 @@ fn an_unknown_trainer_is_refused_naming_the_key() {
         assert!(err.message.contains("numpy, keras"), "{err}");
     }
 }
+
+#[test]
+fn a_clients_dataset_file_is_a_visible_data_file_of_its_kind_inside_the_root() {
+    // The loaders quote what they read in their errors: a client may name the server's
+    // datasets, never its other files (credentials, .env, the store), links included.
+    let root = tempfile::tempdir().unwrap();
+    let root = root.path();
+    for (name, text) in [
+        ("data.csv", "a,target\n1,2\n"),
+        ("secrets.txt", "user,pass\nalice,hunter2\n"),
+        (".env.csv", "a,target\n1,2\n"),
+        ("cerebros.db", "SQLite format 3"),
+    ] {
+        std::fs::write(root.join(name), text).unwrap();
+    }
+    std::fs::create_dir(root.join(".git")).unwrap();
+    std::fs::write(root.join(".git/data.csv"), "a,target\n1,2\n").unwrap();
+    std::os::unix::fs::symlink(root.join("secrets.txt"), root.join("link.csv")).unwrap();
+    let submit = |dataset: &str| {
+        let text = format!("name = \"t\"\ndataset = \"{dataset}\"\n");
+        RunSpec::from_client(&text, SpecSyntax::Toml, root)
+    };
+    submit("csv:data.csv").unwrap();
+    assert!(submit(&format!("csv:{}", root.join("data.csv").display())).is_ok());
+    let refused = submit("csv:secrets.txt").unwrap_err();
+    assert_eq!(refused.details["key"], "dataset");
+    for dataset in [
+        "csv:.env.csv",
+        "csv:.git/data.csv",
+        "csv:link.csv",
+        "csv:cerebros.db",
+        "csv:missing.csv",
+        "csv:../data.csv",
+    ] {
+        let err = submit(dataset).unwrap_err();
+        assert_eq!(err.message, refused.message, "{dataset}");
+    }
+    let err = submit("npz:data.csv").unwrap_err();
+    assert!(
+        err.message.contains("must be a .npz file inside"),
+        "{}",
+        err.message
+    );
+}
