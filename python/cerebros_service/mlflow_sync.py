@@ -591,7 +591,8 @@ def _classify(exc: Exception, uri: str, server_wide: bool = False) -> OpError:
     """The ``OpError`` of a failed sync: ``dependency`` when MLflow is missing,
     ``system_error`` when the tracking store cannot be reached or fails whatever the item
     (``server_wide``), ``exception`` for a failure of this item (marked ``permanent`` when
-    MLflow refused the request itself)."""
+    MLflow refused the request itself, even before any item-specific step: the experiment
+    is named by the run's spec, so a name MLflow refuses is this item's)."""
     kind = type(exc)
     name = f"{kind.__module__}.{kind.__qualname__}"
     details = {"type": name, "tracking_uri": uri}
@@ -605,11 +606,11 @@ def _classify(exc: Exception, uri: str, server_wide: bool = False) -> OpError:
         details["unreachable"] = True
         details["cause"] = str(exc)
         return OpError("system_error", f"MLflow at {uri} is unreachable: {_reason(exc)}", details)
-    if server_wide:
-        return OpError("system_error", f"MLflow at {uri} failed: {_reason(exc)}", details)
     code = _refused(exc)
-    if code is not None:
+    if code is not None:  # the request's own content (an experiment named by this run, too)
         details["permanent"] = True
         details["error_code"] = code
         return OpError("exception", f"MLflow refused this item ({code}): {_reason(exc)}", details)
+    if server_wide:
+        return OpError("system_error", f"MLflow at {uri} failed: {_reason(exc)}", details)
     return OpError("exception", f"{name}: {exc}", details)

@@ -695,17 +695,45 @@ fn json_value(value: toml::Value, key: &str) -> Result<Value> {
 
 /// A run's name is shown on terminals: not empty, and no control characters (escapes,
 /// NUL, newlines).
+/// The longest run name, in characters: it is the MLflow experiment's name (MLflow takes
+/// 500 at most), a column of `runs list` and a title on the live page.
+pub const MAX_NAME_CHARS: usize = 200;
+
 fn check_name(name: &str) -> Result<()> {
     if name.trim().is_empty() {
         return Err(key_error("name", "must not be empty"));
     }
-    if let Some(c) = name.chars().find(|c| c.is_control()) {
+    let length = name.chars().count();
+    if length > MAX_NAME_CHARS {
         return Err(key_error(
             "name",
-            &format!("must not hold control characters, got {:?}", c),
+            &format!("must be at most {MAX_NAME_CHARS} characters, got {length}"),
+        ));
+    }
+    if let Some(c) = name.chars().find(|c| c.is_control() || is_invisible(*c)) {
+        return Err(key_error(
+            "name",
+            &format!("must not hold control or invisible characters, got {:?}", c),
         ));
     }
     Ok(())
+}
+
+/// Whether `c` is an invisible formatting character (zero-width, bidirectional
+/// controls, byte-order mark, …): in a name they make one run look like another, or
+/// reorder what a terminal or the page shows around them.
+fn is_invisible(c: char) -> bool {
+    matches!(
+        c,
+        '\u{00AD}'
+            | '\u{061C}'
+            | '\u{180E}'
+            | '\u{200B}'..='\u{200F}'
+            | '\u{202A}'..='\u{202E}'
+            | '\u{2060}'..='\u{206F}'
+            | '\u{FEFF}'
+            | '\u{FFF9}'..='\u{FFFB}'
+    )
 }
 
 /// A dataset file must be a regular file; says what the path is otherwise.

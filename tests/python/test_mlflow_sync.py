@@ -244,6 +244,18 @@ def test_a_request_mlflow_refuses_is_a_permanent_exception(tracking_uri):
     assert "bad?name" in str(info.value)
 
 
+def test_an_experiment_name_mlflow_refuses_is_that_items_permanent_failure(tracking_uri):
+    # The experiment is named by the run's spec: a name MLflow refuses (over 500
+    # characters) is this run's problem, not the server's, so it must not hold up the
+    # other runs' items as a server-wide system_error would.
+    with pytest.raises(OpError) as info:
+        sync_mlflow(
+            {"tracking_uri": tracking_uri, "run": _run("long"), "experiment_name": "x" * 600}
+        )
+    assert info.value.error_class == "exception"
+    assert info.value.details["permanent"] is True
+
+
 def test_a_trial_without_a_finish_time_still_syncs_its_metrics(tracking_uri, client):
     run = _run("no-finish-time")
     trial = _trial(run, 0)

@@ -348,3 +348,24 @@ fn a_clients_dataset_file_is_a_visible_data_file_of_its_kind_inside_the_root() {
         err.message
     );
 }
+
+#[test]
+fn a_name_is_short_and_visible() {
+    let named = |name: &str| parse(&format!("name = \"{name}\"\ndataset = \"sklearn:iris\"\n"));
+    named(&"é".repeat(MAX_NAME_CHARS)).unwrap();
+    for bad in [
+        "x".repeat(MAX_NAME_CHARS + 1),
+        " ".into(),
+        "tab\there".into(),
+        "\u{202E}evil".into(),
+        "zero\u{200B}width".into(),
+        "\u{FEFF}bom".into(),
+    ] {
+        let err = named(&bad).unwrap_err();
+        assert_eq!(
+            err.details.get("key"),
+            Some(&serde_json::json!("name")),
+            "{bad:?}: {err}"
+        );
+    }
+}
