@@ -21,8 +21,11 @@ packages (numpy, scikit-learn, MLflow) are imported only inside the ops that nee
 import platform as _platform
 import sys as _sys
 
+from . import _blas
 from ._dispatch import OpError as _OpError  # noqa: F401  (re-exported for Python callers)
 from ._dispatch import resolve_op as _resolve_op  # noqa: F401
+
+_blas.size_pools_before_numpy_loads()  # before any op loads numpy: see _blas
 
 __version__ = "0.1.0"
 SERVICE_VERSION = __version__

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 
 import cerebros_service
+from cerebros_service._blas import BLAS_THREADS_ENV
 from cerebros_service._dispatch import OpError, call_op, encode_result
 from cerebros_service.nas import artifacts, datasets
 from cerebros_service.nas.datasets import load_dataset
@@ -939,12 +940,42 @@ def test_concurrent_trials_match_sequential_ones(tmp_path):
     assert parallel == [one(seed) for seed in range(4)]
 
 
+@pytest.mark.parametrize(
+    ("environment", "threads"),
+    [({}, 1), ({BLAS_THREADS_ENV: "off"}, None), ({"OPENBLAS_NUM_THREADS": "2"}, None)],
+)
+def test_importing_the_service_sizes_blas_pools_before_numpy_loads(environment, threads):
+    # A pool sized when the library loads is what keeps a trial's sums in one order (a
+    # limit set on a running pool did not always take, and the same seed gave other
+    # metrics). The environment's own choice wins; `off` leaves BLAS as numpy alone would.
+    def pool_sizes(first_import: str) -> list[int]:
+        script = (
+            f"import {first_import}, numpy, threadpoolctl, json; "
+            "print(json.dumps([p['num_threads'] for p in threadpoolctl.threadpool_info() "
+            "if p['internal_api'] == 'openblas']))"
+        )
+        env = {
+            k: v
+            for k, v in os.environ.items()
+            if k not in (BLAS_THREADS_ENV, "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS")
+        }
+        env.update(environment)
+        run = subprocess.run(
+            [sys.executable, "-c", script], env=env, capture_output=True, text=True, check=True
+        )
+        return json.loads(run.stdout)
+
+    sizes = pool_sizes("cerebros_service")
+    assert sizes == [threads or size for size in pool_sizes("json")], sizes
+    assert sizes
+
+
 def test_blas_threads_limits_blas_pools_and_scans_the_libraries_once(monkeypatch):
     import threadpoolctl
 
     from cerebros_service.nas import trainer
 
-    monkeypatch.setenv(trainer.BLAS_THREADS_ENV, "1")
+    monkeypatch.setenv(BLAS_THREADS_ENV, "1")
     made = []
     real = threadpoolctl.ThreadpoolController
 

@@ -16,7 +16,9 @@ multi-threaded BLAS spends more time synchronising than computing; on 2 cores a 
 ``0`` leaves BLAS alone) while any trial trains, through ``threadpoolctl`` (a scikit-learn
 dependency; without it the limit is skipped). The limit is process-wide and reference
 counted, so concurrent trials in threads of one process set it once and the last one out
-restores it.
+restores it. The pool itself is sized before numpy loads (:mod:`cerebros_service._blas`),
+which is what keeps results identical run to run; this limit covers processes that loaded
+numpy before the service.
 
 One training at a time per interpreter: trials that run as threads of one interpreter (the
 ``in_process`` mode with ``parallelism`` > 1) take turns through :func:`one_training_at_a_time`.
@@ -30,7 +32,6 @@ from __future__ import annotations
 
 import contextlib
 import math
-import os
 import sys
 import threading
 from collections.abc import Callable, Iterator
@@ -39,6 +40,7 @@ from typing import Any
 
 import numpy as np
 
+from .._blas import blas_limit
 from .datasets import Dataset
 from .network import DTYPE, Network
 from .search_space import seeded_rng
@@ -61,7 +63,6 @@ BETA1 = 0.9
 BETA2 = 0.999
 EPSILON = 1e-8
 
-BLAS_THREADS_ENV = "CEREBROS_NAS_BLAS_THREADS"
 _blas_lock = threading.Lock()
 _blas_users = 0
 _blas_limiter: Any = None
@@ -71,21 +72,11 @@ _blas_limiter: Any = None
 _blas_controller: tuple[Any, int] | None = None
 
 
-def _blas_limit() -> int | None:
-    raw = os.environ.get(BLAS_THREADS_ENV, "1").strip().lower()
-    if raw in ("", "0", "off", "none"):
-        return None
-    try:
-        return max(1, int(raw))
-    except ValueError:
-        return 1
-
-
 @contextlib.contextmanager
 def blas_threads() -> Iterator[None]:
     """Limit BLAS threads (process-wide, reference counted) for the duration of the block."""
     global _blas_users, _blas_limiter
-    limit = _blas_limit()
+    limit = blas_limit()
     if limit is None:
         yield
         return
