@@ -222,3 +222,17 @@ fn shutdown_does_not_wait_on_a_stuck_worker() {
     let err = pool.submit("echo", json!({}), TIMEOUT).err().unwrap();
     assert_eq!(err.class, ErrorClass::Cancelled);
 }
+
+#[test]
+fn a_call_running_when_the_pool_shuts_down_is_cancelled_not_timed_out() {
+    // `timeout` is a class callers retry; a call stopped by close() must read as cancelled.
+    let _serial = serial();
+    let pool = fault_pool(1);
+    let pending = pool
+        .submit("spin", json!({}), Duration::from_secs(10))
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    pool.shutdown(Duration::from_millis(100));
+    let err = pending.wait_blocking().expect_err("the call was stopped");
+    assert_eq!(err.class, ErrorClass::Cancelled, "{err}");
+}

@@ -21,7 +21,7 @@ use std::cell::OnceCell;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Weak};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// How often a call waiting on the main thread checks for signals (Ctrl-C).
 pub const SIGNAL_POLL: Duration = Duration::from_millis(50);
@@ -248,11 +248,41 @@ impl Bridge {
 #[pyo3(name = "_close_all")]
 pub fn close_all(py: Python<'_>) {
     let open: Vec<Arc<Inner>> = OPEN.lock().drain(..).filter_map(|w| w.upgrade()).collect();
-    py.detach(move || {
-        for inner in open {
+    let stuck: u64 = py.detach(move || {
+        for inner in &open {
             inner.close(inner.cancel_grace);
         }
+        // Threads still in a call were just cancelled: those that heed it end at once.
+        // Only in_process workers are threads of this interpreter.
+        let running = || -> u64 {
+            open.iter()
+                .filter(|inner| inner.mode == Mode::InProcess)
+                .map(|inner| {
+                    let workers = inner.client.stats().workers;
+                    workers.workers_alive as u64 + workers.workers_stuck
+                })
+                .sum()
+        };
+        let grace = open.iter().map(|inner| inner.cancel_grace).max();
+        let deadline = Instant::now() + grace.unwrap_or_default() + SIGNAL_POLL;
+        while running() > 0 && Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(5));
+        }
+        running()
     });
+    if stuck > 0 {
+        // What follows is CPython's doing, not ours: say why before it happens.
+        let message = format!(
+            "cerebros_service._bridge: {stuck} worker thread(s) still run a call that ignored \
+             its cancellation; CPython before 3.14 aborts a process (SIGABRT) whose \
+             non-Python threads are running Python when it exits. Run ops that may not stop \
+             with mode=\"worker_process\".\n"
+        );
+        if let Ok(stderr) = py.import("sys").and_then(|sys| sys.getattr("stderr")) {
+            let _ = stderr.call_method1("write", (message,));
+            let _ = stderr.call_method0("flush");
+        }
+    }
 }
 
 /// The constructor's arguments, applied over the loaded configuration.

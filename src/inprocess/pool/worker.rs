@@ -198,7 +198,7 @@ fn run(shared: Arc<Shared>, state: Arc<WorkerState>) {
                 continue;
             };
             match message {
-                Message::Call(job) => execute(py, &state, &mut ops, job),
+                Message::Call(job) => execute(py, &shared, &state, &mut ops, job),
                 Message::Panic => panic!("injected worker panic (fault injection)"),
             }
         }
@@ -231,7 +231,13 @@ fn cancel_queued(shared: &Shared) {
     }
 }
 
-fn execute<'py>(py: Python<'py>, state: &WorkerState, ops: &mut OpTable<'py>, job: Job) {
+fn execute<'py>(
+    py: Python<'py>,
+    shared: &Shared,
+    state: &WorkerState,
+    ops: &mut OpTable<'py>,
+    job: Job,
+) {
     // The caller gave up (dropped its handle, or its deadline passed while queued):
     // don't run the op.
     if Arc::strong_count(&job.reply) == 1 || Instant::now() >= job.deadline {
@@ -249,6 +255,19 @@ fn execute<'py>(py: Python<'py>, state: &WorkerState, ops: &mut OpTable<'py>, jo
             ErrorClass::SystemError,
             format!("the worker panicked while running the op: {what}"),
         ))
+    });
+    let result = result.map_err(|err| {
+        // The pool's shutdown cancels the calls still running: a cancel, not a deadline
+        // (`timeout` is a class callers retry).
+        let closing = shared.shutting_down.load(Ordering::Acquire);
+        if closing && err.class == ErrorClass::Timeout && Instant::now() < job.deadline {
+            BridgeError::new(
+                ErrorClass::Cancelled,
+                "the call was cancelled: the bridge was closed while it ran",
+            )
+        } else {
+            err
+        }
     });
     job.reply
         .fill(result.map_err(|e| e.with_op(job.op.clone())));
