@@ -30,7 +30,7 @@ use crate::nas::store::{Store, StoreCalls};
 use crate::nas::sync;
 use guard::Guard;
 use hub::EventHub;
-use scheduler::Scheduler;
+use scheduler::{Drives, Scheduler};
 use state::{AppState, Shared};
 use std::future::Future;
 use std::net::SocketAddr;
@@ -129,11 +129,13 @@ impl Server {
         let hub_store = Arc::new(Store::open(&store_file)?);
         let hub = EventHub::spawn(hub_store, last_event, worker.subscribe());
         let bell = Arc::new(Notify::new());
+        let drives = Drives::default();
         let mut scheduler = Scheduler::new(
             worker,
             store.clone(),
             bell.clone(),
             config.serve.max_concurrent_runs,
+            drives.clone(),
         );
         if config.serve.auto_resume {
             scheduler = scheduler.resume_interrupted()?;
@@ -147,6 +149,7 @@ impl Server {
             client: client.clone(),
             hub,
             queue_bell: bell,
+            drives,
             data_root,
             guard: Guard {
                 token: config.serve.token.clone(),

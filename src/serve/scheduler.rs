@@ -9,7 +9,8 @@
 
 use crate::nas::run::{CancelSignal, RunWorker};
 use crate::nas::store::{Owner, Store, SERVE_DRIVER};
-use std::collections::VecDeque;
+use parking_lot::Mutex;
+use std::collections::{HashMap, VecDeque};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::Notify;
@@ -18,6 +19,34 @@ use tokio::task::JoinSet;
 /// How often the queue is read without being rung.
 pub const LOOK_EVERY: Duration = Duration::from_secs(1);
 
+/// The cancel signal of each run this server drives, so that a cancel request stops it
+/// at once rather than at its next heartbeat.
+#[derive(Clone, Default)]
+pub struct Drives {
+    signals: Arc<Mutex<HashMap<String, CancelSignal>>>,
+}
+
+impl Drives {
+    /// Raises the cancel signal of `run_id` if this server drives it.
+    pub fn cancel(&self, run_id: &str) {
+        if let Some(signal) = self.signals.lock().get(run_id) {
+            signal.cancel();
+        }
+    }
+
+    fn start(&self, run_id: &str) -> CancelSignal {
+        let signal = CancelSignal::new();
+        self.signals
+            .lock()
+            .insert(run_id.to_owned(), signal.clone());
+        signal
+    }
+
+    fn end(&self, run_id: &str) {
+        self.signals.lock().remove(run_id);
+    }
+}
+
 /// Drives queued runs until dropped (see the module doc).
 pub struct Scheduler {
     worker: RunWorker,
@@ -25,15 +54,18 @@ pub struct Scheduler {
     bell: Arc<Notify>,
     max_running: usize,
     resume_first: VecDeque<String>,
+    drives: Drives,
 }
 
 impl Scheduler {
-    /// A scheduler over `worker`, reading the queue through `store`.
+    /// A scheduler over `worker`, reading the queue through `store`, filing the runs it
+    /// drives in `drives`.
     pub fn new(
         worker: RunWorker,
         store: Arc<Store>,
         bell: Arc<Notify>,
         max_running: u32,
+        drives: Drives,
     ) -> Scheduler {
         Scheduler {
             worker,
@@ -41,6 +73,7 @@ impl Scheduler {
             bell,
             max_running: max_running.max(1) as usize,
             resume_first: VecDeque::new(),
+            drives,
         }
     }
 
@@ -65,7 +98,12 @@ impl Scheduler {
                 };
                 let worker = self.worker.clone();
                 let store = self.store.clone();
-                running.spawn(async move { drive(worker, store, run_id).await });
+                let drives = self.drives.clone();
+                running.spawn(async move {
+                    let cancel = drives.start(&run_id);
+                    drive(worker, store, &run_id, cancel).await;
+                    drives.end(&run_id);
+                });
             }
             tokio::select! {
                 _ = self.bell.notified() => {}
@@ -95,13 +133,13 @@ impl Scheduler {
 
 /// Drives one run to its end. A run that cannot even start (its spec is unreadable,
 /// the service refuses it) is ended as failed, so it never blocks the queue.
-async fn drive(worker: RunWorker, store: Arc<Store>, run_id: String) {
+async fn drive(worker: RunWorker, store: Arc<Store>, run_id: &str, cancel: CancelSignal) {
     tracing::info!(run_id, "driving run");
-    let Err(err) = worker.drive(&run_id, CancelSignal::new()).await else {
+    let Err(err) = worker.drive(run_id, cancel).await else {
         return;
     };
     tracing::warn!(run_id, "run failed: {err}");
-    let id = run_id.clone();
+    let id = run_id.to_owned();
     let error = err.to_string();
     let ended =
         tokio::task::spawn_blocking(move || store.fail_taken(&id, &Owner::current(), &error)).await;

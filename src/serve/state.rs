@@ -4,6 +4,7 @@
 use super::guard::Guard;
 use super::hub::EventHub;
 use super::metrics::Metrics;
+use super::scheduler::Drives;
 use crate::client::Client;
 use crate::core::config::ServeConfig;
 use crate::core::error::Result;
@@ -32,6 +33,8 @@ pub struct Shared {
     pub hub: EventHub,
     /// Rung when a run is queued: the scheduler looks at the queue at once.
     pub queue_bell: Arc<Notify>,
+    /// The runs this server drives, to stop at once when asked.
+    pub drives: Drives,
     /// Where relative dataset paths of submitted specs resolve, and the only folder
     /// such files may be in (the server's working directory).
     pub data_root: PathBuf,

@@ -362,6 +362,40 @@ async fn cancel_stops_a_queued_run_at_once_and_a_running_one_at_its_heartbeat() 
 }
 
 #[tokio::test]
+async fn a_run_this_server_drives_stops_starting_trials_as_soon_as_it_is_cancelled() {
+    // Short trials, two at a time: between heartbeats (1 s) dozens would start; a cancel
+    // of a run this server drives reaches the drive at once, so at most the two in flight
+    // (or being started) follow it.
+    let scratch = Scratch::new();
+    let server = scratch.serve(&[("NAS_FIXTURE_SLEEP", "0.05")]);
+    let run = server.submit(&scratch.spec("quick", 2000)).await;
+    server.wait_for_status(&run, &["running"], RUN_LIMIT).await;
+    assert!(crate::common::eventually(RUN_LIMIT, || scratch
+        .starts()
+        .len()
+        >= 6));
+    let response = server
+        .post(&format!("/api/runs/{run}/cancel"), "application/json", "")
+        .await;
+    let body: Value = response.json().await.unwrap();
+    assert_eq!(body["status"], "cancelling");
+    let at_cancel = scratch.starts().len();
+    let doc = server
+        .wait_for_status(&run, &["cancelled"], RUN_LIMIT)
+        .await;
+    let after = scratch.starts().len() - at_cancel;
+    assert!(
+        after <= 2,
+        "{after} trials started after the cancel was answered"
+    );
+    assert!(doc["trials"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .all(|t| t["status"] != "running"));
+}
+
+#[tokio::test]
 async fn training_yields_to_answering_http() {
     let scratch = Scratch::new();
     let server = scratch.serve(&[]);

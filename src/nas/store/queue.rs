@@ -324,6 +324,28 @@ mod tests {
     }
 
     #[test]
+    fn a_run_told_cancelling_ends_cancelled_even_when_its_trials_all_finished() {
+        // The request may land after the last trial, before the run ends: what the
+        // requester was told (`cancelling`) must hold. A failure stays a failure.
+        let (_dir, store) = store();
+        let me = Owner::current();
+        for (end, expected) in [
+            (RunEnd::Succeeded, RunState::Cancelled),
+            (RunEnd::Failed, RunState::Failed),
+        ] {
+            let id = store.submit(&spec("x")).unwrap();
+            store.take_queued(&me).unwrap();
+            store.claim(&id, &me).unwrap();
+            assert_eq!(
+                store.request_cancel(&id).unwrap(),
+                crate::nas::store::CancelOutcome::Cancelling
+            );
+            store.finish_run(&id, end, None).unwrap();
+            assert_eq!(store.run(&id).unwrap().status, expected, "{end:?}");
+        }
+    }
+
+    #[test]
     fn a_taken_run_that_cannot_be_driven_is_failed_only_by_its_taker() {
         let (_dir, store) = store();
         let me = Owner::current();

@@ -169,8 +169,26 @@ impl Store {
 
     /// Ends a run the way `end` says and releases it; queues its MLflow sync in the same
     /// transaction.
+    ///
+    /// A run asked to stop (`cancel_requested`, answered `cancelling`) that would end
+    /// `succeeded` ends `cancelled`: the request may land after its last trial, before
+    /// this transaction, and what the requester was told must hold.
     pub fn finish_run(&self, run_id: &str, end: RunEnd, error: Option<&str>) -> Result<()> {
-        self.write("finish run", |tx| finish_run_in(tx, run_id, end, error))
+        self.write("finish run", |tx| {
+            let cancel_requested: bool = tx
+                .query_row(
+                    "SELECT cancel_requested FROM model_runs WHERE run_id = ?1",
+                    [run_id],
+                    |row| row.get(0),
+                )
+                .optional()?
+                .unwrap_or(false);
+            let end = match end {
+                RunEnd::Succeeded if cancel_requested => RunEnd::Cancelled,
+                end => end,
+            };
+            finish_run_in(tx, run_id, end, error)
+        })
     }
 
     /// Asks a run to stop. A run nobody drives (queued or interrupted) is cancelled at

@@ -3,7 +3,7 @@
 
 use super::error::ApiError;
 use crate::nas::spec::{RunSpec, SpecSyntax};
-use crate::nas::store::{run_document, RunState};
+use crate::nas::store::{run_document, CancelOutcome, RunState};
 use crate::serve::state::AppState;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
@@ -141,7 +141,8 @@ pub async fn submit(
 }
 
 /// `POST /api/runs/{id}/cancel`: `{"run_id", "status"}`, the status being
-/// `cancelling` (its driver stops it at its next heartbeat) or the state it ended in.
+/// `cancelling` (a run this server drives stops at once, one another process drives at
+/// its next heartbeat; it ends `cancelled`) or the state it ended in.
 pub async fn cancel(
     State(state): State<AppState>,
     Path(run_id): Path<String>,
@@ -149,6 +150,9 @@ pub async fn cancel(
     let run_id = checked_id(&run_id)?.to_owned();
     let id = run_id.clone();
     let outcome = state.store(move |store| store.request_cancel(&id)).await?;
+    if outcome == CancelOutcome::Cancelling {
+        state.drives.cancel(&run_id);
+    }
     state.hub.wake();
     Ok(Json(json!({"run_id": run_id, "status": outcome.as_str()})))
 }
