@@ -31,7 +31,17 @@ pub struct Guard {
 pub async fn check(State(state): State<AppState>, request: Request, next: Next) -> Response {
     let guard = &state.guard;
     let headers = request.headers();
-    if guard.loopback && !host_is_loopback(headers) {
+    if headers.get_all(header::HOST).iter().count() > 1 {
+        // RFC 9112 §3.2: a request with more than one Host is a bad request; which one a
+        // proxy or this check would read is anyone's guess.
+        return ApiError::request(StatusCode::BAD_REQUEST, "more than one Host header")
+            .into_response();
+    }
+    // An absolute-form target (`GET http://host/…`) names the host the client asked for.
+    let authority = request.uri().authority().map(|a| a.as_str());
+    let named_loopback =
+        host_is_loopback(headers) && authority.is_none_or(|a| is_loopback_name(host_name(a)));
+    if guard.loopback && !named_loopback {
         return ApiError::request(
             StatusCode::FORBIDDEN,
             "the Host header must name this machine (localhost or a loopback address)",
@@ -97,7 +107,13 @@ fn host_is_loopback(headers: &HeaderMap) -> bool {
         // HTTP/1.0 without Host: nothing names another site.
         return true;
     };
-    let name = host_name(host).to_ascii_lowercase();
+    is_loopback_name(host_name(host))
+}
+
+/// Whether a host name names this machine: `localhost` and its subdomains, or a
+/// loopback address.
+fn is_loopback_name(name: &str) -> bool {
+    let name = name.to_ascii_lowercase();
     name == "localhost"
         || name.ends_with(".localhost")
         || name

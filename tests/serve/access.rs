@@ -233,3 +233,73 @@ fn a_server_whose_bridge_cannot_start_says_why_and_never_listens() {
     let error: Value = serde_json::from_str(stdout.trim()).unwrap();
     assert_eq!(error["error"]["class"], "dependency");
 }
+
+#[test]
+fn a_body_announced_over_the_limit_is_refused_before_it_is_read() {
+    // Announcing a huge body and sending two bytes held the connection for the 30 s
+    // request deadline, then answered a 503 classed `contract`.
+    let scratch = Scratch::new();
+    let server = scratch.serve(&[]);
+    let addr = server.url.trim_start_matches("http://").to_owned();
+    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    let started = Instant::now();
+    stream
+        .write_all(
+            b"POST /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+              Content-Length: 999999999\r\n\r\n{}",
+        )
+        .unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains("max_body_bytes") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
+    assert!(answer.contains("\"class\":\"contract\""), "{answer}");
+    assert!(
+        started.elapsed() < Duration::from_secs(5),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+/// The status line the server answers `request` (raw bytes) with.
+fn raw_status(server_url: &str, request: &[u8]) -> String {
+    let addr = server_url.trim_start_matches("http://");
+    let mut stream = std::net::TcpStream::connect(addr).unwrap();
+    stream
+        .set_read_timeout(Some(Duration::from_secs(10)))
+        .unwrap();
+    stream.write_all(request).unwrap();
+    let mut answer = Vec::new();
+    let mut buf = [0u8; 1024];
+    while !answer.windows(2).any(|w| w == b"\r\n") {
+        match stream.read(&mut buf) {
+            Ok(0) | Err(_) => break,
+            Ok(n) => answer.extend_from_slice(&buf[..n]),
+        }
+    }
+    let answer = String::from_utf8_lossy(&answer);
+    answer.lines().next().unwrap_or_default().to_owned()
+}
+
+#[test]
+fn a_second_host_header_or_a_foreign_absolute_target_is_refused() {
+    // Only the first Host was checked: `Host: 127.0.0.1` then `Host: evil.example` passed,
+    // as did `GET http://evil.example/…` with a loopback Host.
+    let scratch = Scratch::new();
+    let server = scratch.serve(&[]);
+    let two_hosts = b"GET /api/health HTTP/1.1\r\nHost: 127.0.0.1\r\nHost: evil.example\r\n\r\n";
+    assert!(raw_status(&server.url, two_hosts).starts_with("HTTP/1.1 400"));
+    let absolute = b"GET http://evil.example/api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    assert!(raw_status(&server.url, absolute).starts_with("HTTP/1.1 403"));
+    let own = b"GET http://127.0.0.1/api/health HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n";
+    assert!(raw_status(&server.url, own).starts_with("HTTP/1.1 200"));
+}

@@ -102,5 +102,43 @@ pub async fn json_errors(request: Request, next: Next) -> Response {
     } else {
         text
     };
-    ApiError::request(status, message).into_response()
+    // The server's own non-JSON errors: the request deadline's 503, and anything else.
+    let class = match status {
+        StatusCode::SERVICE_UNAVAILABLE => ErrorClass::Timeout,
+        status if status.is_server_error() => ErrorClass::SystemError,
+        _ => ErrorClass::Contract,
+    };
+    let message = match class {
+        ErrorClass::Timeout => format!(
+            "the request was not answered within {} s (its body arrived too slowly, or \
+             the server is busy)",
+            super::REQUEST_TIMEOUT.as_secs()
+        ),
+        _ => message,
+    };
+    ApiError {
+        status,
+        error: Box::new(BridgeError::new(class, message)),
+    }
+    .into_response()
+}
+
+/// Refuses at once (413) a request whose `Content-Length` is over `limit`, before any of
+/// its body is read: the body limit alone reads up to the limit first, and a client
+/// announcing a huge body and sending little held a connection until the deadline.
+pub fn oversized(request: &Request, limit: usize) -> Option<Response> {
+    let length = request
+        .headers()
+        .get(header::CONTENT_LENGTH)?
+        .to_str()
+        .ok()?
+        .parse::<u64>()
+        .ok()?;
+    (length > limit as u64).then(|| {
+        ApiError::request(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            format!("the body is {length} bytes, over serve.max_body_bytes ({limit})"),
+        )
+        .into_response()
+    })
 }

@@ -20,7 +20,7 @@ use tower_http::compression::CompressionLayer;
 use tower_http::timeout::TimeoutLayer;
 
 /// How long a request that does not stream may take.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+pub(crate) const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// The whole application: page, API, event streams.
 pub fn router(state: AppState) -> Router {
@@ -51,6 +51,10 @@ pub fn router(state: AppState) -> Router {
             )
         })
         .layer(DefaultBodyLimit::max(state.serve.max_body_bytes))
+        .layer(axum::middleware::from_fn_with_state(
+            state.clone(),
+            refuse_oversized,
+        ))
         .route_layer(axum::middleware::from_fn(prometheus::count_requests))
         .layer(CompressionLayer::new())
         .layer(axum::middleware::from_fn_with_state(
@@ -59,4 +63,16 @@ pub fn router(state: AppState) -> Router {
         ))
         .layer(axum::middleware::from_fn(error::json_errors))
         .with_state(state)
+}
+
+/// 413 at once for an announced body over `serve.max_body_bytes` ([`error::oversized`]).
+async fn refuse_oversized(
+    axum::extract::State(state): axum::extract::State<AppState>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> axum::response::Response {
+    match error::oversized(&request, state.serve.max_body_bytes) {
+        Some(refusal) => refusal,
+        None => next.run(request).await,
+    }
 }
