@@ -57,6 +57,15 @@ impl Scratch {
         )
     }
 
+    /// What `runs show RUN_ID` prints (text, not JSON).
+    fn show_text(&self, run_id: &str) -> String {
+        let output = self
+            .command(&["runs", "show", run_id], &[])
+            .output()
+            .unwrap();
+        String::from_utf8_lossy(&output.stdout).into_owned()
+    }
+
     fn spawn(&self, args: &[&str], envs: &[(&str, String)]) -> Child {
         self.command(args, envs)
             .stdout(Stdio::piped())
@@ -168,6 +177,12 @@ fn a_run_killed_with_sigkill_resumes_to_the_same_best_trial() {
         listed["runs"][0]["status"], "interrupted",
         "recognised from the dead owner"
     );
+    assert!(
+        scratch
+            .show_text(&run_id)
+            .contains("resume with: cerebros-bridge runs resume"),
+        "an interrupted run says how to finish it"
+    );
 
     let (code, resumed, stderr) = scratch.run(&["runs", "resume", &run_id, "--json"], &[]);
     assert_eq!(code, 0, "{stderr}");
@@ -235,6 +250,11 @@ fn runs_cancel_stops_a_running_run_and_keeps_finished_trials() {
         .filter(|t| t["status"] == "succeeded")
         .count();
     assert!((2..12).contains(&finished), "{finished} finished");
+    let shown = scratch.show_text(&run_id);
+    assert!(
+        !shown.contains("resume with"),
+        "a cancelled run has ended; `runs resume` refuses it: {shown}"
+    );
     assert!(doc["trials"]
         .as_array()
         .unwrap()

@@ -308,7 +308,8 @@ pub fn print_report(run: &RunRecord, trials: &[TrialRecord]) {
             ));
         }
     }
-    if matches!(run.status, RunState::Cancelled | RunState::Interrupted) {
+    if run.status == RunState::Interrupted {
+        // A cancelled run has ended: `runs resume` refuses it.
         out(&format!(
             "resume with: cerebros-bridge runs resume {}",
             printable(&run.run_id)

@@ -32,8 +32,8 @@ enum RunsCommand {
         /// The run id.
         run_id: String,
     },
-    /// Finish an interrupted (or cancelled-while-queued) run: finished trials are kept,
-    /// the others run.
+    /// Finish an interrupted run (its process died): finished trials are kept, the others
+    /// run. A cancelled or otherwise ended run is not resumed.
     Resume {
         /// The run id.
         run_id: String,
