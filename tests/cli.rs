@@ -427,3 +427,19 @@ fn an_unreadable_result_is_a_parse_error() {
     let out = run(fault_bridge(&["call", "return_set", "--json"]));
     out.expect_error(1, "parse_error");
 }
+
+#[test]
+fn a_fifo_nobody_writes_to_as_spec_or_config_is_read_as_empty_at_once() {
+    // Opening it waited for a writer in open(2), where Ctrl-C did nothing.
+    let dir = tempfile::tempdir().unwrap();
+    let fifo = dir.path().join("fifo");
+    let made = Command::new("mkfifo").arg(&fifo).status().unwrap();
+    assert!(made.success());
+    let fifo = fifo.display().to_string();
+    let spec = run(bridge(&["run", &fifo, "--json"]));
+    assert_eq!(spec.code, 2, "{}", spec.stderr);
+    assert!(spec.stdout.contains("name is required"), "{}", spec.stdout);
+    let config = run(bridge(&["--config", &fifo, "validate", "--json"]));
+    assert_ne!(config.code, -1, "{}", config.stderr);
+    assert!(spec.elapsed < Duration::from_secs(30) && config.elapsed < Duration::from_secs(30));
+}

@@ -58,6 +58,35 @@ impl std::error::Error for ReadError {
 /// ```
 pub fn read_text(path: &Path, limit: usize) -> Result<String, ReadError> {
     let file = std::fs::File::open(path).map_err(ReadError::Io)?;
+    read_open(file, limit)
+}
+
+/// [`read_text`], except that a FIFO no process has open for writing reads as empty at
+/// once instead of waiting for a writer — in `open(2)`, where neither a deadline nor
+/// Ctrl-C can stop it. For files read before anything can be cancelled (a config, a run
+/// spec); a pipe that has its writer (`<(cat spec.toml)`) reads as usual.
+pub fn read_text_now(path: &Path, limit: usize) -> Result<String, ReadError> {
+    use std::os::unix::fs::OpenOptionsExt;
+    use std::os::unix::io::AsRawFd;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open(path)
+        .map_err(ReadError::Io)?;
+    // Opened: reads may block again (they end at once at EOF when nobody writes).
+    let fd = file.as_raw_fd();
+    // SAFETY: fcntl on a descriptor this function owns; no memory is passed.
+    let cleared = unsafe {
+        let flags = libc::fcntl(fd, libc::F_GETFL);
+        flags >= 0 && libc::fcntl(fd, libc::F_SETFL, flags & !libc::O_NONBLOCK) >= 0
+    };
+    if !cleared {
+        return Err(ReadError::Io(io::Error::last_os_error()));
+    }
+    read_open(file, limit)
+}
+
+fn read_open(file: std::fs::File, limit: usize) -> Result<String, ReadError> {
     let meta = file.metadata().map_err(ReadError::Io)?;
     if meta.is_file() && meta.len() > limit as u64 {
         return Err(ReadError::TooLarge {

@@ -246,7 +246,7 @@ impl SpecSyntax {
 impl RunSpec {
     /// Reads and validates a spec file.
     pub fn load(path: &Path) -> Result<RunSpec> {
-        let text = bounded_read::read_text(path, MAX_SPEC_FILE_BYTES).map_err(|e| {
+        let text = bounded_read::read_text_now(path, MAX_SPEC_FILE_BYTES).map_err(|e| {
             spec_error(format!("cannot read run spec {}: {e}", path.display())).with_source(e)
         })?;
         let base = path.parent().unwrap_or(Path::new("."));

@@ -133,7 +133,7 @@ impl Config {
     }
 
     fn from_file(path: &Path, how: &str, cwd: &Path) -> Result<Config> {
-        let text = bounded_read::read_text(path, MAX_CONFIG_FILE_BYTES).map_err(|err| {
+        let text = bounded_read::read_text_now(path, MAX_CONFIG_FILE_BYTES).map_err(|err| {
             let source = format!("{} ({how})", path.display());
             BridgeError::new(
                 ErrorClass::Config,

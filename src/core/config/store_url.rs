@@ -26,7 +26,8 @@ impl Config {
 
 /// Why `path` cannot hold a store, if it cannot. A store is a regular file, or a file
 /// still to be created whose nearest existing ancestor is a folder. Refused: an empty
-/// path and `:memory:` (SQLite would keep the results in memory and lose them), and a
+/// path, `:memory:` and SQLite's `file:` URIs (SQLite would keep the results in memory and
+/// lose them), and a
 /// device, FIFO or folder (`/dev/null` would swallow them and SQLite would write
 /// `/dev/null-journal` beside it).
 pub fn check_store_path(path: &Path) -> std::result::Result<(), String> {
@@ -37,6 +38,14 @@ pub fn check_store_path(path: &Path) -> std::result::Result<(), String> {
     }
     if path == Path::new(":memory:") {
         return Err("an in-memory database loses every result".into());
+    }
+    if path.to_string_lossy().starts_with("file:") {
+        // SQLite reads such a name as a URI: `file::memory:?cache=shared` is in memory.
+        return Err(
+            "a file: URI is SQLite's own syntax (file::memory: keeps the results in memory \
+             and loses them); give the store's path"
+                .into(),
+        );
     }
     match std::fs::metadata(path) {
         Ok(meta) if meta.is_file() => Ok(()),

@@ -434,6 +434,8 @@ fn store_urls_must_name_a_file_that_can_hold_a_store() {
     for bad in [
         "sqlite://",
         "sqlite://:memory:",
+        "sqlite://file::memory:?cache=shared",
+        "sqlite://file:cerebros.db",
         "sqlite:///dev/null",
         "sqlite:///tmp",
     ] {
