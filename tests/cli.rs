@@ -443,3 +443,24 @@ fn a_fifo_nobody_writes_to_as_spec_or_config_is_read_as_empty_at_once() {
     assert_ne!(config.code, -1, "{}", config.stderr);
     assert!(spec.elapsed < Duration::from_secs(30) && config.elapsed < Duration::from_secs(30));
 }
+
+#[test]
+fn a_traceback_is_shown_for_an_exception_not_for_an_error_the_service_meant() {
+    // A bad dataset is the service's `contract` error: its message says it all, and a
+    // traceback under it buried the line that matters.
+    let meant = run(bridge(&["call", "start_run", "--payload", "{}"]));
+    assert_eq!(meant.code, 2, "{}", meant.stderr);
+    assert!(
+        meant.stderr.starts_with("error[contract]"),
+        "{}",
+        meant.stderr
+    );
+    assert!(!meant.stderr.contains("Traceback"), "{}", meant.stderr);
+    let raised = run(fault_bridge(&["call", "fail", "--payload", "{}"]));
+    assert!(
+        raised.stderr.starts_with("error[exception]"),
+        "{}",
+        raised.stderr
+    );
+    assert!(raised.stderr.contains("Traceback"), "{}", raised.stderr);
+}

@@ -90,8 +90,10 @@ pub fn print_json(value: &Value, compact: bool) {
 }
 
 /// Reports `err`: `{"ok": false, "error": {...}}` on stdout with `--json`, else
-/// `error[<class>]: <message>` and the Python traceback, if any, on stderr.
-/// Returns the exit code of its class.
+/// `error[<class>]: <message>` on stderr, with the Python traceback of an `exception`
+/// (an error the service raised on purpose — a bad dataset is `contract` — says all in
+/// its message; `--json` keeps every traceback in `details`). Returns the exit code of
+/// its class.
 pub fn report_error(err: &BridgeError, json: bool) -> i32 {
     if json {
         print_json(&json!({"ok": false, "error": err.to_json()}), true);
@@ -101,7 +103,8 @@ pub fn report_error(err: &BridgeError, json: bool) -> i32 {
             err.class,
             printable(&err.message)
         ));
-        if let Some(traceback) = err.details.get("traceback") {
+        let traceback = err.details.get("traceback");
+        if let Some(traceback) = traceback.filter(|_| err.class == ErrorClass::Exception) {
             match traceback {
                 Value::String(text) => stderr_line(&printable_lines(text.trim_end())),
                 other => stderr_line(&other.to_string()),

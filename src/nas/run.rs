@@ -408,7 +408,13 @@ impl RunWorker {
 
     fn emit(&self, kind: &'static str, run_id: &str, data: Value) {
         match kind {
-            "ml.run.exception" => tracing::warn!(target: "ml.run", event = kind, run_id, %data),
+            "ml.run.exception" => {
+                let error = data
+                    .get("error")
+                    .and_then(Value::as_str)
+                    .unwrap_or_default();
+                tracing::warn!(target: "ml.run", event = kind, run_id, "the run failed: {error}");
+            }
             _ => tracing::info!(target: "ml.run", event = kind, run_id),
         }
         let _ = self.events.send(RunEvent {
