@@ -464,3 +464,27 @@ fn a_traceback_is_shown_for_an_exception_not_for_an_error_the_service_meant() {
     );
     assert!(raised.stderr.contains("Traceback"), "{}", raised.stderr);
 }
+
+#[test]
+fn a_start_up_past_a_tiny_deadline_is_a_timeout_in_every_mode() {
+    // worker_process answered `system_error` when even spawning its children took longer.
+    for mode in ["in_process", "worker_process", "subprocess"] {
+        for _ in 0..3 {
+            let out = run(bridge(&[
+                "call",
+                "health",
+                "--timeout-ms",
+                "1",
+                "--mode",
+                mode,
+                "--json",
+            ]));
+            let doc: Value = serde_json::from_str(&out.stdout).unwrap();
+            if doc["ok"] == true {
+                continue; // done within the millisecond
+            }
+            assert_eq!(doc["error"]["class"], "timeout", "{mode}: {doc}");
+            assert_eq!(out.code, 4, "{mode}");
+        }
+    }
+}

@@ -3,7 +3,7 @@
 //! waits for the reply or the deadline (then kills the child; a dropped wait does too).
 
 use super::worker::Worker;
-use super::{shut_down_error, supervisor, system_error, Event, Reply, Shared};
+use super::{shut_down_error, supervisor, Event, Reply, Shared};
 use crate::core::config::Mode;
 use crate::core::error::{BridgeError, ErrorClass, Result};
 use crate::core::invoker::{BoxFuture, Invoker, PoolStats, Request};
@@ -91,9 +91,17 @@ impl WorkerProcessInvoker {
         let start_timeout = invoker.shared.options.start_timeout;
         let deadline = Instant::now() + start_timeout;
         for reply in started {
-            let worker = reply
-                .wait_until(deadline)
-                .unwrap_or_else(|| Err(system_error("the supervisor did not start a child")))?;
+            let worker = reply.wait_until(deadline).unwrap_or_else(|| {
+                // Spawning alone took the start-up's whole deadline (a tiny one).
+                Err(BridgeError::new(
+                    ErrorClass::Timeout,
+                    format!(
+                        "no worker process was started within {} ms (invoke.start_timeout_ms)",
+                        start_timeout.as_millis()
+                    ),
+                )
+                .with_detail("start_timeout_ms", start_timeout.as_millis() as u64))
+            })?;
             match worker.ready.wait_until(deadline) {
                 Some(Ok(_)) => {}
                 Some(Err(err)) => return Err(err),
