@@ -7,6 +7,7 @@ use super::runtime::{runtime, Threads};
 use cerebros_bridge::client::{CallOptions, Client};
 use cerebros_bridge::core::config::{Config, Mode, MAX_TIMEOUT_MS};
 use cerebros_bridge::core::error::{BridgeError, ErrorClass, Result};
+use cerebros_bridge::nas::executor::ExecutorSettings;
 use cerebros_bridge::{core::payload, inprocess::interpreter};
 use clap::Args;
 use pyo3::Python;
@@ -116,6 +117,13 @@ fn call(
             () = interrupts.wait() => Ok(None),
         }
     });
+    if config.mode == Mode::InProcess && args.op.starts_with("ray_") && args.op != "ray_disconnect"
+    {
+        // A `ray_*` op may have made this interpreter a Ray driver (`ray_connect` starts a
+        // local Ray): shut it down as `run` does, or the exit tears Ray's threads down
+        // under them (a crash) and leaves the local Ray's processes behind.
+        runtime.block_on(ExecutorSettings::from_config(&config).disconnect(&client));
+    }
     client.shutdown(SHUTDOWN_GRACE);
     outcome
 }

@@ -487,3 +487,42 @@ fn an_unset_address_starts_a_local_ray_whatever_ray_address_says() {
         assert!(trial["placement"]["node_id"].is_string(), "{trial}");
     }
 }
+
+#[test]
+fn a_ray_op_called_from_the_cli_leaves_no_local_ray_behind() {
+    // `call ray_connect` starts a local Ray in the CLI's interpreter; the CLI then exited
+    // with Ray's threads running (a crash, once) and left its processes behind.
+    let scratch = Scratch::new(1, "");
+    let ray_tmp = tempfile::tempdir().unwrap();
+    let mut command = scratch.command(&["call", "ray_connect", "--payload", "{}", "--json"], None);
+    command.env("RAY_TMPDIR", ray_tmp.path());
+    let (code, doc, stderr) = Scratch::outcome(command);
+    let marker = ray_tmp.path().display().to_string();
+    let leftovers = |marker: &str| -> Vec<i32> {
+        std::fs::read_dir("/proc")
+            .unwrap()
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<i32>().ok())
+            .filter(|pid| {
+                // Ray renames its workers (`ray::IDLE`); they inherit RAY_TMPDIR.
+                ["cmdline", "environ"].iter().any(|file| {
+                    std::fs::read(format!("/proc/{pid}/{file}"))
+                        .is_ok_and(|text| String::from_utf8_lossy(&text).contains(marker))
+                })
+            })
+            .collect()
+    };
+    let mut left = leftovers(&marker);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !left.is_empty() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(200));
+        left = leftovers(&marker);
+    }
+    for pid in &left {
+        // SAFETY: plain kill(2) of a process this test's CLI started.
+        unsafe { libc::kill(*pid, libc::SIGKILL) };
+    }
+    assert!(left.is_empty(), "Ray processes left behind: {left:?}");
+    assert_eq!(code, 0, "{doc} {stderr}");
+    assert_eq!(doc["nodes"], 1, "{doc}");
+}
