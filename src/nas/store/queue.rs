@@ -35,10 +35,14 @@ impl Store {
     /// Records a new run of `spec`, `queued`, under a new id (`run-<UTC time>-<random>`)
     /// and returns the id.
     pub fn submit(&self, spec: &RunSpec) -> Result<String> {
-        let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
-        let run_id = format!("run-{stamp}-{:06x}", fastrand::u32(..0x100_0000));
-        self.create_run(&run_id, spec)?;
-        Ok(run_id)
+        loop {
+            // Ids of one second differ in 24 random bits: a taken one is drawn again.
+            let stamp = chrono::Utc::now().format("%Y%m%d-%H%M%S");
+            let run_id = format!("run-{stamp}-{:06x}", fastrand::u32(..0x100_0000));
+            if self.create_run(&run_id, spec)? {
+                return Ok(run_id);
+            }
+        }
     }
 
     /// Takes the oldest `queued` run for `owner` to drive: in one transaction it becomes
@@ -294,6 +298,28 @@ mod tests {
         assert!(crate::nas::store::is_not_found(
             &store.requeue("nope").unwrap_err()
         ));
+    }
+
+    #[test]
+    fn a_run_id_drawn_twice_is_drawn_again_not_an_error() {
+        // The same random draw within one second gives the same id: the insert found it
+        // taken and the submission failed (a 500 from `serve`).
+        let (_dir, store) = store();
+        let (first, second) = loop {
+            let stamp = chrono::Utc::now().timestamp();
+            fastrand::seed(7);
+            let first = store.submit(&spec("a")).unwrap();
+            fastrand::seed(7);
+            let second = store.submit(&spec("b")).unwrap();
+            if chrono::Utc::now().timestamp() == stamp {
+                break (first, second); // both drawn within one second: a collision
+            }
+        };
+        assert_ne!(first, second);
+        assert_eq!(store.run(&first).unwrap().name, "a");
+        assert_eq!(store.run(&second).unwrap().name, "b");
+        assert!(!store.create_run(&first, &spec("c")).unwrap(), "taken");
+        assert_eq!(store.run(&first).unwrap().name, "a", "nothing overwritten");
     }
 
     #[test]

@@ -54,15 +54,16 @@ pub struct RunRecord {
 }
 
 impl Store {
-    /// Records a new run, `queued`.
-    pub fn create_run(&self, run_id: &str, spec: &RunSpec) -> Result<()> {
+    /// Records a new run, `queued`: `false` (and nothing written) when `run_id` is taken.
+    pub fn create_run(&self, run_id: &str, spec: &RunSpec) -> Result<bool> {
         let spec_json = serde_json::to_string(spec).unwrap_or_default();
         self.write("create run", |tx| {
-            tx.execute(
+            let inserted = tx.execute(
                 &format!(
                     "INSERT INTO model_runs (run_id, name, status, objective, direction, dataset_id,
                          seed, spec, trials_planned, created_at, queue_position)
-                     VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9, {NEXT_POSITION})"
+                     VALUES (?1, ?2, ?10, ?3, ?4, ?5, ?6, ?7, ?8, ?9, {NEXT_POSITION})
+                     ON CONFLICT (run_id) DO NOTHING"
                 ),
                 params![
                     run_id,
@@ -77,7 +78,11 @@ impl Store {
                     RunState::Queued
                 ],
             )?;
-            insert_event(tx, run_id, "ml.run.queued", &json!({"name": spec.name}))
+            if inserted == 0 {
+                return Ok(false);
+            }
+            insert_event(tx, run_id, "ml.run.queued", &json!({"name": spec.name}))?;
+            Ok(true)
         })
     }
 
