@@ -11,7 +11,7 @@
 use super::errors::to_py_err;
 use super::{host, payload};
 use crate::client::{CallOptions, Client};
-use crate::core::config::{Config, Mode, MAX_TIMEOUT_MS};
+use crate::core::config::{Config, Mode, MAX_POOL_SIZE, MAX_RETRIES, MAX_TIMEOUT_MS};
 use crate::core::error::{BridgeError, ErrorClass};
 use parking_lot::Mutex;
 use pyo3::prelude::*;
@@ -82,10 +82,18 @@ impl Bridge {
         module: Option<String>,
         repo_path: Option<PathBuf>,
         mode: Option<String>,
-        pool_size: Option<usize>,
-        timeout_ms: Option<u64>,
-        max_retries: Option<u32>,
+        pool_size: Option<Bound<'_, PyAny>>,
+        timeout_ms: Option<Bound<'_, PyAny>>,
+        max_retries: Option<Bound<'_, PyAny>>,
     ) -> PyResult<Self> {
+        // Their ranges are the configuration's, which says more of a value in range there.
+        let fail = |err: BridgeError| to_py_err(py, &err);
+        let pool_size =
+            whole_number(pool_size.as_ref(), "pool_size", MAX_POOL_SIZE).map_err(fail)?;
+        let timeout_ms =
+            whole_number(timeout_ms.as_ref(), "timeout_ms", MAX_TIMEOUT_MS).map_err(fail)?;
+        let max_retries =
+            whole_number(max_retries.as_ref(), "max_retries", MAX_RETRIES).map_err(fail)?;
         let arguments = Arguments {
             config,
             module,
@@ -128,13 +136,18 @@ impl Bridge {
         py: Python<'py>,
         op: &str,
         payload: &Bound<'py, PyAny>,
-        timeout_ms: Option<u64>,
+        timeout_ms: Option<Bound<'py, PyAny>>,
         cache_key: Option<String>,
-        max_retries: Option<u32>,
+        max_retries: Option<Bound<'py, PyAny>>,
     ) -> PyResult<Bound<'py, PyAny>> {
         let fail = |err: BridgeError| to_py_err(py, &err.with_op(op));
         self.check_open(py)?;
-        let timeout = timeout_ms.map(per_call_timeout).transpose().map_err(fail)?;
+        let timeout_ms = whole_number(timeout_ms.as_ref(), "timeout_ms", MAX_TIMEOUT_MS);
+        let timeout = timeout_ms
+            .and_then(|t| t.map(per_call_timeout).transpose())
+            .map_err(fail)?;
+        let max_retries =
+            whole_number(max_retries.as_ref(), "max_retries", MAX_RETRIES).map_err(fail)?;
         let payload = payload::from_python(payload, "payload").map_err(fail)?;
         let options = CallOptions {
             timeout,
@@ -358,8 +371,9 @@ impl Arguments {
 }
 
 /// A per-call `timeout_ms`, from 1 ms to 24 h.
+/// A per-call deadline: at least 1 ms.
 fn per_call_timeout(timeout_ms: u64) -> Result<Duration, BridgeError> {
-    if (1..=MAX_TIMEOUT_MS).contains(&timeout_ms) {
+    if timeout_ms >= 1 {
         return Ok(Duration::from_millis(timeout_ms));
     }
     Err(BridgeError::new(
@@ -369,6 +383,37 @@ fn per_call_timeout(timeout_ms: u64) -> Result<Duration, BridgeError> {
         ),
     )
     .with_detail("key", "timeout_ms"))
+}
+
+/// A whole-number argument from 0 to `max` (`None` kept). Anything else — a bool, a
+/// float, a negative or huge int — is a `config` error naming the argument, not the bare
+/// `OverflowError` or `TypeError` of a typed extraction.
+fn whole_number<T: TryFrom<u64>>(
+    value: Option<&Bound<'_, PyAny>>,
+    name: &str,
+    max: u64,
+) -> Result<Option<T>, BridgeError> {
+    let Some(value) = value.filter(|v| !v.is_none()) else {
+        return Ok(None);
+    };
+    let number = match value.is_instance_of::<pyo3::types::PyBool>() {
+        true => None,
+        false => value.extract::<u64>().ok().filter(|n| *n <= max),
+    };
+    match number.and_then(|n| T::try_from(n).ok()) {
+        Some(number) => Ok(Some(number)),
+        None => {
+            let shown = value
+                .repr()
+                .map(|r| r.to_string())
+                .unwrap_or_else(|_| "?".into());
+            Err(BridgeError::new(
+                ErrorClass::Config,
+                format!("{name} = {shown}: expected a whole number from 0 to {max}"),
+            )
+            .with_detail("key", name))
+        }
+    }
 }
 
 fn system_error(message: String) -> BridgeError {

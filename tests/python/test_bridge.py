@@ -289,6 +289,32 @@ def test_config_errors_name_the_key_and_the_argument(tmp_path: Path) -> None:
         _bridge.Bridge(config=tmp_path / "missing.toml")
 
 
+@pytest.mark.parametrize(
+    ("argument", "value"),
+    [
+        ("pool_size", -1),
+        ("pool_size", 10**30),
+        ("pool_size", "2"),
+        ("timeout_ms", True),
+        ("timeout_ms", 1.5),
+        ("max_retries", 101),
+    ],
+)
+def test_a_bad_number_argument_is_a_config_error_naming_it(argument: str, value: object) -> None:
+    # Typed extraction answered a bare OverflowError or TypeError.
+    with pytest.raises(_bridge.ConfigError) as err:
+        _bridge.Bridge(**{argument: value})  # type: ignore[arg-type]
+    assert err.value.details["key"] == argument
+
+
+def test_a_calls_bad_numbers_are_config_errors_naming_them(faults: _bridge.Bridge) -> None:
+    for argument, value in [("timeout_ms", -1), ("max_retries", 10**6), ("max_retries", -1)]:
+        with pytest.raises(_bridge.ConfigError) as err:
+            faults.call("echo", {}, **{argument: value})  # type: ignore[arg-type]
+        assert err.value.details["key"] == argument
+        assert err.value.op == "echo"
+
+
 def test_per_call_timeout_must_be_positive(faults: _bridge.Bridge) -> None:
     with pytest.raises(_bridge.ConfigError) as err:
         faults.call("echo", {}, timeout_ms=0)
@@ -401,8 +427,9 @@ def test_cancelled_error_for_a_call_queued_at_close() -> None:
         with pytest.raises(_bridge.CallCancelledError) as err:
             queued.result(5)
         assert err.value.error_class == "cancelled"
-        # The running call was stopped by the shutdown, not left to spin.
-        with pytest.raises(_bridge.CallTimeoutError):
+        # The running call was stopped by the shutdown, not left to spin, and reads as
+        # cancelled: a timeout is a class callers retry.
+        with pytest.raises(_bridge.CallCancelledError):
             running.result(5)
 
 

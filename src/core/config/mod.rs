@@ -28,7 +28,7 @@ pub use types::{
     OtlpProtocol, ServeConfig, StoreConfig, TelemetryConfig, DEFAULT_MAX_PAYLOAD_BYTES,
     DEFAULT_SERVE_LISTEN, DEFAULT_SERVICE_NAME,
 };
-pub use validate::MAX_TIMEOUT_MS;
+pub use validate::{MAX_POOL_SIZE, MAX_RETRIES, MAX_TIMEOUT_MS};
 
 use crate::core::error::{BridgeError, ErrorClass};
 use std::fmt;

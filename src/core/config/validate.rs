@@ -8,10 +8,12 @@ use std::ops::RangeInclusive;
 
 /// The longest deadline of a call, or of the start-up, in milliseconds (24 h).
 pub const MAX_TIMEOUT_MS: u64 = 86_400_000;
-const MAX_POOL_SIZE: u64 = 64;
+/// The most workers a pool may have (`invoke.pool_size`).
+pub const MAX_POOL_SIZE: u64 = 64;
 const MAX_CANCEL_GRACE_MS: u64 = 60_000;
 const MAX_PAYLOAD_LIMIT: u64 = 1024 * 1024 * 1024;
-const MAX_RETRIES: u64 = 100;
+/// The most retries a call may be given (`invoke.max_retries`, a call's own).
+pub const MAX_RETRIES: u64 = 100;
 const MAX_RETRY_BACKOFF_MS: u64 = 600_000;
 const MAX_CONCURRENT_RUNS: u64 = 64;
 const MAX_NICE: u64 = crate::inprocess::pool::priority::MAX_NICE as u64;
