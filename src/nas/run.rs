@@ -315,7 +315,11 @@ impl RunWorker {
         let ray = if self.executor.is_ray() {
             let client = self.client.clone();
             let settings = self.executor.clone();
-            Some(RayTrials::start(client, settings, run_id, &spec.dataset, &parameters).await?)
+            let budget = &spec.budget;
+            Some(
+                RayTrials::start(client, settings, run_id, &spec.dataset, &parameters, budget)
+                    .await?,
+            )
         } else {
             None
         };

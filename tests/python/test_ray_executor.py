@@ -109,3 +109,29 @@ def test_a_trial_cancelled_before_its_submission_arrives_is_never_sent(monkeypat
         ray_executor.submit(submission)
     assert raised.value.error_class == "cancelled"
     assert ray_executor._cancelled_early == {}  # remembered until its submission came
+
+
+def test_trial_resources_no_live_node_has_are_refused_naming_the_key():
+    # Ray keeps an infeasible task waiting: every attempt then ended at trial_timeout_ms as
+    # if the trial were slow.
+    from cerebros_service.nas.ray_executor import _check_feasible
+
+    nodes = [
+        {"Alive": True, "Resources": {"CPU": 2.0, "memory": 4 * 2**30}},
+        {"Alive": True, "Resources": {"CPU": 1.0, "GPU": 1.0, "memory": 2**30}},
+        {"Alive": False, "Resources": {"CPU": 64.0, "GPU": 8.0, "memory": 2**40}},
+    ]
+    _check_feasible({"trial_cpus": 1, "trial_gpus": 1}, nodes)
+    _check_feasible({"trial_cpus": 2, "trial_memory_mb": 4096}, nodes)
+    _check_feasible({}, [])
+    for resources, key in [
+        ({"trial_cpus": 1, "trial_gpus": 2}, "budget.trial_gpus"),
+        ({"trial_cpus": 4}, "budget.trial_cpus"),
+        ({"trial_cpus": 1, "trial_memory_mb": 8192}, "budget.trial_memory_mb"),
+        # Each exists somewhere, never together on one node: named by the first asked.
+        ({"trial_cpus": 2, "trial_gpus": 1}, "budget.trial_cpus"),
+    ]:
+        with pytest.raises(OpError) as err:
+            _check_feasible(resources, nodes)
+        assert err.value.error_class == "contract"
+        assert err.value.details == {"key": key}, resources

@@ -363,6 +363,25 @@ fn runs_cancel_stops_the_trials_in_flight_within_seconds() {
 }
 
 #[test]
+fn a_trial_asking_more_than_any_node_has_is_refused_at_the_start() {
+    // Each node of the test cluster has one CPU: a trial asking two would wait for good,
+    // each attempt ending at trial_timeout_ms as if it were slow.
+    let cluster = cluster();
+    let scratch = Scratch::new(2, "trial_timeout_ms = 30000\ntrial_cpus = 2");
+    let command = scratch.command(&["run", &scratch.spec(), "--json"], Some(&cluster));
+    let started = Instant::now();
+    let (code, doc, stderr) = Scratch::outcome(command);
+    assert_eq!(code, 2, "{doc} {stderr}");
+    assert_eq!(doc["error"]["class"], "contract", "{doc}");
+    assert_eq!(doc["error"]["details"]["key"], "budget.trial_cpus", "{doc}");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+}
+
+#[test]
 fn an_unreachable_cluster_is_a_config_error_naming_the_address() {
     let scratch = Scratch::new(1, "");
     let mut command = scratch.command(&["run", &scratch.spec(), "--json"], None);

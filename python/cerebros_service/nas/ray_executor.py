@@ -201,6 +201,7 @@ def start_run(payload: Mapping[str, Any]) -> dict:
 
     info = connect(opt_mapping(payload, "connection"))
     ray = _ray()
+    _check_feasible(opt_mapping(payload, "resources"), ray.nodes())
     run_id = req_str(payload, "run_id")
     params = opt_mapping(payload, "parameters")
     options = normalize_dataset_options(
@@ -212,6 +213,49 @@ def start_run(payload: Mapping[str, Any]) -> dict:
     with _lock:
         _runs[run_id] = _Run((dataset_id, options, seed), ray.put(data))
     return info
+
+
+#: A trial's resources (``budget`` keys) and the names Ray gives them on a node.
+_RESOURCE_KEYS = (
+    ("trial_cpus", "CPU", 1),
+    ("trial_gpus", "GPU", 1),
+    ("trial_memory_mb", "memory", 2**20),
+)
+
+
+def _check_feasible(resources: Mapping[str, Any], nodes: list[dict]) -> None:
+    """Refuse a trial no live node can ever run (``contract``, naming the budget key): Ray
+    would keep its task waiting for resources that never come, and each attempt would end
+    at ``trial_timeout_ms`` as if the trial had been slow."""
+    wanted = {
+        key: (name, float(resources[key]) * scale)
+        for key, name, scale in _RESOURCE_KEYS
+        if resources.get(key)
+    }
+    live = [n.get("Resources", {}) for n in nodes if n.get("Alive")]
+    if not wanted or any(
+        all(node.get(name, 0) >= amount for name, amount in wanted.values()) for node in live
+    ):
+        return
+    lacking = [
+        key
+        for key, (name, amount) in wanted.items()
+        if not any(node.get(name, 0) >= amount for node in live)
+    ]
+    short = (lacking or list(wanted))[0]  # none lacking: no node has them all at once
+    largest = [
+        ", ".join(f"{name} {node.get(name, 0):g}" for _, name, _ in _RESOURCE_KEYS[:2])
+        + f", memory {node.get('memory', 0) / 2**20:,.0f} MB"
+        for node in live
+    ]
+    asked = ", ".join(f"{key} = {resources[key]:g}" for key in wanted)
+    raise OpError(
+        "contract",
+        f"budget.{short}: no node of the Ray cluster can run a trial asking {asked} "
+        f"(its nodes: {'; '.join(largest) or 'none alive'}); its task would wait for good. "
+        "Lower the budget's trial resources, or add a node that has them",
+        {"key": f"budget.{short}"},
+    )
 
 
 def end_run(payload: Mapping[str, Any]) -> dict:

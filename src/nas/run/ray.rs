@@ -90,12 +90,15 @@ impl RayTrials {
         run_id: &str,
         dataset_id: &str,
         parameters: &serde_json::Map<String, Value>,
+        budget: &Budget,
     ) -> Result<RayTrials> {
+        // The service refuses resources no live node has (a task would wait for good).
         let payload = json!({
             "connection": settings.connection(),
             "run_id": run_id,
             "dataset_id": dataset_id,
             "parameters": parameters,
+            "resources": trial_resources(budget),
         });
         let options = CallOptions {
             timeout: Some(Duration::from_secs(300)),
@@ -353,6 +356,15 @@ fn finished(polled: &Value) -> Result<(TrialReportedV1, Placement)> {
         .map_err(|err| parse_error(&format!("ray_wait returned a bad placement: {err}")))?
         .ok_or_else(|| parse_error("ray_wait returned no placement"))?;
     Ok((report, placement))
+}
+
+/// What a trial asks of the cluster, under its `budget` keys.
+fn trial_resources(budget: &Budget) -> Value {
+    json!({
+        "trial_cpus": budget.trial_cpus,
+        "trial_gpus": budget.trial_gpus,
+        "trial_memory_mb": budget.trial_memory_mb,
+    })
 }
 
 fn parse_error(message: &str) -> BridgeError {
