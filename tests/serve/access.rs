@@ -240,27 +240,11 @@ fn a_body_announced_over_the_limit_is_refused_before_it_is_read() {
     // request deadline, then answered a 503 classed `contract`.
     let scratch = Scratch::new();
     let server = scratch.serve(&[]);
-    let addr = server.url.trim_start_matches("http://").to_owned();
-    let mut stream = std::net::TcpStream::connect(&addr).unwrap();
-    stream
-        .set_read_timeout(Some(Duration::from_secs(10)))
-        .unwrap();
     let started = Instant::now();
-    stream
-        .write_all(
-            b"POST /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
-              Content-Length: 999999999\r\n\r\n{}",
-        )
-        .unwrap();
-    let mut answer = Vec::new();
-    let mut buf = [0u8; 4096];
-    while !String::from_utf8_lossy(&answer).contains("max_body_bytes") {
-        match stream.read(&mut buf) {
-            Ok(0) | Err(_) => break,
-            Ok(n) => answer.extend_from_slice(&buf[..n]),
-        }
-    }
-    let answer = String::from_utf8_lossy(&answer);
+    let request =
+        b"POST /api/runs HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\n\
+                    Content-Length: 999999999\r\n\r\n{}";
+    let answer = raw_answer(&server.url, request, "max_body_bytes");
     assert!(answer.starts_with("HTTP/1.1 413"), "{answer}");
     assert!(answer.contains("\"class\":\"contract\""), "{answer}");
     assert!(
@@ -270,8 +254,8 @@ fn a_body_announced_over_the_limit_is_refused_before_it_is_read() {
     );
 }
 
-/// The status line the server answers `request` (raw bytes) with.
-fn raw_status(server_url: &str, request: &[u8]) -> String {
+/// What the server answers `request` (raw bytes), read until it holds `until` or ends.
+fn raw_answer(server_url: &str, request: &[u8], until: &str) -> String {
     let addr = server_url.trim_start_matches("http://");
     let mut stream = std::net::TcpStream::connect(addr).unwrap();
     stream
@@ -279,14 +263,19 @@ fn raw_status(server_url: &str, request: &[u8]) -> String {
         .unwrap();
     stream.write_all(request).unwrap();
     let mut answer = Vec::new();
-    let mut buf = [0u8; 1024];
-    while !answer.windows(2).any(|w| w == b"\r\n") {
+    let mut buf = [0u8; 4096];
+    while !String::from_utf8_lossy(&answer).contains(until) {
         match stream.read(&mut buf) {
             Ok(0) | Err(_) => break,
             Ok(n) => answer.extend_from_slice(&buf[..n]),
         }
     }
-    let answer = String::from_utf8_lossy(&answer);
+    String::from_utf8_lossy(&answer).into_owned()
+}
+
+/// The status line the server answers `request` (raw bytes) with.
+fn raw_status(server_url: &str, request: &[u8]) -> String {
+    let answer = raw_answer(server_url, request, "\r\n");
     answer.lines().next().unwrap_or_default().to_owned()
 }
 
