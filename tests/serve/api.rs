@@ -161,6 +161,7 @@ async fn pages_of_runs_follow_the_cursor_and_filter_by_status() {
         ("limit=x", "limit"),
         ("cursor=-3", "cursor"),
         ("cursor=abc", "cursor"),
+        ("status=queued&status=failed", "status"),
     ] {
         let error = server.get_json(&format!("/api/runs?{query}"), 400).await;
         assert_eq!(error["ok"], false);

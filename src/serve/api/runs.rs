@@ -6,7 +6,7 @@ use crate::nas::spec::{RunSpec, SpecSyntax};
 use crate::nas::store::{run_document, CancelOutcome, RunState};
 use crate::serve::state::AppState;
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
+use axum::extract::rejection::{BytesRejection, QueryRejection};
 use axum::extract::{Path, Query, State};
 use axum::http::{header, HeaderMap, StatusCode};
 use axum::Json;
@@ -31,8 +31,9 @@ pub struct ListQuery {
 /// newest first.
 pub async fn list(
     State(state): State<AppState>,
-    Query(query): Query<ListQuery>,
+    query: Result<Query<ListQuery>, QueryRejection>,
 ) -> Result<Json<Value>, ApiError> {
+    let Query(query) = query.map_err(query_error)?;
     let status = match query.status.as_deref().filter(|s| !s.is_empty()) {
         Some(text) => Some(text.parse::<RunState>().map_err(|_| {
             let known: Vec<&str> = RunState::ALL.iter().map(|s| s.as_str()).collect();
@@ -213,5 +214,19 @@ fn spec_syntax(headers: &HeaderMap) -> Result<SpecSyntax, ApiError> {
                 "a run spec is sent as application/toml or application/json, not {content_type:?}"
             ),
         )),
+    }
+}
+
+/// A query string that does not read as the route's parameters (a repeated one, …): 400
+/// naming the parameter when the message does (serde quotes it in backticks).
+fn query_error(rejection: QueryRejection) -> ApiError {
+    let message = rejection.body_text();
+    let key = message
+        .split('`')
+        .nth(1)
+        .filter(|k| k.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'));
+    match key {
+        Some(key) => ApiError::bad_parameter(key, message.clone()),
+        None => ApiError::request(StatusCode::BAD_REQUEST, message),
     }
 }
