@@ -48,7 +48,7 @@ pub fn check_store_path(path: &Path) -> std::result::Result<(), String> {
         );
     }
     match std::fs::metadata(path) {
-        Ok(meta) if meta.is_file() => Ok(()),
+        Ok(meta) if meta.is_file() => check_sqlite_header(path, meta.len()),
         Ok(meta) => Err(format!(
             "{} is a {}, not a regular file",
             path.display(),
@@ -69,6 +69,28 @@ pub fn check_store_path(path: &Path) -> std::result::Result<(), String> {
         }
         Err(err) => Err(format!("{}: {err}", path.display())),
     }
+}
+
+/// The first bytes of every SQLite database file.
+const SQLITE_HEADER: &[u8; 16] = b"SQLite format 3\0";
+
+/// A file that is not empty must be a SQLite database: anything else would be refused by
+/// SQLite at the first query (`file is not a database`), after `validate` said `ok`.
+fn check_sqlite_header(path: &Path, len: u64) -> std::result::Result<(), String> {
+    use std::io::Read;
+    if len == 0 {
+        return Ok(()); // SQLite makes an empty file a database
+    }
+    let mut file = std::fs::File::open(path).map_err(|err| format!("{}: {err}", path.display()))?;
+    let mut header = [0u8; 16];
+    let is_sqlite = len >= 16 && file.read_exact(&mut header).is_ok() && &header == SQLITE_HEADER;
+    if is_sqlite {
+        return Ok(());
+    }
+    Err(format!(
+        "{} is not a SQLite database (a store is a file SQLite made; name a new file)",
+        path.display()
+    ))
 }
 
 /// The file of a `sqlite://PATH` URL.

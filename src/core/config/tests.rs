@@ -446,7 +446,24 @@ fn store_urls_must_name_a_file_that_can_hold_a_store() {
         );
     }
     let dir = tempfile::tempdir().unwrap();
-    for good in [dir.path().join("new.db"), dir.path().join("a/b/new.db")] {
+    // A file that is not SQLite's: refused here, not at the first query after `ok`.
+    let text = dir.path().join("notes.db");
+    std::fs::write(&text, "some notes, not a database\n").unwrap();
+    let m = validation_message(|c| c.store.url = format!("sqlite://{}", text.display()));
+    assert!(m.contains("is not a SQLite database"), "{m}");
+    let store = dir.path().join("store.db");
+    rusqlite::Connection::open(&store)
+        .unwrap()
+        .execute_batch("CREATE TABLE t (x)")
+        .unwrap();
+    let empty = dir.path().join("empty.db");
+    std::fs::write(&empty, "").unwrap();
+    for good in [
+        dir.path().join("new.db"),
+        dir.path().join("a/b/new.db"),
+        store,
+        empty,
+    ] {
         let c = Config {
             store: StoreConfig {
                 url: format!("sqlite://{}", good.display()),
