@@ -219,11 +219,8 @@ impl SpecSyntax {
     fn document(self, text: &str) -> Result<Map<String, Value>> {
         match self {
             SpecSyntax::Toml => {
-                let table: toml::Table = toml::from_str(text).map_err(|e| {
-                    spec_error(format!("invalid run spec: {}", e.message()))
-                        .with_detail("line", line_of(text, e.span()))
-                        .with_source(e)
-                })?;
+                let table: toml::Table =
+                    toml::from_str(text).map_err(|e| toml_syntax_error(text, e))?;
                 json_table(table, "")
             }
             SpecSyntax::Json => {
@@ -758,9 +755,28 @@ fn spec_error(message: String) -> BridgeError {
     BridgeError::new(ErrorClass::Contract, message)
 }
 
-fn line_of(text: &str, span: Option<std::ops::Range<usize>>) -> Value {
-    span.map(|s| Value::from(text[..s.start.min(text.len())].lines().count().max(1)))
-        .unwrap_or(Value::Null)
+/// A spec's TOML syntax error: its line in the message and in `details.line`, and the
+/// text it points at when short (the key of a duplicate key).
+fn toml_syntax_error(text: &str, err: toml::de::Error) -> BridgeError {
+    let span = err.span().filter(|s| text.get(s.clone()).is_some());
+    let line = span
+        .as_ref()
+        .map(|s| text[..s.start].matches('\n').count() + 1);
+    let near = span
+        .and_then(|s| text.get(s))
+        .map(str::trim)
+        .filter(|t| !t.is_empty() && t.len() <= 60 && !t.contains('\n'));
+    let mut message = String::from("invalid run spec");
+    if let Some(line) = line {
+        message.push_str(&format!(" (line {line})"));
+    }
+    message.push_str(&format!(": {}", err.message().trim_end()));
+    if let Some(near) = near {
+        message.push_str(&format!(" at `{near}`"));
+    }
+    spec_error(message)
+        .with_detail("line", line.map_or(Value::Null, Value::from))
+        .with_source(err)
 }
 
 #[cfg(test)]

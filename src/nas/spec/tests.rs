@@ -369,3 +369,16 @@ fn a_name_is_short_and_visible() {
         );
     }
 }
+
+#[test]
+fn a_toml_syntax_error_names_its_line_and_what_it_points_at() {
+    let err = parse("name = \"x\"\nname = \"y\"\ndataset = \"sklearn:iris\"\n").unwrap_err();
+    assert!(
+        err.message.contains("(line 2)") && err.message.contains("duplicate key at `name`"),
+        "{}",
+        err.message
+    );
+    assert_eq!(err.details["line"], 2);
+    let err = parse("name = \"x\"\n\n[budget]\ntrials = \n").unwrap_err();
+    assert_eq!(err.details["line"], 4, "{}", err.message);
+}
