@@ -212,6 +212,19 @@ def test_npz_not_a_zip(tmp_path):
     assert "not a readable npz" in err.message
 
 
+def test_an_npz_that_decompresses_past_its_bound_is_refused_before_it_is_read(
+    tmp_path, monkeypatch
+):
+    # A few KB of compressed zeros can stand for gigabytes: judged from the archive's
+    # directory, never by loading it.
+    np.savez_compressed(tmp_path / "zeros.npz", X=np.zeros((4000, 100)), y=np.zeros(4000))
+    monkeypatch.setattr(datasets, "MAX_NPZ_ARRAY_BYTES", 1_000_000)
+    read = []
+    monkeypatch.setattr(np, "load", lambda *a, **k: read.append(a))
+    err = contract_failure(load_dataset, f"npz:{tmp_path / 'zeros.npz'}", {}, 0)
+    assert "once decompressed" in err.message and not read
+
+
 @pytest.mark.parametrize(
     ("dataset_id", "options", "key"),
     [

@@ -326,8 +326,27 @@ def _numeric_column(cells: tuple[str, ...], name: str, path: Path) -> np.ndarray
     return values
 
 
+#: The most bytes the arrays of an ``.npz`` dataset may hold once decompressed: a small
+#: compressed file can stand for gigabytes of zeros.
+MAX_NPZ_ARRAY_BYTES = 2 * 2**30
+
+
+def _check_npz_size(path: Path) -> None:
+    """Refuse an archive whose members decompress past :data:`MAX_NPZ_ARRAY_BYTES`, from
+    its directory, before any array is read."""
+    with zipfile.ZipFile(path) as archive:
+        total = sum(member.file_size for member in archive.infolist())
+    if total > MAX_NPZ_ARRAY_BYTES:
+        raise contract_error(
+            "dataset_id",
+            f"{path} holds {total / 2**30:.1f} GiB of arrays once decompressed, over the "
+            f"{MAX_NPZ_ARRAY_BYTES / 2**30:.0f} GiB an npz dataset may hold",
+        )
+
+
 def _load_npz(path: Path, opts: Mapping[str, Any]) -> tuple[np.ndarray, np.ndarray, str]:
     try:
+        _check_npz_size(path)
         with np.load(path, allow_pickle=False) as archive:
             missing = [name for name in ("X", "y") if name not in archive.files]
             if missing:
