@@ -370,8 +370,7 @@ impl Arguments {
     }
 }
 
-/// A per-call `timeout_ms`, from 1 ms to 24 h.
-/// A per-call deadline: at least 1 ms.
+/// A per-call deadline: at least 1 ms (`whole_number` bounds it at 24 h).
 fn per_call_timeout(timeout_ms: u64) -> Result<Duration, BridgeError> {
     if timeout_ms >= 1 {
         return Ok(Duration::from_millis(timeout_ms));
